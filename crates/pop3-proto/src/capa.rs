@@ -1,0 +1,106 @@
+//! The CAPA response (RFC 2449 section 5), built from what the session may do now.
+//!
+//! An honest CAPA lists only what works in the current state: STLS only before TLS on
+//! a listener that offers it, USER and SASL only where sign-in may be attempted now.
+
+use crate::response;
+
+/// Server-wide facts that shape CAPA.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    /// `IMPLEMENTATION` text.
+    pub implementation: String,
+    /// `EXPIRE` days; `None` advertises `EXPIRE NEVER` (no retention enforced).
+    pub expire_days: Option<u32>,
+    /// `LOGIN-DELAY` seconds; advertised only when a policy sets one.
+    pub login_delay_secs: Option<u32>,
+    /// SASL mechanisms offered once sign-in is allowed.
+    pub sasl_mechanisms: Vec<String>,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            implementation: concat!("Poplar ", env!("CARGO_PKG_VERSION")).to_string(),
+            expire_days: None,
+            login_delay_secs: None,
+            sasl_mechanisms: vec!["PLAIN".to_string()],
+        }
+    }
+}
+
+/// What the session can do at the moment CAPA is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct CapaState {
+    /// STLS may be issued now.
+    pub stls: bool,
+    /// USER/PASS and AUTH may be used now.
+    pub sign_in: bool,
+}
+
+impl Capabilities {
+    /// Appends the whole multi-line CAPA response.
+    pub fn write(&self, state: CapaState, out: &mut Vec<u8>) {
+        response::ok(out, "Capability list follows");
+        for cap in ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"] {
+            response::line(out, cap);
+        }
+        // RFC 6856 section 2: the USER argument says USER/PASS accept UTF-8.
+        response::line(out, if state.sign_in { "UTF8 USER" } else { "UTF8" });
+        match self.expire_days {
+            Some(days) => response::line(out, &format!("EXPIRE {days}")),
+            None => response::line(out, "EXPIRE NEVER"),
+        }
+        if let Some(secs) = self.login_delay_secs {
+            response::line(out, &format!("LOGIN-DELAY {secs}"));
+        }
+        if state.stls {
+            response::line(out, "STLS");
+        }
+        if state.sign_in {
+            response::line(out, "USER");
+            if !self.sasl_mechanisms.is_empty() {
+                response::line(out, &format!("SASL {}", self.sasl_mechanisms.join(" ")));
+            }
+        }
+        response::line(out, &format!("IMPLEMENTATION {}", self.implementation));
+        response::end(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capa(state: CapaState) -> String {
+        let mut out = Vec::new();
+        Capabilities::default().write(state, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn before_tls_offers_stls_but_no_sign_in() {
+        let text = capa(CapaState {
+            stls: true,
+            sign_in: false,
+        });
+        assert!(text.contains("\r\nSTLS\r\n"));
+        assert!(!text.contains("\r\nUSER\r\n"));
+        assert!(!text.contains("SASL"));
+        assert!(text.contains("\r\nEXPIRE NEVER\r\n"));
+        assert!(!text.contains("LOGIN-DELAY"));
+        assert!(text.ends_with("\r\n.\r\n"));
+    }
+
+    #[test]
+    fn after_tls_offers_sign_in_and_no_stls() {
+        let text = capa(CapaState {
+            stls: false,
+            sign_in: true,
+        });
+        assert!(!text.contains("STLS"));
+        assert!(text.contains("\r\nUSER\r\n"));
+        assert!(text.contains("\r\nSASL PLAIN\r\n"));
+        assert!(text.contains("\r\nUTF8 USER\r\n"));
+    }
+}

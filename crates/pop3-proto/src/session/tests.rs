@@ -1,0 +1,231 @@
+//! Transcript tests of the state machine.
+
+use super::*;
+
+fn config(tls: bool) -> SessionConfig {
+    SessionConfig {
+        capabilities: Capabilities::default(),
+        tls_active: tls,
+        stls_offered: true,
+        plaintext_allowed: false,
+        max_bad_commands: 3,
+        greeting: "ready".into(),
+    }
+}
+
+/// Feeds a line and returns what was written plus the action.
+fn say(s: &mut Session, line: &str) -> (String, Action) {
+    let mut out = Vec::new();
+    let action = s.handle_line(line.as_bytes(), &mut out);
+    (String::from_utf8(out).unwrap(), action)
+}
+
+fn signed_in(messages: &[(u64, &str)]) -> Session {
+    let mut s = Session::new(config(true));
+    say(&mut s, "USER alice");
+    let (_, a) = say(&mut s, "PASS secret");
+    assert!(matches!(a, Action::Authenticate(_)));
+    let mut out = Vec::new();
+    assert!(matches!(
+        s.auth_result(AuthOutcome::Accepted, &mut out),
+        Action::OpenMaildrop
+    ));
+    let metas = messages
+        .iter()
+        .map(|&(size, uidl)| MessageMeta {
+            size,
+            uidl: uidl.into(),
+        })
+        .collect();
+    s.maildrop_opened(Ok(metas), &mut out);
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .starts_with("+OK maildrop ready, ")
+    );
+    s
+}
+
+#[test]
+fn plaintext_sign_in_refused_before_tls() {
+    let mut s = Session::new(config(false));
+    let (text, _) = say(&mut s, "USER alice");
+    assert!(text.starts_with("-ERR TLS required"), "{text}");
+    let (text, a) = say(&mut s, "AUTH PLAIN AGEAYg==");
+    assert!(text.starts_with("-ERR TLS required"));
+    assert!(matches!(a, Action::None));
+    let (text, a) = say(&mut s, "STLS");
+    assert_eq!(text, "+OK Begin TLS negotiation\r\n");
+    assert!(matches!(a, Action::StartTls));
+    s.tls_started();
+    let (text, _) = say(&mut s, "STLS");
+    assert!(text.starts_with("-ERR"));
+    let (text, _) = say(&mut s, "CAPA");
+    assert!(!text.contains("STLS") && text.contains("\r\nUSER\r\n"));
+}
+
+#[test]
+fn pass_carries_the_whole_line_and_failures_look_alike() {
+    let mut s = Session::new(config(true));
+    say(&mut s, "USER alice");
+    let (_, a) = say(&mut s, "PASS two words ");
+    let Action::Authenticate(req) = a else {
+        panic!()
+    };
+    assert_eq!(req.user, "alice");
+    assert_eq!(req.password.expose(), b"two words ");
+    let mut out = Vec::new();
+    s.auth_result(AuthOutcome::Rejected, &mut out);
+    assert_eq!(out, b"-ERR [AUTH] invalid user name or password\r\n");
+    let (text, _) = say(&mut s, "PASS again");
+    assert!(text.starts_with("-ERR send USER first"));
+}
+
+#[test]
+fn utf8_user_names_need_utf8_first() {
+    let mut s = Session::new(config(true));
+    let (text, _) = say(&mut s, "USER jörg");
+    assert!(text.starts_with("-ERR non-ASCII"));
+    let (text, _) = say(&mut s, "utf8");
+    assert_eq!(text, "+OK UTF8 enabled\r\n");
+    let (text, _) = say(&mut s, "USER jörg");
+    assert_eq!(text, "+OK send PASS\r\n");
+}
+
+#[test]
+fn sasl_plain_forms() {
+    let mut s = Session::new(config(true));
+    let (text, _) = say(&mut s, "AUTH PLAIN");
+    assert_eq!(text, "+ \r\n");
+    assert!(s.expects_sasl_response());
+    let (text, _) = say(&mut s, "*");
+    assert!(text.starts_with("-ERR authentication cancelled"));
+    say(&mut s, "AUTH PLAIN");
+    let (_, a) = say(&mut s, "AGFsaWNlAHB3");
+    let Action::Authenticate(req) = a else {
+        panic!()
+    };
+    assert_eq!(
+        (req.user.as_str(), req.password.expose()),
+        ("alice", &b"pw"[..])
+    );
+    let mut out = Vec::new();
+    s.auth_result(AuthOutcome::Unavailable, &mut out);
+    let (text, _) = say(&mut s, "AUTH PLAIN !!!");
+    assert!(text.starts_with("-ERR invalid base64"));
+    let (text, _) = say(&mut s, "AUTH CRAM-MD5");
+    assert!(text.starts_with("-ERR unsupported"));
+}
+
+#[test]
+fn transaction_commands_and_errors() {
+    let mut s = signed_in(&[(10, "a"), (20, "b")]);
+    assert_eq!(say(&mut s, "stat").0, "+OK 2 30\r\n");
+    assert_eq!(
+        say(&mut s, "LIST").0,
+        "+OK 2 messages (30 octets)\r\n1 10\r\n2 20\r\n.\r\n"
+    );
+    assert_eq!(say(&mut s, "LIST 2").0, "+OK 2 20\r\n");
+    for bad in ["LIST 0", "LIST 3", "LIST 99999999999999999999999"] {
+        assert_eq!(say(&mut s, bad).0, "-ERR no such message\r\n", "{bad}");
+    }
+    for bad in ["LIST -1", "LIST abc", "RETR x"] {
+        assert_eq!(
+            say(&mut s, bad).0,
+            "-ERR invalid message number\r\n",
+            "{bad}"
+        );
+    }
+    assert_eq!(say(&mut s, "DELE 1").0, "+OK message 1 deleted\r\n");
+    assert_eq!(say(&mut s, "DELE 1").0, "-ERR message is deleted\r\n");
+    assert_eq!(say(&mut s, "RETR 1").0, "-ERR message is deleted\r\n");
+    assert_eq!(
+        say(&mut s, "UIDL").0,
+        "+OK unique-id listing follows\r\n2 b\r\n.\r\n"
+    );
+    let (text, a) = say(&mut s, "RETR 2");
+    assert_eq!(text, "+OK 20 octets\r\n");
+    assert!(matches!(
+        a,
+        Action::SendMessage {
+            index: 1,
+            top_lines: None
+        }
+    ));
+    let (_, a) = say(&mut s, "TOP 2 0");
+    assert!(matches!(
+        a,
+        Action::SendMessage {
+            index: 1,
+            top_lines: Some(0)
+        }
+    ));
+    assert!(say(&mut s, "TOP 2 -1").0.starts_with("-ERR"));
+    assert!(
+        say(&mut s, "USER bob")
+            .0
+            .starts_with("-ERR command not valid")
+    );
+    assert_eq!(
+        say(&mut s, "RSET").0,
+        "+OK maildrop has 2 messages (30 octets)\r\n"
+    );
+    say(&mut s, "DELE 2");
+    let (text, a) = say(&mut s, "QUIT");
+    assert_eq!(text, "");
+    let Action::Update { delete } = a else {
+        panic!()
+    };
+    assert_eq!(delete, vec![1]);
+    let mut out = Vec::new();
+    assert!(matches!(s.update_result(Ok(()), &mut out), Action::Close));
+    assert_eq!(out, b"+OK Poplar signing off (1 messages left)\r\n");
+}
+
+#[test]
+fn failed_update_reports_sys_temp() {
+    let mut s = signed_in(&[(1, "a")]);
+    say(&mut s, "DELE 1");
+    say(&mut s, "QUIT");
+    let mut out = Vec::new();
+    s.update_result(Err(()), &mut out);
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .starts_with("-ERR [SYS/TEMP]")
+    );
+}
+
+#[test]
+fn in_use_returns_to_authorization() {
+    let mut s = Session::new(config(true));
+    say(&mut s, "USER alice");
+    say(&mut s, "PASS pw");
+    let mut out = Vec::new();
+    s.auth_result(AuthOutcome::Accepted, &mut out);
+    s.maildrop_opened(Err(OpenFailure::InUse), &mut out);
+    assert_eq!(
+        out,
+        b"-ERR [IN-USE] maildrop is locked by another session\r\n"
+    );
+    assert!(
+        say(&mut s, "STAT")
+            .0
+            .starts_with("-ERR command not valid before sign-in")
+    );
+}
+
+#[test]
+fn quit_answers_in_authorization_and_bad_commands_close() {
+    let mut s = Session::new(config(true));
+    let (text, a) = say(&mut s, "QUIT");
+    assert_eq!(text, "+OK Poplar signing off\r\n");
+    assert!(matches!(a, Action::Close));
+
+    let mut s = Session::new(config(true));
+    assert_eq!(say(&mut s, "BOGUS").0, "-ERR unknown command\r\n");
+    assert!(matches!(say(&mut s, "NOOP extra").1, Action::None));
+    let (text, a) = say(&mut s, "XYZ");
+    assert!(text.starts_with("-ERR too many bad commands"));
+    assert!(matches!(a, Action::Close));
+}

@@ -1,0 +1,162 @@
+//! The TRANSACTION state (RFC 1939 section 5): STAT, LIST, RETR, DELE, NOOP, RSET, TOP,
+//! UIDL over one snapshot of the maildrop. Deletions are only marks until QUIT.
+
+use crate::command::{Command, MsgNumber};
+use crate::response;
+
+use super::Action;
+
+/// What the session knows of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// Octets as RETR sends them before byte-stuffing (CRLF line ends).
+    pub size: u64,
+    /// The unique-id listing (RFC 1939 section 7).
+    pub uidl: String,
+}
+
+/// The signed-in user's maildrop as this session sees it.
+#[derive(Debug)]
+pub(super) struct Maildrop {
+    messages: Vec<MessageMeta>,
+    deleted: Vec<bool>,
+}
+
+/// Why a message-number argument does not name a message.
+enum Lookup {
+    Invalid,
+    NoSuch,
+    Deleted,
+}
+
+impl Maildrop {
+    pub(super) fn new(messages: Vec<MessageMeta>) -> Self {
+        let deleted = vec![false; messages.len()];
+        Self { messages, deleted }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub(super) fn deleted_indexes(&self) -> Vec<usize> {
+        (0..self.messages.len())
+            .filter(|&i| self.deleted[i])
+            .collect()
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &MessageMeta)> {
+        self.messages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.deleted[*i])
+    }
+
+    fn totals(&self) -> (usize, u64) {
+        self.live()
+            .fold((0, 0), |(n, octets), (_, m)| (n + 1, octets + m.size))
+    }
+
+    pub(super) fn summary(&self) -> String {
+        let (n, octets) = self.totals();
+        format!("{n} messages ({octets} octets)")
+    }
+
+    fn lookup(&self, arg: MsgNumber) -> Result<usize, Lookup> {
+        let MsgNumber::Number(n) = arg else {
+            return Err(Lookup::Invalid);
+        };
+        let index = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .filter(|&i| i < self.messages.len())
+            .ok_or(Lookup::NoSuch)?;
+        if self.deleted[index] {
+            return Err(Lookup::Deleted);
+        }
+        Ok(index)
+    }
+
+    /// Resolves a message number or writes the `-ERR` that says why not.
+    fn find(&self, arg: MsgNumber, out: &mut Vec<u8>) -> Option<usize> {
+        match self.lookup(arg) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                let text = match e {
+                    Lookup::Invalid => "invalid message number",
+                    Lookup::NoSuch => "no such message",
+                    Lookup::Deleted => "message is deleted",
+                };
+                response::err(out, None, text);
+                None
+            }
+        }
+    }
+
+    pub(super) fn handle(&mut self, cmd: Command, out: &mut Vec<u8>) -> Action {
+        match cmd {
+            Command::Stat => {
+                let (n, octets) = self.totals();
+                response::ok(out, &format!("{n} {octets}"));
+            }
+            Command::List(None) => {
+                response::ok(out, &self.summary());
+                for (i, m) in self.live() {
+                    response::line(out, &format!("{} {}", i + 1, m.size));
+                }
+                response::end(out);
+            }
+            Command::List(Some(arg)) => {
+                if let Some(i) = self.find(arg, out) {
+                    response::ok(out, &format!("{} {}", i + 1, self.messages[i].size));
+                }
+            }
+            Command::Uidl(None) => {
+                response::ok(out, "unique-id listing follows");
+                for (i, m) in self.live() {
+                    response::line(out, &format!("{} {}", i + 1, m.uidl));
+                }
+                response::end(out);
+            }
+            Command::Uidl(Some(arg)) => {
+                if let Some(i) = self.find(arg, out) {
+                    response::ok(out, &format!("{} {}", i + 1, self.messages[i].uidl));
+                }
+            }
+            Command::Retr(arg) => {
+                if let Some(index) = self.find(arg, out) {
+                    response::ok(out, &format!("{} octets", self.messages[index].size));
+                    return Action::SendMessage {
+                        index,
+                        top_lines: None,
+                    };
+                }
+            }
+            Command::Top(arg, lines) => {
+                let Some(lines) = lines else {
+                    response::err(out, None, "invalid number of lines");
+                    return Action::None;
+                };
+                if let Some(index) = self.find(arg, out) {
+                    response::ok(out, "top of message follows");
+                    return Action::SendMessage {
+                        index,
+                        top_lines: Some(lines),
+                    };
+                }
+            }
+            Command::Dele(arg) => {
+                if let Some(i) = self.find(arg, out) {
+                    self.deleted[i] = true;
+                    response::ok(out, &format!("message {} deleted", i + 1));
+                }
+            }
+            Command::Rset => {
+                self.deleted.fill(false);
+                response::ok(out, &format!("maildrop has {}", self.summary()));
+            }
+            _ => response::err(out, None, "command not valid in this state"),
+        }
+        Action::None
+    }
+}
