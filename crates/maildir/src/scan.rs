@@ -1,0 +1,259 @@
+//! Scanning `new/` and `cur/` into one POP3 maildrop listing (RFC 1939 sections 5, 7).
+//!
+//! The listing is ordered by (modification time in whole seconds, unique part, path):
+//! delivery agents set the mtime at delivery and renames by other programs keep it, so
+//! message numbers and UIDLs stay stable from one session to the next.
+
+use std::collections::HashSet;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::name::{is_hidden, parse_name};
+use crate::size::{CHUNK, crlf_size};
+use crate::uidl::{UidlAssigner, load_overrides};
+use crate::{Maildir, MessageEntry, StoreError};
+
+/// The two directories that hold messages, in the order they are read: a message moved
+/// from `new/` to `cur/` while scanning is then seen twice (and de-duplicated by inode)
+/// rather than missed.
+pub(crate) const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
+
+/// How often a scan is redone when files vanished under it (usually renamed by another
+/// program, which would otherwise hide them from this session).
+const SCAN_ATTEMPTS: usize = 3;
+
+/// `O_NOFOLLOW | O_NONBLOCK` where their values are the generic Linux ones, so a
+/// symlink is never followed and a FIFO swapped in never blocks the open. Elsewhere the
+/// inode check in [`open_regular`] alone guards the open.
+const OPEN_FLAGS: i32 = if cfg!(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "loongarch64"
+    )
+)) {
+    0o400000 | 0o4000
+} else {
+    0
+};
+
+/// Opens `path` for reading only if it is still the regular file `expected` described.
+/// A file replaced in between (by a symlink or anything else) reads as `NotFound`.
+pub(crate) fn open_regular(path: &Path, expected: &Metadata) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(OPEN_FLAGS)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.dev() == expected.dev() && meta.ino() == expected.ino() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "message file was replaced",
+        ))
+    }
+}
+
+/// One message file found by a scan, before UIDLs are assigned.
+struct Found {
+    mtime: i64,
+    unique: String,
+    base: String,
+    size: u64,
+    path: PathBuf,
+}
+
+impl Maildir {
+    /// One consistent snapshot of `new/` and `cur/` read as one maildrop.
+    ///
+    /// Hidden files (starting with `.`) and anything but regular files are skipped;
+    /// symlinks are not followed. Files that vanish while scanning are skipped (after up
+    /// to two rescans, since a vanished file has usually just been renamed). A missing
+    /// `new/` or `cur/` reads as empty, so a Maildir not yet created is an empty maildrop.
+    pub fn scan(&self) -> Result<Vec<MessageEntry>, StoreError> {
+        let overrides = load_overrides(&self.root)?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut found = Vec::new();
+        for _ in 0..SCAN_ATTEMPTS {
+            found.clear();
+            if !self.scan_once(&mut buf, &mut found)? {
+                break;
+            }
+        }
+        found.sort_by(|a, b| (a.mtime, &a.unique, &a.path).cmp(&(b.mtime, &b.unique, &b.path)));
+        let mut uidls = UidlAssigner::new(overrides);
+        Ok(found
+            .into_iter()
+            .map(|f| MessageEntry {
+                uidl: uidls.assign(&f.unique, &f.base),
+                unique: f.unique,
+                size: f.size,
+                path: f.path,
+            })
+            .collect())
+    }
+
+    /// Reads both directories into `found`; returns whether any file vanished meanwhile.
+    fn scan_once(&self, buf: &mut [u8], found: &mut Vec<Found>) -> io::Result<bool> {
+        let mut vanished = false;
+        let mut seen = HashSet::new();
+        for dir in MESSAGE_DIRS {
+            let entries = match fs::read_dir(self.root.join(dir)) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if is_hidden(&name) {
+                    continue;
+                }
+                let path = entry.path();
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        vanished = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                // Same inode twice: renamed from new/ to cur/ during this scan.
+                if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
+                    continue;
+                }
+                let parts = parse_name(&name);
+                let size = match (parts.size, parts.vsize) {
+                    // Trust the name only when its file size is right and its CRLF size
+                    // is possible for that file size.
+                    (Some(s), Some(w)) if s == meta.len() && s <= w && w <= s.saturating_mul(2) => {
+                        w
+                    }
+                    _ => {
+                        match open_regular(&path, &meta).and_then(|mut f| crlf_size(&mut f, buf)) {
+                            Ok(size) => size,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                vanished = true;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                found.push(Found {
+                    mtime: meta.mtime(),
+                    base: parts.base.to_owned(),
+                    unique: parts.unique,
+                    size,
+                    path,
+                });
+            }
+        }
+        Ok(vanished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{maildir, put};
+
+    #[test]
+    fn scans_new_and_cur_in_stable_order() {
+        let (_dir, md) = maildir();
+        put(&md, "cur/200.b.host:2,S", b"b\n", 200);
+        put(&md, "new/100.z.host", b"z\r\n", 100);
+        put(&md, "new/200.a.host", b"a\nmore", 200);
+        put(&md, "cur/.hidden", b"x", 50);
+        fs::create_dir(md.root().join("cur/subdir")).expect("mkdir");
+        std::os::unix::fs::symlink(md.root().join("new/100.z.host"), md.root().join("cur/9.l"))
+            .expect("symlink");
+        let list = md.scan().expect("scan");
+        let uidls: Vec<_> = list.iter().map(|e| e.uidl.as_str()).collect();
+        assert_eq!(uidls, ["100.z.host", "200.a.host", "200.b.host"]);
+        let sizes: Vec<_> = list.iter().map(|e| e.size).collect();
+        assert_eq!(sizes, [3, 7, 3]);
+        assert_eq!(list[2].path, md.root().join("cur/200.b.host:2,S"));
+    }
+
+    #[test]
+    fn open_regular_refuses_a_swapped_file() {
+        let (_dir, md) = maildir();
+        let a = put(&md, "cur/1.a.host", b"a", 1);
+        let b = put(&md, "cur/2.b.host", b"b", 2);
+        let meta_a = fs::symlink_metadata(&a).expect("lstat");
+        assert!(open_regular(&a, &meta_a).is_ok());
+        let err = open_regular(&b, &meta_a).expect_err("other inode");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        fs::remove_file(&a).expect("rm");
+        std::os::unix::fs::symlink(&b, &a).expect("symlink");
+        assert!(open_regular(&a, &meta_a).is_err());
+    }
+
+    #[test]
+    fn missing_maildir_is_empty() {
+        let md = Maildir::new("/nonexistent/poplar/Maildir");
+        assert!(md.scan().expect("scan").is_empty());
+    }
+
+    #[test]
+    fn trusts_w_only_when_s_matches() {
+        let (_dir, md) = maildir();
+        put(&md, "cur/1.a.host,S=4,W=6:2,", b"a\nb\n", 1);
+        put(&md, "cur/2.b.host,S=5,W=99:2,", b"a\nb\n", 2);
+        put(&md, "cur/3.c.host,S=4,W=99:2,", b"a\nb\n", 3);
+        put(&md, "cur/4.d.host,S=4,W=5", b"abcd", 4);
+        let list = md.scan().expect("scan");
+        let sizes: Vec<_> = list.iter().map(|e| e.size).collect();
+        // Wrong S, and impossible W: the file is counted instead.
+        assert_eq!(sizes, [6, 6, 6, 5]);
+        assert_eq!(list[0].unique, "1.a.host");
+    }
+
+    #[test]
+    fn uidl_survives_flag_rename_and_move_to_cur() {
+        let (_dir, md) = maildir();
+        let old = put(&md, "new/300.x.host,S=2", b"x\n", 300);
+        put(&md, "new/301.y.host", b"y\n", 301);
+        let before = md.scan().expect("scan");
+        fs::rename(&old, md.root().join("cur/300.x.host,S=2:2,S")).expect("rename");
+        let after = md.scan().expect("scan");
+        let ids = |l: &[MessageEntry]| l.iter().map(|e| e.uidl.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&before), ids(&after));
+        assert_eq!(after[0].path, md.root().join("cur/300.x.host,S=2:2,S"));
+    }
+
+    #[test]
+    fn duplicate_uniques_and_overrides() {
+        let (_dir, md) = maildir();
+        put(&md, "new/5.dup.host,S=1", b"1", 5);
+        put(&md, "cur/5.dup.host,S=2:2,", b"22", 5);
+        let long = format!("6.{}.host", "l".repeat(80));
+        put(&md, &format!("cur/{long}:2,S"), b"", 6);
+        put(&md, "cur/7.o.host:2,", b"o", 7);
+        md.set_uidl_override(&[("7.o.host".into(), "legacy-7".into())])
+            .expect("override");
+        let list = md.scan().expect("scan");
+        assert_eq!(list[0].uidl, "5.dup.host");
+        assert_eq!(list[1].uidl.len(), 40);
+        assert_eq!(list[2].uidl, crate::uidl::hash_uidl(&[&long]));
+        assert_eq!(list[2].size, 0);
+        assert_eq!(list[3].uidl, "legacy-7");
+    }
+
+    #[test]
+    fn delivery_after_scan_is_not_in_it() {
+        let (_dir, md) = maildir();
+        md.deliver(b"first\n").expect("deliver");
+        let list = md.scan().expect("scan");
+        md.deliver(b"second\n").expect("deliver");
+        assert_eq!(list.len(), 1);
+        assert_eq!(md.scan().expect("scan").len(), 2);
+    }
+}

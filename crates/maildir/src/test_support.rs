@@ -1,0 +1,28 @@
+//! Helpers shared by the unit tests.
+
+use std::fs::{self, File};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::Maildir;
+
+/// A fresh Maildir in a temporary directory (kept alive by the returned guard).
+pub(crate) fn maildir() -> (tempfile::TempDir, Maildir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = Maildir::new(dir.path().join("Maildir"));
+    md.create().expect("create");
+    (dir, md)
+}
+
+/// Writes `body` to `rel` under the Maildir root with the given mtime.
+pub(crate) fn put(md: &Maildir, rel: &str, body: &[u8], secs: u64) -> PathBuf {
+    let path = md.root().join(rel);
+    fs::write(&path, body).expect("write");
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("set mtime");
+    path
+}

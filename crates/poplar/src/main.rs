@@ -1,0 +1,166 @@
+//! `poplar`: the one binary. A thin shell over the server, auth, directory and maildir
+//! crates: `serve`, `user add|passwd|del|list`, `config check`.
+#![forbid(unsafe_code)]
+
+mod demo;
+mod user;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use server::{Config, Dir};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "poplar",
+    version,
+    about = "A POP3 server with modern authentication"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without one, the embedded default is used: a data
+    /// folder `poplar-data` in the working directory and loopback listeners.
+    #[arg(long, global = true, env = "POPLAR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGTERM or SIGINT.
+    Serve {
+        /// First run only: create user `demo` with a random password (printed once)
+        /// and a few sample messages.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration, print the effective values and warn about insecure settings.
+    Check,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("poplar: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("poplar: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POPLAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("POPLAR_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+async fn open_directory(config: &Config) -> anyhow::Result<Arc<Dir>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
+    let dir = Dir::open(&config.directory_path())
+        .await
+        .with_context(|| format!("opening directory {}", config.directory_path().display()))?;
+    Ok(Arc::new(dir))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(cli.config.as_ref())?;
+    match cli.command {
+        Command::Serve { demo } => serve(config, demo).await,
+        Command::User(cmd) => user::run(cmd, &config, open_directory(&config).await?).await,
+        Command::Config(ConfigCommand::Check) => {
+            print!("{}", toml::to_string_pretty(&config)?);
+            let warnings = config.warnings();
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!("configuration is valid ({} warnings)", warnings.len());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let dir = open_directory(&config).await?;
+    let demo_login = if demo {
+        demo::prepare(&config, dir.clone()).await?
+    } else {
+        None
+    };
+    let server = server::Server::bind(config.clone(), dir).await?;
+    let addrs = server.local_addrs();
+    for (kind, addr) in &addrs {
+        println!("listening {} {addr}", kind.name());
+    }
+    println!("certificate sha256 {}", server.fingerprint());
+    if let Some(password) = demo_login {
+        demo::print_instructions(&config, &addrs, &password);
+    }
+    println!("ready");
+
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signals.cancel();
+    });
+    server.run(shutdown).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `poplar user add|passwd|del|list`. Passwords come from a prompt or from standard
+//! input (`--password-stdin`), never from the command line, where `ps` would show them.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use directory::Directory as _;
+use server::{Config, Dir};
+use zeroize::Zeroizing;
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a user and create their Maildir.
+    Add {
+        /// User name (stored in canonical form).
+        name: String,
+        /// Serve an existing Maildir (for example one Postfix or Dovecot delivers to).
+        /// Default: <maildir_root>/<name>.
+        #[arg(long)]
+        maildir: Option<PathBuf>,
+        /// Read the password as one line from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password.
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the password as one line from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user from the directory (their Maildir is left in place).
+    Del {
+        /// User name.
+        name: String,
+    },
+    /// List users, one per line.
+    List,
+}
+
+pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Result<()> {
+    let policy = server::username_policy(config);
+    match cmd {
+        UserCommand::Add {
+            name,
+            maildir,
+            password_stdin,
+        } => {
+            let canonical = policy
+                .canonical(&name)
+                .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            let maildir = match maildir {
+                Some(path) => std::path::absolute(&path)?,
+                None => std::path::absolute(config.maildir_root().join(&canonical))?,
+            };
+            let password = read_password(password_stdin, true)?;
+            let auth = server::authenticator(config, dir)?;
+            let added = auth
+                .add_user(
+                    &name,
+                    password.as_bytes(),
+                    maildir.to_string_lossy().into_owned(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot add user: {e}"))?;
+            maildir::Maildir::new(&maildir)
+                .create()
+                .with_context(|| format!("creating Maildir {}", maildir.display()))?;
+            eprintln!("added {added} with Maildir {}", maildir.display());
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let canonical = policy
+                .canonical(&name)
+                .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            let password = read_password(password_stdin, true)?;
+            let auth = server::authenticator(config, dir)?;
+            let changed = auth
+                .set_password(&canonical, password.as_bytes())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot set password: {e}"))?;
+            if !changed {
+                bail!("no such user: {canonical}");
+            }
+            eprintln!("password changed for {canonical}");
+        }
+        UserCommand::Del { name } => {
+            let canonical = policy
+                .canonical(&name)
+                .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            if !dir.delete_user(&canonical).await? {
+                bail!("no such user: {canonical}");
+            }
+            eprintln!("removed {canonical}; their Maildir was left in place");
+        }
+        UserCommand::List => {
+            for user in dir.list_users().await? {
+                println!("{}", user.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
+    let password = if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line)?;
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        Zeroizing::new(trimmed.to_string())
+    } else {
+        let first = Zeroizing::new(rpassword::prompt_password("Password: ")?);
+        if confirm {
+            let again = Zeroizing::new(rpassword::prompt_password("Again: ")?);
+            if *again != *first {
+                bail!("the passwords differ");
+            }
+        }
+        first
+    };
+    if password.is_empty() {
+        bail!("empty password");
+    }
+    Ok(password)
+}

@@ -1,0 +1,325 @@
+//! Poplar's configuration: one typed struct, read from one TOML file.
+//!
+//! Every field has a documented default (see `poplar.example.toml` at the repository
+//! root), so `poplar serve` with no file runs the embedded default: a data folder in the
+//! working directory, loopback listeners on ports that need no root, a self-signed
+//! certificate made on first start. Unknown keys are an error, so a typo never silently
+//! turns a security setting off.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Holds `poplar.db`, `tls/` and (by default) `mail/`. Relative paths are relative
+    /// to the working directory.
+    pub data_dir: PathBuf,
+    /// The server's host name: in the self-signed certificate and the greeting.
+    pub hostname: String,
+    /// Listening sockets.
+    pub listen: Listen,
+    /// Certificate and key.
+    pub tls: Tls,
+    /// Sign-in rules.
+    pub auth: Auth,
+    /// Time and size limits.
+    pub limits: Limits,
+    /// Mail storage.
+    pub store: Store,
+}
+
+/// Listening sockets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Plain POP3 with STLS (RFC 2595); port 110 in production.
+    pub pop3: Vec<SocketAddr>,
+    /// Implicit TLS (RFC 8314); port 995 in production.
+    pub pop3s: Vec<SocketAddr>,
+}
+
+/// Certificate and key in PEM files. With neither set, a self-signed ECDSA P-256
+/// certificate is made once in `<data_dir>/tls/`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Certificate chain (leaf first).
+    pub cert: Option<PathBuf>,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+/// Sign-in rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Networks where USER/PASS and AUTH PLAIN are allowed without TLS. Empty by
+    /// default: plaintext passwords never cross an unencrypted connection.
+    pub plaintext_networks: Vec<IpNet>,
+    /// Compare user names case-insensitively (they are stored lower-cased).
+    pub lowercase_usernames: bool,
+    /// Appended as `@domain` to user names given without a domain; empty for none.
+    pub default_domain: String,
+    /// Delay before answering a failed sign-in, in milliseconds.
+    pub failure_delay_ms: u64,
+    /// Argon2id memory cost for new hashes, KiB (OWASP minimum 19456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations for new hashes.
+    pub argon2_iterations: u32,
+    /// Password hashes computed at once; bounds memory (memory cost × this).
+    pub max_concurrent_hashes: usize,
+}
+
+/// Time and size limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Idle time allowed before sign-in, seconds.
+    pub idle_timeout_auth_secs: u64,
+    /// Idle time allowed after sign-in, seconds (RFC 1939 asks for at least 600).
+    pub idle_timeout_transaction_secs: u64,
+    /// Longest ordinary command line, CRLF included (RFC 2449 says 255 suffice).
+    pub max_command_line: usize,
+    /// Longest AUTH line or SASL continuation line (OAuth tokens run to several KB).
+    pub max_auth_line: usize,
+    /// Syntax errors tolerated per connection before it is closed.
+    pub max_bad_commands: u32,
+    /// Connections served at once; more are refused with `-ERR [SYS/TEMP]`.
+    pub max_connections: usize,
+    /// Seconds that open sessions get to finish after SIGTERM before they are cut
+    /// (an UPDATE in progress always completes).
+    pub shutdown_grace_secs: u64,
+}
+
+/// Mail storage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// Where new users' Maildirs are made (`<root>/<user>/`); default `<data_dir>/mail`.
+    pub maildir_root: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("poplar-data"),
+            hostname: "localhost".into(),
+            listen: Listen::default(),
+            tls: Tls::default(),
+            auth: Auth::default(),
+            limits: Limits::default(),
+            store: Store::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        Self {
+            pop3: vec![SocketAddr::new(lo, 1110)],
+            pop3s: vec![SocketAddr::new(lo, 1995)],
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            plaintext_networks: Vec::new(),
+            lowercase_usernames: true,
+            default_domain: String::new(),
+            failure_delay_ms: 1000,
+            argon2_memory_kib: 19456,
+            argon2_iterations: 2,
+            max_concurrent_hashes: 4,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            idle_timeout_auth_secs: 60,
+            idle_timeout_transaction_secs: 600,
+            max_command_line: 1024,
+            max_auth_line: 16384,
+            max_bad_commands: 10,
+            max_connections: 1000,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("invalid configuration in {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said.
+        message: String,
+    },
+    /// Valid TOML, but values that cannot work together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.listen.pop3.is_empty() && self.listen.pop3s.is_empty() {
+            return bad("no listeners: set listen.pop3 or listen.pop3s");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key must be set together");
+        }
+        if self.limits.max_command_line < 64 {
+            return bad("limits.max_command_line must be at least 64");
+        }
+        if self.limits.max_auth_line < self.limits.max_command_line {
+            return bad("limits.max_auth_line must be at least limits.max_command_line");
+        }
+        if self.limits.max_bad_commands == 0 || self.limits.max_connections == 0 {
+            return bad("limits.max_bad_commands and limits.max_connections must be positive");
+        }
+        if self.auth.max_concurrent_hashes == 0 {
+            return bad("auth.max_concurrent_hashes must be positive");
+        }
+        if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
+            return bad("auth.argon2_memory_kib must be at least 8 and argon2_iterations positive");
+        }
+        Ok(())
+    }
+
+    /// Where new users' Maildirs go.
+    pub fn maildir_root(&self) -> PathBuf {
+        self.store
+            .maildir_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("mail"))
+    }
+
+    /// The SQLite directory file.
+    pub fn directory_path(&self) -> PathBuf {
+        self.data_dir.join("poplar.db")
+    }
+
+    /// Whether plaintext sign-in is allowed from this address without TLS.
+    pub fn plaintext_allowed(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.auth
+            .plaintext_networks
+            .iter()
+            .any(|net| net.contains(&peer))
+    }
+
+    /// Settings an administrator should look at twice.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for net in &self.auth.plaintext_networks {
+            let loopback = match net {
+                IpNet::V4(n) => n.network().is_loopback() && n.prefix_len() >= 8,
+                IpNet::V6(n) => n.network().is_loopback(),
+            };
+            if !loopback {
+                w.push(format!(
+                    "auth.plaintext_networks includes {net}: passwords from there may cross the network unencrypted"
+                ));
+            }
+        }
+        let public = self
+            .listen
+            .pop3
+            .iter()
+            .chain(&self.listen.pop3s)
+            .any(|a| !a.ip().is_loopback());
+        if public && self.tls.cert.is_none() {
+            w.push("listening beyond loopback with a self-signed certificate: clients cannot verify it; set tls.cert and tls.key".into());
+        }
+        if self.auth.argon2_memory_kib < 19456 {
+            w.push(format!(
+                "auth.argon2_memory_kib = {} is below the OWASP minimum of 19456",
+                self.auth.argon2_memory_kib
+            ));
+        }
+        if self.auth.failure_delay_ms == 0 {
+            w.push("auth.failure_delay_ms = 0: failed sign-ins are answered at once".into());
+        }
+        if self.limits.idle_timeout_transaction_secs < 600 {
+            w.push("limits.idle_timeout_transaction_secs is below RFC 1939's 10 minutes".into());
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_loopback_and_secure() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert!(c.listen.pop3.iter().all(|a| a.ip().is_loopback()));
+        assert!(!c.plaintext_allowed("127.0.0.1".parse().unwrap()));
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let text = include_str!("../../../poplar.example.toml");
+        let parsed: Config = toml::from_str(text).unwrap();
+        assert_eq!(
+            toml::to_string(&parsed).unwrap(),
+            toml::to_string(&Config::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("[auth]\nplaintext = true\n").is_err());
+        let c: Config = toml::from_str("[limits]\nmax_command_line = 10\n").unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn plaintext_networks_match_mapped_addresses() {
+        let c: Config =
+            toml::from_str("[auth]\nplaintext_networks = [\"127.0.0.0/8\", \"10.0.0.0/8\"]\n")
+                .unwrap();
+        assert!(c.plaintext_allowed("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!c.plaintext_allowed("192.0.2.1".parse().unwrap()));
+        assert_eq!(c.warnings().len(), 1);
+    }
+}

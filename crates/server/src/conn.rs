@@ -1,0 +1,419 @@
+//! The connection driver: reads bytes, frames them, feeds the session, performs the
+//! actions it returns and writes responses in batches (RFC 2449 PIPELINING: all the
+//! answers to one packet of commands leave in as few writes as possible).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::{AuthFailure, Authenticator};
+use maildir::{Maildir, MaildropGuard, MessageEntry, StoreError};
+use pop3_proto::{
+    Action, AuthOutcome, AuthRequest, Capabilities, DotStuffer, Frame, LineFramer, MessageMeta,
+    OpenFailure, Session, SessionConfig,
+};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::{Dir, ListenerKind};
+
+/// Responses are flushed when this much is waiting, and messages are read in chunks
+/// of this size, so a session's buffers stay bounded whatever the message size.
+const CHUNK: usize = 64 * 1024;
+/// Time allowed for a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub policy: auth::UsernamePolicy,
+    pub auth: Authenticator<Dir>,
+    pub acceptor: TlsAcceptor,
+    pub connections: Arc<Semaphore>,
+}
+
+/// The signed-in user's open maildrop.
+struct OpenMaildrop {
+    maildir: Maildir,
+    entries: Vec<MessageEntry>,
+    /// Held for the whole session: the lock behind `[IN-USE]`.
+    _guard: MaildropGuard,
+}
+
+/// How one leg of the connection (before or after STLS) ended.
+enum Leg {
+    Closed,
+    StartTls,
+}
+
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    shutdown: CancellationToken,
+    session: Session,
+    framer: LineFramer,
+    out: Vec<u8>,
+    /// The canonical name of the signed-in (or signing-in) user.
+    user: Option<String>,
+    maildir_path: Option<std::path::PathBuf>,
+    maildrop: Option<OpenMaildrop>,
+    /// The connection is under TLS now.
+    tls: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        kind: ListenerKind,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let limits = &shared.config.limits;
+        let session = Session::new(SessionConfig {
+            capabilities: Capabilities::default(),
+            tls_active: kind == ListenerKind::Pop3s,
+            stls_offered: kind == ListenerKind::Pop3,
+            plaintext_allowed: shared.config.plaintext_allowed(peer.ip()),
+            max_bad_commands: limits.max_bad_commands,
+            greeting: "Poplar POP3 server ready".into(),
+        });
+        let framer = LineFramer::new(limits.max_command_line, limits.max_auth_line);
+        Self {
+            shared,
+            peer,
+            kind,
+            shutdown,
+            session,
+            framer,
+            out: Vec::with_capacity(4096),
+            user: None,
+            maildir_path: None,
+            maildrop: None,
+            tls: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut tcp: TcpStream) {
+        tracing::debug!(peer = %self.peer, listener = self.kind.name(), "connection opened");
+        if self.kind == ListenerKind::Pop3s {
+            if let Some(mut tls) = self.handshake(tcp).await {
+                self.session.greeting(&mut self.out);
+                let _ = self.drive(&mut tls).await;
+                let _ = tls.shutdown().await;
+            }
+        } else {
+            self.session.greeting(&mut self.out);
+            if let Ok(Leg::StartTls) = self.drive(&mut tcp).await {
+                // Bytes the client pipelined after STLS arrived unprotected; they are
+                // never read as commands (RFC 2595 section 4).
+                self.framer.clear();
+                if let Some(mut tls) = self.handshake(tcp).await {
+                    self.session.tls_started();
+                    let _ = self.drive(&mut tls).await;
+                    let _ = tls.shutdown().await;
+                }
+            }
+        }
+        tracing::debug!(peer = %self.peer, "connection closed");
+    }
+
+    async fn handshake(
+        &mut self,
+        tcp: TcpStream,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.shared.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                self.tls = true;
+                Some(tls)
+            }
+            Ok(Err(e)) => {
+                tracing::info!(peer = %self.peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!(peer = %self.peer, "TLS handshake timed out");
+                None
+            }
+        }
+    }
+
+    /// Runs the session over one stream until it closes or asks for TLS.
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> std::io::Result<Leg> {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            while let Some(frame) = self.framer.next_frame(self.session.expects_sasl_response()) {
+                let action = match frame {
+                    Frame::Line(line) => self.session.handle_line(&line, &mut self.out),
+                    Frame::TooLong => self.session.line_too_long(&mut self.out),
+                };
+                match self.perform(action, stream).await? {
+                    Some(Leg::Closed) => {
+                        self.flush(stream).await?;
+                        return Ok(Leg::Closed);
+                    }
+                    Some(Leg::StartTls) => {
+                        self.flush(stream).await?;
+                        return Ok(Leg::StartTls);
+                    }
+                    None => {}
+                }
+                if self.out.len() >= CHUNK {
+                    self.flush(stream).await?;
+                }
+            }
+            self.flush(stream).await?;
+
+            let limits = &self.shared.config.limits;
+            let idle = Duration::from_secs(if self.session.in_transaction() {
+                limits.idle_timeout_transaction_secs
+            } else {
+                limits.idle_timeout_auth_secs
+            });
+            let read = tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    // Not in UPDATE here (UPDATE never waits for input): nothing is deleted.
+                    pop3_proto::response::err(&mut self.out, Some(pop3_proto::RespCode::SysTemp), "server shutting down, try again later");
+                    self.flush(stream).await?;
+                    return Ok(Leg::Closed);
+                }
+                read = tokio::time::timeout(idle, stream.read(&mut buf)) => read,
+            };
+            match read {
+                Err(_) => {
+                    // RFC 1939 section 3: the autologout timer closes without UPDATE.
+                    pop3_proto::response::err(
+                        &mut self.out,
+                        None,
+                        "idle for too long, closing connection",
+                    );
+                    self.flush(stream).await?;
+                    return Ok(Leg::Closed);
+                }
+                Ok(Ok(0)) => return Ok(Leg::Closed),
+                Ok(Ok(n)) => self.framer.push(&buf[..n]),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        stream.flush().await
+    }
+
+    /// Carries out one action and any that follow from it.
+    async fn perform<S: AsyncWrite + Unpin>(
+        &mut self,
+        mut action: Action,
+        stream: &mut S,
+    ) -> std::io::Result<Option<Leg>> {
+        loop {
+            action = match action {
+                Action::None => return Ok(None),
+                Action::Close => return Ok(Some(Leg::Closed)),
+                Action::StartTls => return Ok(Some(Leg::StartTls)),
+                Action::Authenticate(req) => {
+                    let outcome = self.authenticate(req).await;
+                    self.session.auth_result(outcome, &mut self.out)
+                }
+                Action::OpenMaildrop => {
+                    let result = self.open_maildrop().await;
+                    self.session.maildrop_opened(result, &mut self.out)
+                }
+                Action::SendMessage { index, top_lines } => {
+                    self.send_message(index, top_lines, stream).await?;
+                    Action::None
+                }
+                Action::Update { delete } => {
+                    let result = self.update(delete).await;
+                    self.session.update_result(result, &mut self.out)
+                }
+            };
+        }
+    }
+
+    async fn authenticate(&mut self, req: AuthRequest) -> AuthOutcome {
+        // PLAIN may name an authorization identity; we act only as ourselves.
+        if let Some(authzid) = &req.authzid {
+            let same = match (
+                self.shared.policy.canonical(authzid),
+                self.shared.policy.canonical(&req.user),
+            ) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
+            if !same {
+                tracing::info!(peer = %self.peer, mechanism = req.mechanism, reason = "authzid_mismatch", "sign-in failed");
+                self.failure_delay().await;
+                return AuthOutcome::Rejected;
+            }
+        }
+        match self
+            .shared
+            .auth
+            .verify_password(&req.user, req.password.expose())
+            .await
+        {
+            Ok(identity) => {
+                tracing::info!(peer = %self.peer, user = %identity.user, mechanism = req.mechanism, tls = self.tls, "signed in");
+                self.user = Some(identity.user);
+                self.maildir_path = Some(identity.maildir);
+                AuthOutcome::Accepted
+            }
+            Err(AuthFailure::Rejected(reason)) => {
+                tracing::info!(peer = %self.peer, user = %req.user.escape_debug(), mechanism = req.mechanism, reason = reason.as_str(), "sign-in failed");
+                self.failure_delay().await;
+                AuthOutcome::Rejected
+            }
+            Err(AuthFailure::Unavailable) => {
+                tracing::warn!(peer = %self.peer, mechanism = req.mechanism, "sign-in could not be checked: directory unavailable");
+                AuthOutcome::Unavailable
+            }
+        }
+    }
+
+    async fn failure_delay(&self) {
+        let ms = self.shared.config.auth.failure_delay_ms;
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    async fn open_maildrop(&mut self) -> Result<Vec<MessageMeta>, OpenFailure> {
+        let Some(path) = self.maildir_path.clone() else {
+            return Err(OpenFailure::Unavailable);
+        };
+        let opened = tokio::task::spawn_blocking(move || {
+            let maildir = Maildir::new(path);
+            maildir.create()?;
+            let guard = maildir.lock()?;
+            let entries = maildir.scan()?;
+            Ok::<_, StoreError>((maildir, guard, entries))
+        })
+        .await;
+        match opened {
+            Ok(Ok((maildir, guard, entries))) => {
+                let metas = entries
+                    .iter()
+                    .map(|e| MessageMeta {
+                        size: e.size,
+                        uidl: e.uidl.clone(),
+                    })
+                    .collect();
+                self.maildrop = Some(OpenMaildrop {
+                    maildir,
+                    entries,
+                    _guard: guard,
+                });
+                Ok(metas)
+            }
+            Ok(Err(StoreError::InUse)) => {
+                tracing::info!(peer = %self.peer, user = ?self.user, "maildrop in use");
+                Err(OpenFailure::InUse)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(peer = %self.peer, user = ?self.user, error = %e, "cannot open maildrop");
+                Err(OpenFailure::Unavailable)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "maildrop task failed");
+                Err(OpenFailure::Unavailable)
+            }
+        }
+    }
+
+    /// Streams one message (RETR) or its top (TOP) in bounded chunks.
+    async fn send_message<S: AsyncWrite + Unpin>(
+        &mut self,
+        index: usize,
+        top_lines: Option<u64>,
+        stream: &mut S,
+    ) -> std::io::Result<()> {
+        let file = match &self.maildrop {
+            Some(maildrop) => {
+                let (maildir, entry) = (maildrop.maildir.clone(), maildrop.entries[index].clone());
+                tokio::task::spawn_blocking(move || maildir.open_message(&entry))
+                    .await
+                    .ok()
+                    .and_then(|r| {
+                        r.map_err(|e| tracing::warn!(error = %e, "cannot open message"))
+                            .ok()
+                    })
+            }
+            None => None,
+        };
+        let Some(file) = file else {
+            self.session
+                .message_opened(index, top_lines, false, &mut self.out);
+            return Ok(());
+        };
+        self.session
+            .message_opened(index, top_lines, true, &mut self.out);
+        let mut file = tokio::fs::File::from_std(file);
+        let mut stuffer = match top_lines {
+            Some(n) => DotStuffer::top(n),
+            None => DotStuffer::retr(),
+        };
+        let mut chunk = vec![0u8; CHUNK];
+        while !stuffer.is_done() {
+            let n = file.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            stuffer.encode(&chunk[..n], &mut self.out);
+            if self.out.len() >= CHUNK {
+                stream.write_all(&self.out).await?;
+                self.out.clear();
+            }
+        }
+        stuffer.finish(&mut self.out);
+        Ok(())
+    }
+
+    /// UPDATE state: remove the messages marked deleted, then release the lock.
+    async fn update(&mut self, delete: Vec<usize>) -> Result<(), ()> {
+        let Some(maildrop) = self.maildrop.take() else {
+            return Ok(());
+        };
+        if delete.is_empty() {
+            return Ok(());
+        }
+        let user = self.user.clone();
+        let count = delete.len();
+        // The blocking task runs to completion even if this connection is cancelled,
+        // so a shutdown never leaves half an UPDATE.
+        // The lock (in `maildrop`) is released only after the deletions, when the
+        // closure ends.
+        let result = tokio::task::spawn_blocking(move || {
+            let targets: Vec<&MessageEntry> =
+                delete.iter().map(|&i| &maildrop.entries[i]).collect();
+            maildrop.maildir.delete(&targets)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {
+                tracing::info!(peer = %self.peer, user = ?user, deleted = count, "maildrop updated");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::error!(peer = %self.peer, user = ?user, failed = e.failed.len(), error = %e.first_error, "deleting messages failed");
+                Err(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "update task failed");
+                Err(())
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Poplar's tokio server: listeners, TLS, limits and the connection driver that feeds a
+//! connection's bytes to the sans-IO [`pop3_proto::Session`] and carries out what it asks.
+//!
+//! Shape after `mini-redis`: a listener per socket, a connection semaphore, one task per
+//! connection, a cancellation token for shutdown and a task tracker to wait on.
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod conn;
+mod listener;
+pub mod tls;
+
+pub use config::Config;
+pub use listener::{ListenerKind, Server};
+
+use std::sync::Arc;
+
+use auth::{Authenticator, UsernamePolicy};
+use directory::SqliteDirectory;
+
+/// The directory the server runs on. SQLite is the embedded default; the PostgreSQL
+/// backend will join behind the same `Directory` seam.
+pub type Dir = SqliteDirectory;
+
+/// Builds the username policy the config describes: one canonical form everywhere.
+pub fn username_policy(config: &Config) -> UsernamePolicy {
+    UsernamePolicy {
+        lowercase: config.auth.lowercase_usernames,
+        default_domain: (!config.auth.default_domain.is_empty())
+            .then(|| config.auth.default_domain.clone()),
+    }
+}
+
+/// Builds the authenticator the config describes.
+pub fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authenticator<Dir>> {
+    let params = auth::Argon2Params {
+        memory_kib: config.auth.argon2_memory_kib,
+        iterations: config.auth.argon2_iterations,
+        parallelism: 1,
+    };
+    Ok(Authenticator::new(
+        dir,
+        username_policy(config),
+        params,
+        config.auth.max_concurrent_hashes,
+    )?)
+}
