@@ -30,7 +30,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every connection shares.
 pub(crate) struct Shared {
     pub config: Config,
-    pub policy: auth::UsernamePolicy,
     pub auth: Authenticator<Dir>,
     pub acceptor: TlsAcceptor,
     pub connections: Arc<Semaphore>,
@@ -247,8 +246,8 @@ impl Connection {
         // PLAIN may name an authorization identity; we act only as ourselves.
         if let Some(authzid) = &req.authzid {
             let same = match (
-                self.shared.policy.canonical(authzid),
-                self.shared.policy.canonical(&req.user),
+                self.shared.auth.policy().canonical(authzid),
+                self.shared.auth.policy().canonical(&req.user),
             ) {
                 (Ok(a), Ok(b)) => a == b,
                 _ => false,

@@ -72,7 +72,6 @@ impl Server {
         }
         let auth = authenticator(&config, dir)?;
         let shared = Arc::new(Shared {
-            policy: crate::username_policy(&config),
             auth,
             acceptor: TlsAcceptor::from(tls_config),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),

@@ -1,0 +1,246 @@
+//! Password hashing with argon2id (RFC 9106), stored as PHC strings.
+//!
+//! Hashing is deliberately slow and memory-hard; callers run it on a blocking thread
+//! behind a semaphore (see [`crate::Authenticator`]). The comparison of hash outputs is
+//! constant-time inside `password-hash`.
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+
+/// Hashes whose memory cost exceeds both the configured cost and this many KiB are
+/// refused rather than verified: a corrupt or hostile row must not make one sign-in
+/// allocate gigabytes.
+const MAX_FOREIGN_MEMORY_KIB: u32 = 256 * 1024;
+
+/// Same idea for the iteration count.
+const MAX_FOREIGN_ITERATIONS: u32 = 16;
+
+/// Same idea for the lane count (memory per lane is bounded by the memory cost).
+const MAX_FOREIGN_PARALLELISM: u32 = 16;
+
+/// Cost parameters for new argon2id hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory per hash in KiB (default 19456, the OWASP floor).
+    pub memory_kib: u32,
+    /// Passes over memory (default 2).
+    pub iterations: u32,
+    /// Lanes (default 1).
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    fn default() -> Self {
+        Argon2Params {
+            memory_kib: Params::DEFAULT_M_COST,
+            iterations: Params::DEFAULT_T_COST,
+            parallelism: Params::DEFAULT_P_COST,
+        }
+    }
+}
+
+/// Argon2 parameters the algorithm refuses (for example memory below 8 KiB per lane).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid argon2 parameters: {0}")]
+pub struct InvalidParams(String);
+
+/// Hashes and verifies prepared passwords (see [`crate::prepare_password`]).
+pub struct PasswordHasher {
+    argon2: Argon2<'static>,
+    /// A hash with the configured cost, verified against when there is no real one, so
+    /// an unknown user costs as much as a known one.
+    dummy_hash: String,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("params", self.argon2.params())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordHasher {
+    /// A hasher for `params`. Computes the dummy hash, so it takes one hash's time.
+    pub fn new(params: Argon2Params) -> Result<Self, InvalidParams> {
+        let params = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .map_err(|e| InvalidParams(e.to_string()))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let mut hasher = PasswordHasher {
+            argon2,
+            dummy_hash: String::new(),
+        };
+        // Its password is never a prepared password (those are non-empty), and the result
+        // of verifying against it is ignored anyway.
+        hasher.dummy_hash = hasher.hash("");
+        Ok(hasher)
+    }
+
+    /// A PHC string (`$argon2id$v=19$m=...`) for `prepared`, with a fresh random salt.
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system's random generator fails.
+    pub fn hash(&self, prepared: &str) -> String {
+        self.argon2
+            .hash_password(prepared.as_bytes())
+            .expect("argon2 hashing failed (OS random generator?)")
+            .to_string()
+    }
+
+    /// Whether `prepared` matches the PHC string `phc`.
+    ///
+    /// False for anything that is not an argon2 PHC string this hasher accepts (other
+    /// schemes, corrupt strings, absurd costs); never panics.
+    pub fn verify(&self, phc: &str, prepared: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
+        if !self.within_limits(&parsed) {
+            return false;
+        }
+        self.argon2
+            .verify_password(prepared.as_bytes(), &parsed)
+            .is_ok()
+    }
+
+    /// Verifies `prepared` against the dummy hash, spending the time a real user would.
+    pub fn verify_dummy(&self, prepared: &str) {
+        let _ = self.verify(&self.dummy_hash, prepared);
+    }
+
+    /// Whether `phc` should be replaced by a fresh hash: it is not argon2id v19 with the
+    /// configured parameters (or does not parse at all).
+    pub fn needs_rehash(&self, phc: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return true;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return true;
+        };
+        let own = self.argon2.params();
+        parsed.algorithm != Algorithm::Argon2id.ident()
+            || parsed.version != Some(Version::V0x13.into())
+            || params.m_cost() != own.m_cost()
+            || params.t_cost() != own.t_cost()
+            || params.p_cost() != own.p_cost()
+            || params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)
+                != own.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)
+    }
+
+    fn within_limits(&self, parsed: &PasswordHash) -> bool {
+        let Ok(params) = Params::try_from(parsed) else {
+            return false;
+        };
+        let own = self.argon2.params();
+        params.m_cost() <= own.m_cost().max(MAX_FOREIGN_MEMORY_KIB)
+            && params.t_cost() <= own.t_cost().max(MAX_FOREIGN_ITERATIONS)
+            && params.p_cost() <= own.p_cost().max(MAX_FOREIGN_PARALLELISM)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Argon2Params {
+        Argon2Params {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_owasp_floor() {
+        assert_eq!(
+            Argon2Params::default(),
+            Argon2Params {
+                memory_kib: 19456,
+                iterations: 2,
+                parallelism: 1
+            }
+        );
+    }
+
+    #[test]
+    fn hash_then_verify() {
+        let h = PasswordHasher::new(small()).unwrap();
+        let phc = h.hash("correct horse");
+        assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
+        assert!(h.verify(&phc, "correct horse"));
+        assert!(!h.verify(&phc, "correct horsE"));
+        assert!(!h.verify(&phc, ""));
+        // Random salt: the same password hashes differently each time.
+        assert_ne!(phc, h.hash("correct horse"));
+    }
+
+    #[test]
+    fn verify_uses_the_parameters_of_the_stored_hash() {
+        let other = PasswordHasher::new(Argon2Params {
+            memory_kib: 2048,
+            iterations: 2,
+            parallelism: 2,
+        })
+        .unwrap();
+        let phc = other.hash("pw");
+        let h = PasswordHasher::new(small()).unwrap();
+        assert!(h.verify(&phc, "pw"));
+        assert!(h.needs_rehash(&phc));
+        assert!(!h.needs_rehash(&h.hash("pw")));
+    }
+
+    #[test]
+    fn garbage_never_verifies_nor_panics() {
+        let h = PasswordHasher::new(small()).unwrap();
+        let good = h.hash("pw");
+        for phc in [
+            "",
+            "pw",
+            "$",
+            "$argon2id$",
+            "$argon2id$v=19$m=1024,t=1,p=1$",
+            "$argon2id$v=99$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "$argon2id$v=19$m=1024,t=4294967295,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "$pbkdf2-sha256$i=1000$c2FsdA$aGFzaA",
+            "$6$rounds=5000$salt$hash",
+            "{SSHA}abcdef",
+            &good[..good.len() - 3],
+        ] {
+            assert!(!h.verify(phc, "pw"), "{phc}");
+            assert!(h.needs_rehash(phc), "{phc}");
+        }
+    }
+
+    #[test]
+    fn invalid_params_are_refused() {
+        let zero_memory = Argon2Params {
+            memory_kib: 0,
+            ..small()
+        };
+        assert!(PasswordHasher::new(zero_memory).is_err());
+        let zero_lanes = Argon2Params {
+            parallelism: 0,
+            ..small()
+        };
+        assert!(PasswordHasher::new(zero_lanes).is_err());
+        let zero_time = Argon2Params {
+            iterations: 0,
+            ..small()
+        };
+        assert!(PasswordHasher::new(zero_time).is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_hash() {
+        let h = PasswordHasher::new(small()).unwrap();
+        assert!(!format!("{h:?}").contains('$'));
+    }
+}

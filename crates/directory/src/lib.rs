@@ -1,0 +1,130 @@
+//! The directory: the seam over "who is this account and what state is it in".
+//!
+//! DESIGN.md §2 keeps account state apart from credential verification: this crate
+//! stores users and answers questions about them, and never decides whether a sign-in
+//! succeeds (that is the `auth` crate's job). Backends implement [`Directory`]; SQLite
+//! ([`SqliteDirectory`]) is the embedded default, and PostgreSQL will follow behind the
+//! same trait, proven by the same conformance suite (`testing::conformance`, behind
+//! the `test-suite` feature).
+//!
+//! User names reach this layer already canonical (SASLprep'd, lowercased, with the
+//! default domain applied), so backends compare them byte for byte.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod sqlite;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod testing;
+
+use std::fmt;
+use std::future::Future;
+
+pub use sqlite::SqliteDirectory;
+
+/// One user of the POP3 service, as the directory stores it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Canonical user name; the key of the record.
+    pub name: String,
+    /// PHC string of the password hash (argon2id for accounts made by Poplar).
+    pub password_hash: String,
+    /// Whether the account may sign in.
+    pub enabled: bool,
+    /// Path of the user's Maildir.
+    pub maildir: String,
+}
+
+// A hand-written Debug so the password hash never reaches a log line: a hash is an
+// offline-cracking target even though it is not the password itself.
+impl fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("enabled", &self.enabled)
+            .field("maildir", &self.maildir)
+            .finish()
+    }
+}
+
+/// Why a directory operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// A user with this name already exists.
+    #[error("user already exists")]
+    Exists,
+    /// The backing store could not answer (I/O, locking, corruption, migration...).
+    ///
+    /// The text comes from the database driver; it never holds bound values such as
+    /// password hashes.
+    #[error("directory unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for DirectoryError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => DirectoryError::Exists,
+            _ => DirectoryError::Unavailable(err.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for DirectoryError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        DirectoryError::Unavailable(format!("migration failed: {err}"))
+    }
+}
+
+/// Storage of users, independent of the database behind it.
+///
+/// Every method takes canonical user names and compares them exactly. Implementations
+/// must be cheap to share (`Arc<D>` or an inner pool) and safe to call concurrently.
+pub trait Directory: Send + Sync + 'static {
+    /// Looks a user up by canonical name; `None` if there is no such user.
+    fn find_user(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<UserRecord>, DirectoryError>> + Send;
+
+    /// Adds a new user; [`DirectoryError::Exists`] if the name is taken.
+    fn add_user(
+        &self,
+        user: &UserRecord,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// Replaces a user's password hash; `false` if there is no such user.
+    fn set_password_hash(
+        &self,
+        name: &str,
+        hash: &str,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Enables or disables a user; `false` if there is no such user.
+    fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Deletes a user; `false` if there is no such user. The Maildir is left alone.
+    fn delete_user(&self, name: &str) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// All users, ordered by name (byte order of the canonical name).
+    fn list_users(&self) -> impl Future<Output = Result<Vec<UserRecord>, DirectoryError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_password_hash() {
+        let user = testing::sample_user("alice");
+        let shown = format!("{user:?}");
+        assert!(shown.contains("alice"));
+        assert!(shown.contains("<redacted>"));
+        assert!(!shown.contains("argon2"), "{shown}");
+    }
+}

@@ -1,0 +1,231 @@
+//! The SQLite backend: the embedded default, one file in the data folder.
+//!
+//! The file is opened in WAL mode (readers do not block the writer), with a 5 s busy
+//! timeout so that the CLI and a running server can share it, and foreign keys on for
+//! the tables that later migrations add.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::{Directory, DirectoryError, UserRecord};
+
+/// The migrations for SQLite, embedded in the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for another writer's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in the pool. SQLite serialises writers anyway; a few connections let
+/// reads (sign-ins) proceed during a write.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// Columns read into a [`UserRecord`], in the order of [`row_to_record`]'s tuple.
+type UserRow = (String, String, bool, String);
+
+fn row_to_record((name, password_hash, enabled, maildir): UserRow) -> UserRecord {
+    UserRecord {
+        name,
+        password_hash,
+        enabled,
+        maildir,
+    }
+}
+
+/// A [`Directory`] backed by a SQLite file. Cloning shares the connection pool.
+#[derive(Clone, Debug)]
+pub struct SqliteDirectory {
+    pool: SqlitePool,
+}
+
+impl SqliteDirectory {
+    /// Opens the database at `path`, creating the file if it is missing, and brings its
+    /// schema up to date.
+    ///
+    /// A new file is created with mode 0600 on Unix, because it holds password hashes;
+    /// SQLite gives its `-wal` and `-shm` files the same mode. The parent directory must
+    /// exist. WAL journal, busy timeout 5 s, foreign keys on.
+    pub async fn open(path: &Path) -> Result<Self, DirectoryError> {
+        create_private_file(path)?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteDirectory { pool })
+    }
+
+    /// Closes the pool, waiting for connections in use to come back (checkpoints WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates `path` as an empty file readable by its owner only, unless it exists.
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> Result<(), DirectoryError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(DirectoryError::Unavailable(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Elsewhere SQLite creates the file itself, with the platform's default permissions.
+#[cfg(not(unix))]
+fn create_private_file(_path: &Path) -> Result<(), DirectoryError> {
+    Ok(())
+}
+
+impl Directory for SqliteDirectory {
+    async fn find_user(&self, name: &str) -> Result<Option<UserRecord>, DirectoryError> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT name, password_hash, enabled, maildir FROM users WHERE name = ?1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(row_to_record))
+    }
+
+    async fn add_user(&self, user: &UserRecord) -> Result<(), DirectoryError> {
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, enabled, maildir) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.enabled)
+        .bind(&user.maildir)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_password_hash(&self, name: &str, hash: &str) -> Result<bool, DirectoryError> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?2, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE name = ?1",
+        )
+        .bind(name)
+        .bind(hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_enabled(&self, name: &str, enabled: bool) -> Result<bool, DirectoryError> {
+        let done = sqlx::query(
+            "UPDATE users SET enabled = ?2, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE name = ?1",
+        )
+        .bind(name)
+        .bind(enabled)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool, DirectoryError> {
+        let done = sqlx::query("DELETE FROM users WHERE name = ?1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, DirectoryError> {
+        let rows: Vec<UserRow> =
+            sqlx::query_as("SELECT name, password_hash, enabled, maildir FROM users ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(row_to_record).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{conformance, sample_user};
+
+    #[tokio::test]
+    async fn sqlite_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDirectory::open(&dir.path().join("poplar.db"))
+            .await
+            .unwrap();
+        conformance(&db).await;
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poplar.db");
+        {
+            let db = SqliteDirectory::open(&path).await.unwrap();
+            db.add_user(&sample_user("alice")).await.unwrap();
+            db.add_user(&sample_user("bob")).await.unwrap();
+            assert!(db.set_enabled("bob", false).await.unwrap());
+            db.close().await;
+        }
+        // Reopening runs the migrator again; it must be a no-op on a current schema.
+        let db = SqliteDirectory::open(&path).await.unwrap();
+        let users = db.list_users().await.unwrap();
+        assert_eq!(
+            users,
+            vec![sample_user("alice"), {
+                let mut bob = sample_user("bob");
+                bob.enabled = false;
+                bob
+            }]
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn new_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poplar.db");
+        let _db = SqliteDirectory::open(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn missing_parent_directory_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SqliteDirectory::open(&dir.path().join("nope/poplar.db"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DirectoryError::Unavailable(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn wal_mode_is_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDirectory::open(&dir.path().join("poplar.db"))
+            .await
+            .unwrap();
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+}
