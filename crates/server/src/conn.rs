@@ -323,7 +323,7 @@ impl Connection {
             }
             Ok(Err(e)) => {
                 tracing::error!(peer = %self.peer, user = ?self.user, error = %e, "cannot open maildrop");
-                Err(OpenFailure::Unavailable)
+                Err(store_failure(&e))
             }
             Err(e) => {
                 tracing::error!(error = %e, "maildrop task failed");
@@ -414,5 +414,21 @@ impl Connection {
                 Err(())
             }
         }
+    }
+}
+
+/// Store errors an administrator must fix are `[SYS/PERM]`; the rest may pass.
+fn store_failure(e: &StoreError) -> OpenFailure {
+    use std::io::ErrorKind::*;
+    match e {
+        StoreError::Io(io)
+            if matches!(
+                io.kind(),
+                PermissionDenied | NotADirectory | ReadOnlyFilesystem
+            ) =>
+        {
+            OpenFailure::Broken
+        }
+        _ => OpenFailure::Unavailable,
     }
 }

@@ -63,6 +63,8 @@ pub enum OpenFailure {
     InUse,
     /// A storage problem that may pass.
     Unavailable,
+    /// A storage problem that needs an administrator (RFC 3206 `[SYS/PERM]`).
+    Broken,
 }
 
 /// What the I/O layer must do after a call.
@@ -74,8 +76,9 @@ pub enum Action {
     Authenticate(AuthRequest),
     /// Lock and scan the signed-in user's maildrop, then call [`Session::maildrop_opened`].
     OpenMaildrop,
-    /// Send message `index` (0-based) through a [`crate::DotStuffer`] (TOP when
-    /// `top_lines` is set), after the `+OK` line already in `out`.
+    /// Open message `index` (0-based) and call [`Session::message_opened`]; if that
+    /// returns true, send the message through a [`crate::DotStuffer`] (TOP when
+    /// `top_lines` is set) after the status line it wrote.
     SendMessage {
         /// Index in the listing given to [`Session::maildrop_opened`].
         index: usize,
@@ -442,11 +445,41 @@ impl Session {
                         Some(RespCode::SysTemp),
                         "maildrop temporarily unavailable",
                     ),
+                    OpenFailure::Broken => response::err(
+                        out,
+                        Some(RespCode::SysPerm),
+                        "maildrop cannot be opened; please contact the administrator",
+                    ),
                 }
                 self.state = State::Authorization { user: None };
             }
         }
         Action::None
+    }
+
+    /// The outcome of opening the message of [`Action::SendMessage`]. Writes the status
+    /// line; returns whether the message body should follow.
+    pub fn message_opened(
+        &mut self,
+        index: usize,
+        top_lines: Option<u64>,
+        opened: bool,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match &self.state {
+            State::Transaction(drop) if opened => {
+                drop.message_status(index, top_lines, out);
+                true
+            }
+            _ => {
+                response::err(
+                    out,
+                    Some(RespCode::SysTemp),
+                    "message temporarily unavailable",
+                );
+                false
+            }
+        }
     }
 
     /// The outcome of [`Action::Update`]. Either way the session ends.

@@ -144,7 +144,13 @@ fn transaction_commands_and_errors() {
         "+OK unique-id listing follows\r\n2 b\r\n.\r\n"
     );
     let (text, a) = say(&mut s, "RETR 2");
-    assert_eq!(text, "+OK 20 octets\r\n");
+    assert_eq!(text, "");
+    let mut out = Vec::new();
+    assert!(s.message_opened(1, None, true, &mut out));
+    assert_eq!(out, b"+OK 20 octets\r\n");
+    out.clear();
+    assert!(!s.message_opened(1, None, false, &mut out));
+    assert_eq!(out, b"-ERR [SYS/TEMP] message temporarily unavailable\r\n");
     assert!(matches!(
         a,
         Action::SendMessage {
@@ -228,4 +234,109 @@ fn quit_answers_in_authorization_and_bad_commands_close() {
     let (text, a) = say(&mut s, "XYZ");
     assert!(text.starts_with("-ERR too many bad commands"));
     assert!(matches!(a, Action::Close));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "USER alice",
+                "PASS pw",
+                "STAT",
+                "LIST",
+                "LIST 1",
+                "LIST 0",
+                "RETR 1",
+                "RETR 3",
+                "DELE 1",
+                "DELE 2",
+                "RSET",
+                "NOOP",
+                "TOP 1 0",
+                "TOP 2 5",
+                "UIDL",
+                "UIDL 2",
+                "CAPA",
+                "STLS",
+                "UTF8",
+                "AUTH",
+                "AUTH PLAIN",
+                "AUTH PLAIN AGEAYg==",
+                "*",
+                "QUIT",
+                "APOP a b",
+                "",
+                "XYZ",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of lines and outcomes: no panic, every reply starts with a
+        /// status indicator, and the actions keep to the state machine.
+        #[test]
+        fn session_survives_any_input(
+            lines in proptest::collection::vec(line(), 0..40),
+            outcomes in proptest::collection::vec(0u8..6, 40),
+        ) {
+            let mut s = Session::new(config(false));
+            let mut pending_outcome = outcomes.into_iter().cycle();
+            for l in lines {
+                let mut out = Vec::new();
+                let mut action = s.handle_line(&l, &mut out);
+                loop {
+                    action = match action {
+                        Action::Authenticate(_) => {
+                            let o = match pending_outcome.next().unwrap_or(0) % 3 {
+                                0 => AuthOutcome::Accepted,
+                                1 => AuthOutcome::Rejected,
+                                _ => AuthOutcome::Unavailable,
+                            };
+                            s.auth_result(o, &mut out)
+                        }
+                        Action::OpenMaildrop => {
+                            let r = match pending_outcome.next().unwrap_or(0) % 3 {
+                                0 => Ok(vec![
+                                    MessageMeta { size: 5, uidl: "u1".into() },
+                                    MessageMeta { size: 7, uidl: "u2".into() },
+                                ]),
+                                1 => Err(OpenFailure::InUse),
+                                _ => Err(OpenFailure::Unavailable),
+                            };
+                            s.maildrop_opened(r, &mut out);
+                            Action::None
+                        }
+                        Action::SendMessage { index, top_lines } => {
+                            prop_assert!(s.in_transaction());
+                            prop_assert!(index < 2);
+                            s.message_opened(index, top_lines, true, &mut out);
+                            Action::None
+                        }
+                        Action::StartTls => {
+                            s.tls_started();
+                            Action::None
+                        }
+                        Action::Update { delete } => {
+                            prop_assert!(delete.iter().all(|&i| i < 2));
+                            s.update_result(Ok(()), &mut out)
+                        }
+                        Action::None | Action::Close => break,
+                    };
+                }
+                let text = String::from_utf8_lossy(&out);
+                prop_assert!(
+                    text.starts_with("+OK") || text.starts_with("-ERR") || text.starts_with("+ "),
+                    "reply {:?} to {:?}", text, l
+                );
+                if s.is_closed() {
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -93,6 +93,14 @@ impl Maildrop {
         }
     }
 
+    /// The status line before a message, once the I/O layer could open it.
+    pub(super) fn message_status(&self, index: usize, top_lines: Option<u64>, out: &mut Vec<u8>) {
+        match top_lines {
+            None => response::ok(out, &format!("{} octets", self.messages[index].size)),
+            Some(_) => response::ok(out, "top of message follows"),
+        }
+    }
+
     pub(super) fn handle(&mut self, cmd: Command, out: &mut Vec<u8>) -> Action {
         match cmd {
             Command::Stat => {
@@ -125,7 +133,6 @@ impl Maildrop {
             }
             Command::Retr(arg) => {
                 if let Some(index) = self.find(arg, out) {
-                    response::ok(out, &format!("{} octets", self.messages[index].size));
                     return Action::SendMessage {
                         index,
                         top_lines: None,
@@ -138,7 +145,6 @@ impl Maildrop {
                     return Action::None;
                 };
                 if let Some(index) = self.find(arg, out) {
-                    response::ok(out, "top of message follows");
                     return Action::SendMessage {
                         index,
                         top_lines: Some(lines),
