@@ -204,11 +204,35 @@ impl Connection {
     }
 
     async fn flush<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> std::io::Result<()> {
+        self.write_out(stream).await?;
+        self.with_write_timeout(stream.flush()).await
+    }
+
+    /// Writes what is waiting in `out`. A client that stops reading is cut off after
+    /// the idle timeout instead of holding its session (and maildrop lock) forever.
+    async fn write_out<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            stream.write_all(&self.out).await?;
+            let out = std::mem::take(&mut self.out);
+            let written = self.with_write_timeout(stream.write_all(&out)).await;
+            self.out = out;
             self.out.clear();
+            written?;
         }
-        stream.flush().await
+        Ok(())
+    }
+
+    async fn with_write_timeout<F: std::future::Future<Output = std::io::Result<()>>>(
+        &self,
+        write: F,
+    ) -> std::io::Result<()> {
+        let secs = self.shared.config.limits.idle_timeout_transaction_secs;
+        match tokio::time::timeout(Duration::from_secs(secs), write).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client stopped reading",
+            )),
+        }
     }
 
     /// Carries out one action and any that follow from it.
@@ -372,8 +396,7 @@ impl Connection {
             }
             stuffer.encode(&chunk[..n], &mut self.out);
             if self.out.len() >= CHUNK {
-                stream.write_all(&self.out).await?;
-                self.out.clear();
+                self.write_out(stream).await?;
             }
         }
         stuffer.finish(&mut self.out);
