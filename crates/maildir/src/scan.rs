@@ -178,7 +178,7 @@ mod tests {
         let uidls: Vec<_> = list.iter().map(|e| e.uidl.as_str()).collect();
         assert_eq!(uidls, ["100.z.host", "200.a.host", "200.b.host"]);
         let sizes: Vec<_> = list.iter().map(|e| e.size).collect();
-        assert_eq!(sizes, [3, 7, 3]);
+        assert_eq!(sizes, [3, 9, 3]);
         assert_eq!(list[2].path, md.root().join("cur/200.b.host:2,S"));
     }
 

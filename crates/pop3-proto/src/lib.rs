@@ -28,4 +28,4 @@ pub use secret::Secret;
 pub use session::{
     Action, AuthOutcome, AuthRequest, MessageMeta, OpenFailure, Session, SessionConfig,
 };
-pub use stuffing::DotStuffer;
+pub use stuffing::{DotStuffer, OctetCounter, crlf_size};

@@ -5,10 +5,10 @@
 //! works on chunks of any size, so a message of any length passes through in bounded
 //! memory. For TOP it sends the headers, the blank line, then at most `n` body lines.
 //!
-//! Octet counts: bare LF becomes CRLF and existing CRLF stays, so a message's POP3 size
-//! is its file length plus its bare LFs. A bare CR is sent as it is. When the file does
-//! not end with a line ending the encoder adds CRLF before the terminator; those two
-//! octets belong to the terminating sequence and are not counted in the size.
+//! Octet counts: bare LF becomes CRLF and existing CRLF stays, and a bare CR is sent as
+//! it is. When the file does not end with a line ending the encoder completes the last
+//! line with CRLF, since every line of a POP3 response ends with one. [`OctetCounter`]
+//! counts exactly these octets, so STAT and LIST agree with what RETR sends.
 
 use memchr::memchr;
 
@@ -126,17 +126,49 @@ impl DotStuffer {
     }
 }
 
-/// The POP3 octet count of a message held in memory (file length plus bare LFs).
-pub fn crlf_size(message: &[u8]) -> u64 {
-    let mut size = message.len() as u64;
-    let mut prev = 0u8;
-    for &b in message {
-        if b == b'\n' && prev != b'\r' {
-            size += 1;
+/// Counts a message's POP3 size chunk by chunk: the octets RETR sends before
+/// byte-stuffing and the terminating `.` line, which are the file's bytes with bare LF
+/// made CRLF, plus the line end [`DotStuffer::finish`] adds to an unterminated last line.
+#[derive(Debug, Clone, Default)]
+pub struct OctetCounter {
+    size: u64,
+    last: Option<u8>,
+}
+
+impl OctetCounter {
+    /// Counts one chunk.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.size += chunk.len() as u64;
+        for lf in memchr::memchr_iter(b'\n', chunk) {
+            let after_cr = match lf {
+                0 => self.last == Some(b'\r'),
+                i => chunk[i - 1] == b'\r',
+            };
+            if !after_cr {
+                self.size += 1;
+            }
         }
-        prev = b;
+        if let Some(&b) = chunk.last() {
+            self.last = Some(b);
+        }
     }
-    size
+
+    /// The size of everything counted.
+    pub fn finish(&self) -> u64 {
+        match self.last {
+            None | Some(b'\n') => self.size,
+            // A trailing bare CR becomes the start of the added CRLF.
+            Some(b'\r') => self.size + 1,
+            Some(_) => self.size + 2,
+        }
+    }
+}
+
+/// The POP3 octet count of a message held in memory.
+pub fn crlf_size(message: &[u8]) -> u64 {
+    let mut counter = OctetCounter::default();
+    counter.update(message);
+    counter.finish()
 }
 
 #[cfg(test)]
@@ -238,11 +270,14 @@ mod tests {
         {
             let wire = encode_chunks(DotStuffer::retr(), &msg, chunk);
             let mut expected = to_crlf(&msg);
-            prop_assert_eq!(crlf_size(&msg), expected.len() as u64);
             if !expected.is_empty() && !expected.ends_with(b"\r\n") {
                 // A trailing bare CR becomes the start of the added CRLF.
                 if expected.ends_with(b"\r") { expected.push(b'\n'); } else { expected.extend_from_slice(b"\r\n"); }
             }
+            prop_assert_eq!(crlf_size(&msg), expected.len() as u64);
+            let mut counter = OctetCounter::default();
+            for c in msg.chunks(chunk) { counter.update(c); }
+            prop_assert_eq!(counter.finish(), expected.len() as u64);
             prop_assert_eq!(unstuff(&wire), expected);
         }
 

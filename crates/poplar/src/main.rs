@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use server::{Config, Dir};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -130,6 +131,10 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         None
     };
     let server = server::Server::bind(config.clone(), dir).await?;
+    // Signal handlers go in before `ready` is printed, so a supervisor that sends
+    // SIGTERM as soon as it sees `ready` always gets a graceful shutdown.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let addrs = server.local_addrs();
     for (kind, addr) in &addrs {
         println!("listening {} {addr}", kind.name());
@@ -143,24 +148,12 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         tracing::info!("shutting down");
         signals.cancel();
     });
     server.run(shutdown).await
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

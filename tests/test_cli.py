@@ -1,0 +1,206 @@
+"""The `poplar` command line: config check, user management, serve start-up and shutdown."""
+
+import re
+import signal
+import subprocess
+import threading
+
+from conftest import DEFAULT_PASSWORD, POPLAR_BIN, fingerprint_of
+
+
+def test_config_check_valid(server):
+    srv = server(users={}, start=False)
+    p = srv.cli("config", "check")
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    assert p.stdout.strip(), "config check should print the effective config"
+    assert b"127.0.0.1:0" in p.stdout, p.stdout
+
+
+def test_config_check_via_env(server):
+    srv = server(users={}, start=False)
+    p = srv.cli("config", "check", use_config_flag=False, env={"POPLAR_CONFIG": str(srv.config_path)})
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    assert str(srv.data_dir).encode() in p.stdout, p.stdout
+
+
+def test_config_check_unknown_key_fails(server):
+    srv = server(users={}, start=False)
+    srv.config_path.write_text(srv.config_path.read_text() + "\n[auth2]\nfoo = 1\n")
+    p = srv.cli("config", "check")
+    assert p.returncode != 0, p.stdout
+    srv2 = server(users={}, start=False, limits={"max_cmd_line": 5})
+    p = srv2.cli("config", "check")
+    assert p.returncode != 0, p.stdout
+
+
+def test_config_check_bad_syntax_and_values(server):
+    srv = server(users={}, start=False)
+    srv.config_path.write_text('data_dir = "/tmp/x"\n[listen\n')
+    assert srv.cli("config", "check").returncode != 0
+    srv2 = server(users={}, start=False, listen={"pop3": ["not-an-address"]})
+    assert srv2.cli("config", "check").returncode != 0
+    srv3 = server(users={}, start=False, auth={"plaintext_networks": ["300.0.0.0/8"]})
+    assert srv3.cli("config", "check").returncode != 0
+
+
+def test_user_add_creates_maildir_and_lists(server):
+    srv = server(users={}, start=False)
+    srv.add_user("alice", "pw one")
+    srv.add_user("Bob", "pw two")
+    for name in ("alice", "bob"):
+        md = srv.data_dir / "mail" / name
+        for sub in ("new", "cur", "tmp"):
+            assert (md / sub).is_dir(), f"{md / sub} missing"
+    p = srv.cli("user", "list", check=True)
+    names = p.stdout.decode().split()
+    assert sorted(names) == ["alice", "bob"], p.stdout
+
+
+def test_user_add_custom_maildir(server):
+    srv = server(users={}, start=False)
+    md = srv.root / "elsewhere" / "carol-mail"
+    srv.add_user("carol", "pw", maildir=md)
+    for sub in ("new", "cur", "tmp"):
+        assert (md / sub).is_dir()
+    srv.start()
+    srv.deliver(b"Subject: hi\n\nbody\n", maildir=md)
+    with srv.tls() as c:
+        c.login("carol", "pw")
+        assert c.stat()[0] == 1
+        assert c.retr(1) == b"Subject: hi\r\n\r\nbody\r\n"
+        c.quit()
+
+
+def test_user_add_duplicate_fails(server):
+    srv = server(users={"alice": "pw"}, start=False)
+    p = srv.cli("user", "add", "alice", "--password-stdin", stdin="other\n")
+    assert p.returncode != 0
+    # also under the canonical (lowercased) form
+    p = srv.cli("user", "add", "ALICE", "--password-stdin", stdin="other\n")
+    assert p.returncode != 0
+
+
+def test_user_del_and_unknown(server):
+    srv = server(users={"alice": "pw", "dave": "pw2"}, start=False)
+    srv.cli("user", "del", "dave", check=True)
+    assert srv.cli("user", "list", check=True).stdout.decode().split() == ["alice"]
+    assert srv.cli("user", "del", "nobody").returncode != 0
+    assert srv.cli("user", "passwd", "nobody", "--password-stdin", stdin="x\n").returncode != 0
+
+
+def test_user_passwd_and_del_while_running(srv):
+    srv.cli("user", "passwd", "alice", "--password-stdin", stdin="new password\n", check=True)
+    with srv.tls() as c:
+        c.ok("USER alice")
+        r = c.err(f"PASS {DEFAULT_PASSWORD}")
+        assert r.startswith("-ERR [AUTH]"), r
+    with srv.tls() as c:
+        c.login("alice", "new password")
+        c.quit()
+    srv.add_user("erin", "erin pw")
+    with srv.tls() as c:
+        c.login("erin", "erin pw")
+        c.quit()
+    srv.cli("user", "del", "erin", check=True)
+    with srv.tls() as c:
+        c.ok("USER erin")
+        r = c.err("PASS erin pw")
+        assert r.startswith("-ERR [AUTH]"), r
+
+
+def test_serve_prints_listening_lines_and_fingerprint(srv):
+    assert len(srv.pop3_ports) == 1 and len(srv.pop3s_ports) == 1, srv.stdout_lines
+    assert srv.pop3_port != 0 and srv.pop3s_port != 0
+    assert srv.stdout_lines[-1] == "ready", srv.stdout_lines
+    assert srv.fingerprint, f"no 'certificate sha256' line: {srv.stdout_lines!r}"
+    assert (srv.data_dir / "tls" / "key.pem").exists()
+    assert srv.fingerprint.upper() == fingerprint_of(srv.cert), (srv.fingerprint, fingerprint_of(srv.cert))
+
+
+def test_certificate_reused_across_restarts(server):
+    srv = server()
+    fp1 = srv.fingerprint
+    with srv.tls() as c:
+        c.quit()
+    assert srv.stop() == 0
+    srv.start()
+    assert srv.fingerprint == fp1, "self-signed certificate must be made on first start only"
+    with srv.tls() as c:  # the same certificate file still verifies the served one
+        c.quit()
+
+
+def test_sigterm_right_after_ready(server):
+    """Once `ready` is printed, SIGTERM must mean a graceful shutdown (exit 0), not death
+    by the default signal disposition."""
+    srv = server(start=False)
+    codes = []
+    for _ in range(10):
+        p = subprocess.Popen([str(POPLAR_BIN), "--config", str(srv.config_path), "serve"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        killer = threading.Timer(30, p.kill)  # never hang on a server that does not start
+        killer.start()
+        try:
+            for line in p.stdout:
+                if line.strip() == b"ready":
+                    break
+            p.send_signal(signal.SIGTERM)
+            codes.append(p.wait(timeout=15))
+        finally:
+            killer.cancel()
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert codes == [0] * 10, f"exit codes after SIGTERM sent right after 'ready': {codes} (-15 = killed by SIGTERM)"
+
+
+def test_sigterm_with_open_session_loses_nothing(server):
+    srv = server()
+    srv.deliver(b"Subject: keep me\n\nbody\n")
+    c = srv.session()
+    c.ok("DELE 1")
+    rc = srv.stop()
+    assert rc != -9, "server did not exit within 15s of SIGTERM while a session was open"
+    assert rc == 0, srv.stderr_tail()
+    # the client sees the connection end (possibly after an -ERR line)
+    rest = c.expect_eof()
+    assert rest == b"" or rest.startswith(b"-ERR"), rest
+    c.close()
+    assert len(srv.message_files()) == 1, "DELE without QUIT must not remove the message"
+
+
+def test_serve_port_in_use_fails(server):
+    """Binding an occupied port is an error with non-zero exit, not a hang."""
+    srv = server()
+    port = srv.pop3s_port
+    other = server(users={}, start=False, listen={"pop3": ["127.0.0.1:0"], "pop3s": [f"127.0.0.1:{port}"]})
+    p = subprocess.run([str(POPLAR_BIN), "--config", str(other.config_path), "serve"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert p.returncode != 0, p.stdout
+    assert b"ready" not in p.stdout
+
+
+def test_serve_demo(server):
+    srv = server(users={}, start=False)
+    srv.start("--demo")
+    lines = [l for l in srv.stdout_lines if "demo" in l.lower() and "password" in l.lower()]
+    assert len(lines) == 1, srv.stdout_lines
+    m = re.search(r"password:?\s+(\S+)", lines[0])
+    assert m, lines[0]
+    password = m.group(1)
+    assert len(password) >= 12, "the demo password should be random and long"
+    with srv.tls() as c:
+        c.login("demo", password)
+        n, total = c.stat()
+        assert n >= 1
+        sizes = c.list()
+        for i in sizes:
+            assert len(c.retr(i)) == sizes[i]
+        c.quit()
+
+
+def test_serve_fails_on_missing_certificate(server):
+    srv = server(users={}, start=False, tls={"cert": "/nonexistent/cert.pem", "key": "/nonexistent/key.pem"})
+    p = subprocess.run([str(POPLAR_BIN), "--config", str(srv.config_path), "serve"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert p.returncode != 0
+    assert b"ready" not in p.stdout

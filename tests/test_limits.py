@@ -1,0 +1,184 @@
+"""Line, command, time and connection limits."""
+
+import base64
+import socket
+import ssl
+import time
+
+
+from conftest import DEFAULT_PASSWORD, IO_TIMEOUT, plain_ir, tls_context
+
+
+def test_too_long_command_line(srv):
+    with srv.tls() as c:
+        r = c.cmd("USER " + "x" * 2000)
+        assert r.startswith("-ERR"), r
+        c.alive()
+        c.login("alice", DEFAULT_PASSWORD)
+        r = c.cmd("NOOP " + "x" * 2000)
+        assert r.startswith("-ERR"), r
+        c.ok("NOOP")
+        r = c.cmd("LIST " + "1" * 5000)
+        assert r.startswith("-ERR"), r
+        c.ok("NOOP")
+        assert c.stat() == (0, 0)
+        c.quit()
+
+
+def test_very_long_line_without_newline_then_newline(srv):
+    with srv.tls() as c:
+        c.send(b"USER " + b"a" * 200_000)
+        time.sleep(0.2)
+        c.send(b"\r\nCAPA\r\n")
+        r = c.readline()
+        assert r.startswith("-ERR"), r
+        r = c.readline()
+        assert r.startswith("+OK"), f"session did not go on after a too-long line: {r!r}"
+        c.read_body()
+        c.quit()
+
+
+def test_too_long_line_does_not_leak_into_next_command(srv):
+    """The tail of an over-long line must be discarded, not parsed as a command."""
+    with srv.session() as c:
+        c.send(b"NOOP " + b"x" * 3000 + b" QUIT\r\nNOOP\r\n")
+        assert c.readline().startswith("-ERR")
+        assert c.readline().startswith("+OK")
+        c.expect_silence(0.5)
+        c.quit()
+
+
+def test_line_of_exactly_max_command_line_accepted(server):
+    srv = server(limits={"max_command_line": 1024})
+    with srv.tls() as c:
+        c.ok("USER alice")
+        # 1024 bytes including CRLF: parsed as a (wrong) password, not refused as too long
+        line = "PASS " + "p" * (1024 - len("PASS ") - 2)
+        assert len(line) + 2 == 1024
+        r = c.cmd(line)
+        assert r.startswith("-ERR [AUTH]"), f"a line of exactly max_command_line bytes was refused: {r!r}"
+        c.quit()
+
+
+def test_max_bad_commands_closes(server):
+    srv = server(limits={"max_bad_commands": 10})
+    with srv.tls() as c:
+        closing = None
+        for i in range(1, 13):
+            try:
+                r = c.cmd(f"BOGUS{i}")
+            except AssertionError:  # EOF
+                closing = ("eof", i)
+                break
+            assert r.startswith("-ERR"), r
+            if "too many bad commands" in r.lower():
+                closing = (r, i)
+                break
+        assert closing is not None and closing[0] != "eof", \
+            f"expected '-ERR too many bad commands' after 10 bad commands, got {closing!r}\n{c.dump()}"
+        assert closing[1] in (10, 11), f"closed after {closing[1]} bad commands"
+        c.expect_eof(5)
+
+
+def test_auth_plain_10k_initial_response(srv):
+    with srv.tls() as c:
+        ir = plain_ir("alice", "p" * 7500)
+        assert 9_900 < len(ir) < 16_000
+        r = c.cmd("AUTH PLAIN " + ir)
+        assert r.startswith("-ERR [AUTH]"), f"10 KB AUTH PLAIN should fail as bad credentials: {r[:200]!r}"
+        r = c.auth_plain("alice", DEFAULT_PASSWORD)
+        assert r.startswith("+OK"), r
+        c.quit()
+
+
+def test_auth_plain_10k_continuation(srv):
+    with srv.tls() as c:
+        r = c.cmd("AUTH PLAIN")
+        assert r.startswith("+"), r
+        r = c.cmd(plain_ir("alice", "p" * 7500))
+        assert r.startswith("-ERR [AUTH]"), r[:200]
+        c.quit()
+
+
+def test_auth_line_over_max_auth_line(srv):
+    with srv.tls() as c:
+        r = c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0" + b"p" * 20_000).decode())
+        assert r.startswith("-ERR"), r[:200]
+        c.alive()
+        c.quit()
+
+
+def test_idle_timeout_authorization(server):
+    srv = server(limits={"idle_timeout_auth_secs": 1})
+    with srv.tls() as c:
+        t0 = time.monotonic()
+        rest = c.expect_eof(10)
+        elapsed = time.monotonic() - t0
+        assert elapsed >= 0.8, f"closed after {elapsed:.2f}s"
+        assert rest == b"" or rest.startswith(b"-ERR"), rest
+
+
+def test_idle_timeout_is_reset_by_activity(server):
+    srv = server(limits={"idle_timeout_auth_secs": 2})
+    with srv.tls() as c:
+        for _ in range(4):
+            time.sleep(1)
+            c.alive()
+        c.quit()
+
+
+def test_max_connections(server):
+    srv = server(limits={"max_connections": 2})
+    a = srv.tls()
+    b = srv.tls()
+    s = socket.create_connection(("127.0.0.1", srv.pop3_port), timeout=IO_TIMEOUT)
+    s.settimeout(1.5)
+    got = b""
+    try:
+        while not got.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    except (socket.timeout, TimeoutError, ConnectionResetError):
+        pass
+    assert not got.startswith(b"+OK"), f"third connection greeted although max_connections = 2: {got!r}"
+    # RFC 3206: a temporary condition, so the plain port says so before closing
+    assert got.startswith(b"-ERR [SYS/TEMP]"), got
+    s.close()
+    # the implicit-TLS port never greets the connection over the limit either
+    t = socket.create_connection(("127.0.0.1", srv.pop3s_port), timeout=IO_TIMEOUT)
+    try:
+        t = tls_context(srv.cert).wrap_socket(t, server_hostname="localhost")
+        t.settimeout(1.5)
+        greeting = t.recv(100)
+    except (OSError, ssl.SSLError):
+        greeting = b""
+    assert not greeting.startswith(b"+OK"), greeting
+    t.close()
+    a.quit()
+    a.close()
+    # a slot is free again
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            c = srv.plain()
+            c.quit()
+            break
+        except (AssertionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    b.close()
+
+
+def test_auth_continuation_over_max_auth_line(srv):
+    with srv.tls() as c:
+        r = c.cmd("AUTH PLAIN")
+        assert r.startswith("+"), r
+        r = c.cmd(base64.b64encode(b"\0alice\0" + b"p" * 20_000).decode())
+        assert r.startswith("-ERR"), r[:200]
+        c.alive()
+        r = c.auth_plain("alice", DEFAULT_PASSWORD)
+        assert r.startswith("+OK"), r
+        c.quit()
