@@ -10,8 +10,8 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::name::{is_hidden, parse_name};
-use crate::scan::{MESSAGE_DIRS, open_regular};
+use crate::name::parse_name;
+use crate::scan::{message_entries, open_regular};
 use crate::{DeleteError, Maildir, MessageEntry, StoreError};
 
 /// How often a message that vanishes between being located and opened is looked for again.
@@ -118,26 +118,17 @@ impl Maildir {
     /// Lists the regular, non-hidden files of `new/` and `cur/` by unique part.
     fn unique_index(&self) -> io::Result<UniqueIndex> {
         let mut index = UniqueIndex::new();
-        for dir in MESSAGE_DIRS {
-            let entries = match fs::read_dir(self.root.join(dir)) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                // file_type() does not follow symlinks.
-                if is_hidden(&name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
-                    continue;
-                }
-                let parts = parse_name(&name);
-                let base = parts.base.to_owned();
-                index
-                    .entry(parts.unique)
-                    .or_default()
-                    .push((base, entry.path()));
+        for (entry, name) in message_entries(&self.root)? {
+            // file_type() does not follow symlinks.
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
             }
+            let parts = parse_name(&name);
+            let base = parts.base.to_owned();
+            index
+                .entry(parts.unique)
+                .or_default()
+                .push((base, entry.path()));
         }
         Ok(index)
     }

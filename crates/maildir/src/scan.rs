@@ -20,6 +20,27 @@ use crate::{Maildir, MessageEntry, StoreError};
 /// rather than missed.
 pub(crate) const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
 
+/// The entries of `new/` and `cur/` with their names, hidden ones left out; a missing
+/// directory counts as empty.
+pub(crate) fn message_entries(root: &Path) -> io::Result<Vec<(fs::DirEntry, String)>> {
+    let mut out = Vec::new();
+    for dir in MESSAGE_DIRS {
+        let entries = match fs::read_dir(root.join(dir)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_hidden(&name) {
+                out.push((entry, name));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// How often a scan is redone when files vanished under it (usually renamed by another
 /// program, which would otherwise hide them from this session).
 const SCAN_ATTEMPTS: usize = 3;
@@ -103,57 +124,41 @@ impl Maildir {
     fn scan_once(&self, buf: &mut [u8], found: &mut Vec<Found>) -> io::Result<bool> {
         let mut vanished = false;
         let mut seen = HashSet::new();
-        for dir in MESSAGE_DIRS {
-            let entries = match fs::read_dir(self.root.join(dir)) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if is_hidden(&name) {
+        for (entry, name) in message_entries(&self.root)? {
+            let path = entry.path();
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    vanished = true;
                     continue;
                 }
-                let path = entry.path();
-                let meta = match fs::symlink_metadata(&path) {
-                    Ok(meta) => meta,
+                Err(e) => return Err(e),
+            };
+            // Same inode twice: renamed from new/ to cur/ during this scan.
+            if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            let parts = parse_name(&name);
+            let size = match (parts.size, parts.vsize) {
+                // Trust the name only when its file size is right and its CRLF size
+                // is possible for that file size.
+                (Some(s), Some(w)) if s == meta.len() && s <= w && w <= s.saturating_mul(2) => w,
+                _ => match open_regular(&path, &meta).and_then(|mut f| crlf_size(&mut f, buf)) {
+                    Ok(size) => size,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         vanished = true;
                         continue;
                     }
                     Err(e) => return Err(e),
-                };
-                // Same inode twice: renamed from new/ to cur/ during this scan.
-                if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
-                    continue;
-                }
-                let parts = parse_name(&name);
-                let size = match (parts.size, parts.vsize) {
-                    // Trust the name only when its file size is right and its CRLF size
-                    // is possible for that file size.
-                    (Some(s), Some(w)) if s == meta.len() && s <= w && w <= s.saturating_mul(2) => {
-                        w
-                    }
-                    _ => {
-                        match open_regular(&path, &meta).and_then(|mut f| crlf_size(&mut f, buf)) {
-                            Ok(size) => size,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                vanished = true;
-                                continue;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                };
-                found.push(Found {
-                    mtime: meta.mtime(),
-                    base: parts.base.to_owned(),
-                    unique: parts.unique,
-                    size,
-                    path,
-                });
-            }
+                },
+            };
+            found.push(Found {
+                mtime: meta.mtime(),
+                base: parts.base.to_owned(),
+                unique: parts.unique,
+                size,
+                path,
+            });
         }
         Ok(vanished)
     }
