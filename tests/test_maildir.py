@@ -372,3 +372,30 @@ def test_sizes_consistent_for_odd_line_ends(server):
                     problems.append(f"{ODD[n - 1]!r}: bare LF inside a line {l!r}")
         c.quit()
     assert not problems, "\n".join(problems)
+
+
+def test_failed_deletion_answers_sys_temp_and_loses_nothing(server):
+    """A deletion that fails in UPDATE: QUIT answers -ERR [SYS/TEMP], the other marked
+    message is still removed, and unmarked messages are untouched."""
+    srv = server()
+    first = srv.deliver(b"Subject: one\n\n1\n")
+    stuck = srv.deliver(b"Subject: two\n\n2\n")
+    kept = srv.deliver(b"Subject: three\n\n3\n")
+    with srv.session() as c:
+        uidls = c.uidl()
+        c.ok("DELE 1")
+        c.ok("DELE 2")
+        # Another program puts a non-empty directory where message 2 was: unlink fails.
+        path = srv.find_message_file(stuck)
+        path.unlink()
+        path.mkdir()
+        (path / "blocker").write_bytes(b"x")
+        r = c.cmd("QUIT")
+        assert r.startswith("-ERR [SYS/TEMP]"), r
+        c.expect_eof()
+    assert srv.find_message_file(first) is None
+    assert srv.find_message_file(kept) is not None
+    with srv.session() as c:
+        assert c.uidl() == {1: uidls[3]}
+        assert c.retr(1) == crlf(b"Subject: three\n\n3\n")
+        c.quit()
