@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use directory::{Directory, DirectoryError, UserRecord};
+use sasl::ScramKeys;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -51,6 +52,8 @@ pub enum Reason {
     BadPassword,
     /// The password matched, but the account is disabled.
     Disabled,
+    /// The client asked to act as someone else (SASL authzid); not supported.
+    AuthzidMismatch,
 }
 
 impl Reason {
@@ -61,6 +64,7 @@ impl Reason {
             Reason::UnknownUser => "unknown_user",
             Reason::BadPassword => "bad_password",
             Reason::Disabled => "disabled",
+            Reason::AuthzidMismatch => "authzid_mismatch",
         }
     }
 }
@@ -105,12 +109,31 @@ fn bad_password(err: BadInput) -> AdminError {
     AdminError::BadInput(format!("password: {err}"))
 }
 
+/// SCRAM-SHA-256 settings, when SCRAM is enabled.
+#[derive(Clone)]
+struct Scram {
+    iterations: u32,
+    /// Keys the fake SCRAM parameters of unknown users (see [`ScramKeys::fake`]).
+    server_secret: Arc<[u8]>,
+}
+
+/// The first half of a SCRAM sign-in: the keys to run the exchange with, and the
+/// account they belong to (none for an unknown user, who gets fake keys).
+#[derive(Debug)]
+pub struct ScramLookup {
+    /// Real keys, or fake ones indistinguishable from real ones.
+    pub keys: ScramKeys,
+    account: Option<(String, bool, String)>,
+    reason_if_absent: Reason,
+}
+
 /// Decides who someone is, from a user name and a password.
 pub struct Authenticator<D> {
     dir: Arc<D>,
     policy: UsernamePolicy,
     hasher: Arc<PasswordHasher>,
     hash_slots: Arc<Semaphore>,
+    scram: Option<Scram>,
 }
 
 // By hand: a derive would demand `D: Clone`, but only the `Arc` is cloned.
@@ -121,6 +144,7 @@ impl<D> Clone for Authenticator<D> {
             policy: self.policy.clone(),
             hasher: Arc::clone(&self.hasher),
             hash_slots: Arc::clone(&self.hash_slots),
+            scram: self.scram.clone(),
         }
     }
 }
@@ -141,7 +165,28 @@ impl<D: Directory> Authenticator<D> {
             policy,
             hasher: Arc::new(PasswordHasher::new(params)?),
             hash_slots: Arc::new(Semaphore::new(max_concurrent_hashes.max(1))),
+            scram: None,
         })
+    }
+
+    /// Enables SCRAM-SHA-256: keys with `iterations` are derived whenever a password is
+    /// set or verified and the stored keys are missing or weaker. `server_secret` keys
+    /// the fake parameters shown for unknown users.
+    pub fn with_scram(mut self, iterations: u32, server_secret: Vec<u8>) -> Self {
+        self.scram = Some(Scram {
+            iterations: iterations.max(4096),
+            server_secret: server_secret.into(),
+        });
+        self
+    }
+
+    /// Whether a PLAIN/SCRAM authorization identity may be used: only one that names
+    /// the signing-in user (acting for someone else is not supported).
+    pub fn authzid_allowed(&self, authzid: Option<&str>, canonical_user: &str) -> bool {
+        match authzid {
+            None => true,
+            Some(a) => self.policy.canonical(a).is_ok_and(|a| a == canonical_user),
+        }
     }
 
     /// The user name policy, for callers that need the canonical name first (for
@@ -198,11 +243,19 @@ impl<D: Directory> Authenticator<D> {
             password_hash,
             enabled,
             maildir,
+            scram_sha256,
         } = record;
-        let (matched, stale, password) = self
+        let scram_stale = self.scram.as_ref().is_some_and(|s| {
+            scram_sha256
+                .as_deref()
+                .and_then(ScramKeys::parse)
+                .is_none_or(|k| k.iterations < s.iterations)
+        });
+        let (matched, stale, password, password_hash) = self
             .hashing(move |h| {
                 let matched = h.verify(&password_hash, &password);
-                (matched, matched && h.needs_rehash(&password_hash), password)
+                let stale = matched && h.needs_rehash(&password_hash);
+                (matched, stale, password, password_hash)
             })
             .await
             .ok_or(AuthFailure::Unavailable)?;
@@ -212,8 +265,9 @@ impl<D: Directory> Authenticator<D> {
         if !enabled {
             return Err(AuthFailure::Rejected(Reason::Disabled));
         }
-        if stale {
-            self.rehash(&name, password).await;
+        if stale || scram_stale {
+            let keep_hash = (!stale).then_some(password_hash);
+            self.rehash(&name, password, keep_hash).await;
         }
         Ok(Identity {
             user: name,
@@ -231,8 +285,11 @@ impl<D: Directory> Authenticator<D> {
     ) -> Result<bool, AdminError> {
         let user = self.policy.canonical(canonical_user).map_err(bad_name)?;
         let password = prepare_password(raw_password).map_err(bad_password)?;
-        let hash = self.hash(password).await?;
-        Ok(self.dir.set_password_hash(&user, &hash).await?)
+        let (hash, scram) = self.credentials(password).await?;
+        Ok(self
+            .dir
+            .set_credentials(&user, &hash, scram.as_deref())
+            .await?)
     }
 
     /// Adds an enabled user (CLI `user add`) and returns its canonical name.
@@ -244,32 +301,117 @@ impl<D: Directory> Authenticator<D> {
     ) -> Result<String, AdminError> {
         let name = self.policy.canonical(raw_user).map_err(bad_name)?;
         let password = prepare_password(raw_password).map_err(bad_password)?;
-        let password_hash = self.hash(password).await?;
+        let (password_hash, scram_sha256) = self.credentials(password).await?;
         let record = UserRecord {
             name,
             password_hash,
             enabled: true,
             maildir,
+            scram_sha256,
         };
         self.dir.add_user(&record).await?;
         Ok(record.name)
     }
 
-    async fn hash(&self, password: Zeroizing<String>) -> Result<String, AdminError> {
-        self.hashing(move |h| h.hash(&password))
+    /// The argon2id hash and, with SCRAM on, the SCRAM keys of one prepared password:
+    /// both come from the same string, so no mechanism sees a different password.
+    async fn credentials(
+        &self,
+        password: Zeroizing<String>,
+    ) -> Result<(String, Option<String>), AdminError> {
+        let scram = self.scram.as_ref().map(|s| s.iterations);
+        self.hashing(move |h| derive(h, &password, None, scram))
             .await
+            .flatten()
             .ok_or_else(|| AdminError::Unavailable("password hashing failed".into()))
     }
 
-    /// Replaces an outdated hash after a successful sign-in; failures only cost the
-    /// upgrade, never the sign-in.
-    async fn rehash(&self, user: &str, password: Zeroizing<String>) {
-        let Some(hash) = self.hashing(move |h| h.hash(&password)).await else {
+    /// Replaces an outdated hash, or adds missing SCRAM keys, after a successful
+    /// sign-in; `keep_hash` is the current hash when only the SCRAM keys need work.
+    /// Failures only cost the upgrade, never the sign-in.
+    async fn rehash(&self, user: &str, password: Zeroizing<String>, keep_hash: Option<String>) {
+        let scram = self.scram.as_ref().map(|s| s.iterations);
+        let Some((hash, scram)) = self
+            .hashing(move |h| derive(h, &password, keep_hash, scram))
+            .await
+            .flatten()
+        else {
             return;
         };
-        if let Err(err) = self.dir.set_password_hash(user, &hash).await {
-            tracing::warn!(error = %err, "could not store an upgraded password hash");
+        if let Err(err) = self
+            .dir
+            .set_credentials(user, &hash, scram.as_deref())
+            .await
+        {
+            tracing::warn!(error = %err, "could not store upgraded credentials");
         }
+    }
+
+    /// The SCRAM keys to run an exchange with. An unknown, malformed or keyless user
+    /// gets fake keys that look the same from outside, and fails only at the proof.
+    pub async fn scram_lookup(&self, raw_user: &str) -> Result<ScramLookup, AuthFailure> {
+        let Some(scram) = &self.scram else {
+            return Err(AuthFailure::Unavailable);
+        };
+        let fake = |name: &str| ScramKeys::fake(&scram.server_secret, name, scram.iterations);
+        let Ok(user) = self.policy.canonical(raw_user) else {
+            return Ok(ScramLookup {
+                keys: fake(raw_user),
+                account: None,
+                reason_if_absent: Reason::BadInput,
+            });
+        };
+        let record = self.dir.find_user(&user).await.map_err(|err| {
+            tracing::warn!(error = %err, "directory lookup failed during sign-in");
+            AuthFailure::Unavailable
+        })?;
+        let Some(record) = record else {
+            return Ok(ScramLookup {
+                keys: fake(&user),
+                account: None,
+                reason_if_absent: Reason::UnknownUser,
+            });
+        };
+        match record.scram_sha256.as_deref().and_then(ScramKeys::parse) {
+            Some(keys) => Ok(ScramLookup {
+                keys,
+                account: Some((record.name, record.enabled, record.maildir)),
+                reason_if_absent: Reason::UnknownUser,
+            }),
+            // No keys yet (an imported account): the exchange cannot succeed until a
+            // plaintext-style sign-in derives them.
+            None => Ok(ScramLookup {
+                keys: fake(&user),
+                account: None,
+                reason_if_absent: Reason::BadPassword,
+            }),
+        }
+    }
+
+    /// The second half of a SCRAM sign-in: the proof was checked against
+    /// `lookup.keys`; decide about the account.
+    pub fn scram_confirm(
+        &self,
+        lookup: ScramLookup,
+        authzid: Option<&str>,
+        proof_ok: bool,
+    ) -> Result<Identity, AuthFailure> {
+        let Some((user, enabled, maildir)) = lookup.account else {
+            return Err(AuthFailure::Rejected(lookup.reason_if_absent));
+        };
+        if !proof_ok {
+            return Err(AuthFailure::Rejected(Reason::BadPassword));
+        }
+        if !enabled {
+            return Err(AuthFailure::Rejected(Reason::Disabled));
+        }
+        if !self.authzid_allowed(authzid, &user) {
+            return Err(AuthFailure::Rejected(Reason::AuthzidMismatch));
+        }
+        Ok(Identity {
+            user,
+            maildir: PathBuf::from(maildir),
+        })
     }
 
     /// Runs `work` on the blocking pool once a hashing slot is free. `None` if the task
@@ -290,4 +432,20 @@ impl<D: Directory> Authenticator<D> {
         .await
         .ok()
     }
+}
+
+/// Hashes (unless `keep_hash`) and derives SCRAM keys (when `scram_iterations`) for one
+/// prepared password. `None` only if the system's random source fails.
+fn derive(
+    hasher: &PasswordHasher,
+    password: &str,
+    keep_hash: Option<String>,
+    scram_iterations: Option<u32>,
+) -> Option<(String, Option<String>)> {
+    let hash = keep_hash.unwrap_or_else(|| hasher.hash(password));
+    let scram = match scram_iterations {
+        Some(i) => Some(ScramKeys::generate(password, i).ok()?.to_stored()),
+        None => None,
+    };
+    Some((hash, scram))
 }

@@ -19,7 +19,7 @@ mod hasher;
 mod password;
 mod username;
 
-pub use authenticator::{AdminError, AuthFailure, Authenticator, Identity, Reason};
+pub use authenticator::{AdminError, AuthFailure, Authenticator, Identity, Reason, ScramLookup};
 pub use hasher::{Argon2Params, InvalidParams, PasswordHasher};
 pub use password::{MAX_PASSWORD_BYTES, prepare_password};
 pub use username::{MAX_USERNAME_BYTES, UsernamePolicy};

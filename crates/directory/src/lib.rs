@@ -33,6 +33,8 @@ pub struct UserRecord {
     pub enabled: bool,
     /// Path of the user's Maildir.
     pub maildir: String,
+    /// SCRAM-SHA-256 keys (RFC 5803 form) derived from the same password, if any.
+    pub scram_sha256: Option<String>,
 }
 
 // A hand-written Debug so the password hash never reaches a log line: a hash is an
@@ -44,6 +46,10 @@ impl fmt::Debug for UserRecord {
             .field("password_hash", &"<redacted>")
             .field("enabled", &self.enabled)
             .field("maildir", &self.maildir)
+            .field(
+                "scram_sha256",
+                &self.scram_sha256.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -94,11 +100,13 @@ pub trait Directory: Send + Sync + 'static {
         user: &UserRecord,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 
-    /// Replaces a user's password hash; `false` if there is no such user.
-    fn set_password_hash(
+    /// Replaces a user's password hash and SCRAM keys together (they derive from one
+    /// password, so they change in one statement); `false` if there is no such user.
+    fn set_credentials(
         &self,
         name: &str,
-        hash: &str,
+        password_hash: &str,
+        scram_sha256: Option<&str>,
     ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
 
     /// Enables or disables a user; `false` if there is no such user.

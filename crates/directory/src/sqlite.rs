@@ -22,14 +22,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 4;
 
 /// Columns read into a [`UserRecord`], in the order of [`row_to_record`]'s tuple.
-type UserRow = (String, String, bool, String);
+type UserRow = (String, String, bool, String, Option<String>);
 
-fn row_to_record((name, password_hash, enabled, maildir): UserRow) -> UserRecord {
+fn row_to_record((name, password_hash, enabled, maildir, scram_sha256): UserRow) -> UserRecord {
     UserRecord {
         name,
         password_hash,
         enabled,
         maildir,
+        scram_sha256,
     }
 }
 
@@ -96,7 +97,7 @@ fn create_private_file(_path: &Path) -> Result<(), DirectoryError> {
 impl Directory for SqliteDirectory {
     async fn find_user(&self, name: &str) -> Result<Option<UserRecord>, DirectoryError> {
         let row: Option<UserRow> = sqlx::query_as(
-            "SELECT name, password_hash, enabled, maildir FROM users WHERE name = ?1",
+            "SELECT name, password_hash, enabled, maildir, scram_sha256 FROM users WHERE name = ?1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -106,24 +107,32 @@ impl Directory for SqliteDirectory {
 
     async fn add_user(&self, user: &UserRecord) -> Result<(), DirectoryError> {
         sqlx::query(
-            "INSERT INTO users (name, password_hash, enabled, maildir) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO users (name, password_hash, enabled, maildir, scram_sha256) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .bind(&user.name)
         .bind(&user.password_hash)
         .bind(user.enabled)
         .bind(&user.maildir)
+        .bind(&user.scram_sha256)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn set_password_hash(&self, name: &str, hash: &str) -> Result<bool, DirectoryError> {
+    async fn set_credentials(
+        &self,
+        name: &str,
+        password_hash: &str,
+        scram_sha256: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
         let done = sqlx::query(
-            "UPDATE users SET password_hash = ?2, \
+            "UPDATE users SET password_hash = ?2, scram_sha256 = ?3, \
              updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE name = ?1",
         )
         .bind(name)
-        .bind(hash)
+        .bind(password_hash)
+        .bind(scram_sha256)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -150,10 +159,11 @@ impl Directory for SqliteDirectory {
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>, DirectoryError> {
-        let rows: Vec<UserRow> =
-            sqlx::query_as("SELECT name, password_hash, enabled, maildir FROM users ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<UserRow> = sqlx::query_as(
+            "SELECT name, password_hash, enabled, maildir, scram_sha256 FROM users ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(row_to_record).collect())
     }
 }

@@ -13,6 +13,7 @@ pub fn sample_user(name: &str) -> UserRecord {
         password_hash: format!("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$hash-of-{name}"),
         enabled: true,
         maildir: format!("/var/mail/poplar/{name}/Maildir"),
+        scram_sha256: None,
     }
 }
 
@@ -24,7 +25,7 @@ pub async fn conformance<D: Directory>(dir: &D) {
     add_and_find(dir).await;
     duplicate_is_refused(dir).await;
     names_compare_exactly(dir).await;
-    set_password_hash(dir).await;
+    set_credentials(dir).await;
     set_enabled(dir).await;
     delete(dir).await;
     list_is_ordered_by_name(dir).await;
@@ -81,14 +82,26 @@ async fn names_compare_exactly<D: Directory>(dir: &D) {
     assert!(dir.delete_user("Alice").await.unwrap());
 }
 
-async fn set_password_hash<D: Directory>(dir: &D) {
+async fn set_credentials<D: Directory>(dir: &D) {
     let new_hash = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA";
-    assert!(dir.set_password_hash("alice", new_hash).await.unwrap());
+    let scram = "SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB";
+    assert!(
+        dir.set_credentials("alice", new_hash, Some(scram))
+            .await
+            .unwrap()
+    );
     let alice = dir.find_user("alice").await.unwrap().unwrap();
     assert_eq!(alice.password_hash, new_hash);
+    assert_eq!(alice.scram_sha256.as_deref(), Some(scram));
+    // A later change without SCRAM clears the old keys: they no longer match.
+    assert!(dir.set_credentials("alice", new_hash, None).await.unwrap());
+    assert_eq!(
+        dir.find_user("alice").await.unwrap().unwrap().scram_sha256,
+        None
+    );
     assert_eq!(alice.maildir, sample_user("alice").maildir);
     assert!(alice.enabled);
-    assert!(!dir.set_password_hash("nobody", new_hash).await.unwrap());
+    assert!(!dir.set_credentials("nobody", new_hash, None).await.unwrap());
     assert!(dir.find_user("nobody").await.unwrap().is_none());
 }
 

@@ -14,8 +14,6 @@ pub struct Capabilities {
     pub expire_days: Option<u32>,
     /// `LOGIN-DELAY` seconds; advertised only when a policy sets one.
     pub login_delay_secs: Option<u32>,
-    /// SASL mechanisms offered once sign-in is allowed.
-    pub sasl_mechanisms: Vec<String>,
 }
 
 impl Default for Capabilities {
@@ -24,18 +22,19 @@ impl Default for Capabilities {
             implementation: concat!("Poplar ", env!("CARGO_PKG_VERSION")).to_string(),
             expire_days: None,
             login_delay_secs: None,
-            sasl_mechanisms: vec!["PLAIN".to_string()],
         }
     }
 }
 
 /// What the session can do at the moment CAPA is asked.
 #[derive(Debug, Clone, Copy)]
-pub struct CapaState {
+pub struct CapaState<'a> {
     /// STLS may be issued now.
     pub stls: bool,
-    /// USER/PASS and AUTH may be used now.
+    /// USER/PASS may be used now.
     pub sign_in: bool,
+    /// SASL mechanisms usable now.
+    pub mechanisms: &'a [sasl::Mechanism],
 }
 
 impl Capabilities {
@@ -59,9 +58,10 @@ impl Capabilities {
         }
         if state.sign_in {
             response::line(out, "USER");
-            if !self.sasl_mechanisms.is_empty() {
-                response::line(out, &format!("SASL {}", self.sasl_mechanisms.join(" ")));
-            }
+        }
+        if !state.mechanisms.is_empty() {
+            let names: Vec<&str> = state.mechanisms.iter().map(|m| m.name()).collect();
+            response::line(out, &format!("SASL {}", names.join(" ")));
         }
         response::line(out, &format!("IMPLEMENTATION {}", self.implementation));
         response::end(out);
@@ -83,6 +83,7 @@ mod tests {
         let text = capa(CapaState {
             stls: true,
             sign_in: false,
+            mechanisms: &[],
         });
         assert!(text.contains("\r\nSTLS\r\n"));
         assert!(!text.contains("\r\nUSER\r\n"));
@@ -97,10 +98,11 @@ mod tests {
         let text = capa(CapaState {
             stls: false,
             sign_in: true,
+            mechanisms: &[sasl::Mechanism::ScramSha256, sasl::Mechanism::Plain],
         });
         assert!(!text.contains("STLS"));
         assert!(text.contains("\r\nUSER\r\n"));
-        assert!(text.contains("\r\nSASL PLAIN\r\n"));
+        assert!(text.contains("\r\nSASL SCRAM-SHA-256 PLAIN\r\n"));
         assert!(text.contains("\r\nUTF8 USER\r\n"));
     }
 }

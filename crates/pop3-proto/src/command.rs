@@ -6,7 +6,7 @@
 //! argument is the rest of the line exactly as sent, so passphrases with spaces (and
 //! leading or trailing spaces) work.
 
-use crate::secret::Secret;
+use sasl::Secret;
 
 /// A message-number argument as the client wrote it.
 ///

@@ -15,8 +15,6 @@ pub mod capa;
 pub mod command;
 pub mod framer;
 pub mod response;
-pub mod sasl;
-pub mod secret;
 pub mod session;
 pub mod stuffing;
 
@@ -24,7 +22,7 @@ pub use capa::Capabilities;
 pub use command::{Command, MsgNumber, ParseError};
 pub use framer::{Frame, LineFramer};
 pub use response::RespCode;
-pub use secret::Secret;
+pub use sasl::{ChannelBinding, Mechanism, Secret};
 pub use session::{
     Action, AuthOutcome, AuthRequest, MessageMeta, OpenFailure, Session, SessionConfig,
 };

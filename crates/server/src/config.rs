@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: Limits,
     /// Mail storage.
     pub store: Store,
+    /// SASL mechanisms.
+    pub sasl: Sasl,
 }
 
 /// Listening sockets.
@@ -96,6 +98,45 @@ pub struct Limits {
     pub shutdown_grace_secs: u64,
 }
 
+/// SASL mechanisms (RFC 5034 AUTH).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sasl {
+    /// Offered mechanisms, in the order CAPA lists them. Each appears only where it
+    /// can be used: none before TLS (outside `auth.plaintext_networks`), and
+    /// SCRAM-SHA-256-PLUS only on TLS 1.3, whose exporter it binds to.
+    pub mechanisms: Vec<String>,
+    /// PBKDF2 iterations for new SCRAM-SHA-256 keys (RFC 7677 asks for at least 4096).
+    pub scram_iterations: u32,
+}
+
+impl Default for Sasl {
+    fn default() -> Self {
+        Self {
+            mechanisms: sasl::Mechanism::ALL
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect(),
+            scram_iterations: 32768,
+        }
+    }
+}
+
+impl Sasl {
+    /// The configured mechanisms, parsed (validation guarantees they parse).
+    pub fn parsed(&self) -> Vec<sasl::Mechanism> {
+        self.mechanisms
+            .iter()
+            .filter_map(|m| sasl::Mechanism::from_name(m))
+            .collect()
+    }
+
+    /// Whether SCRAM keys are to be derived and used.
+    pub fn scram_enabled(&self) -> bool {
+        self.parsed().iter().any(|m| m.is_scram())
+    }
+}
+
 /// Mail storage.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -114,6 +155,7 @@ impl Default for Config {
             auth: Auth::default(),
             limits: Limits::default(),
             store: Store::default(),
+            sasl: Sasl::default(),
         }
     }
 }
@@ -216,6 +258,16 @@ impl Config {
         if self.auth.max_concurrent_hashes == 0 {
             return bad("auth.max_concurrent_hashes must be positive");
         }
+        for m in &self.sasl.mechanisms {
+            if sasl::Mechanism::from_name(m).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "sasl.mechanisms: unknown mechanism {m:?} (known: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, PLAIN, LOGIN)"
+                )));
+            }
+        }
+        if self.sasl.scram_iterations < 4096 {
+            return bad("sasl.scram_iterations must be at least 4096 (RFC 7677)");
+        }
         if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
             return bad("auth.argon2_memory_kib must be at least 8 and argon2_iterations positive");
         }
@@ -228,6 +280,11 @@ impl Config {
             .maildir_root
             .clone()
             .unwrap_or_else(|| self.data_dir.join("mail"))
+    }
+
+    /// The file holding the server's own secret key (made on first start).
+    pub fn server_key_path(&self) -> PathBuf {
+        self.data_dir.join("secrets").join("server.key")
     }
 
     /// The SQLite directory file.
@@ -311,6 +368,12 @@ mod tests {
         assert!(toml::from_str::<Config>("[auth]\nplaintext = true\n").is_err());
         let c: Config = toml::from_str("[limits]\nmax_command_line = 10\n").unwrap();
         assert!(c.validate().is_err());
+        let c: Config = toml::from_str("[sasl]\nmechanisms = [\"CRAM-MD5\"]\n").unwrap();
+        assert!(c.validate().is_err());
+        let c: Config = toml::from_str("[sasl]\nmechanisms = [\"plain\"]\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.sasl.parsed(), vec![sasl::Mechanism::Plain]);
+        assert!(!c.sasl.scram_enabled());
     }
 
     #[test]

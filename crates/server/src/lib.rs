@@ -8,6 +8,7 @@
 pub mod config;
 mod conn;
 mod listener;
+mod secrets;
 pub mod tls;
 
 pub use config::Config;
@@ -38,10 +39,15 @@ pub fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authentic
         iterations: config.auth.argon2_iterations,
         parallelism: 1,
     };
-    Ok(Authenticator::new(
+    let auth = Authenticator::new(
         dir,
         username_policy(config),
         params,
         config.auth.max_concurrent_hashes,
-    )?)
+    )?;
+    if !config.sasl.scram_enabled() {
+        return Ok(auth);
+    }
+    let key = secrets::server_key(&config.server_key_path())?;
+    Ok(auth.with_scram(config.sasl.scram_iterations, key))
 }

@@ -3,15 +3,16 @@
 //!
 //! The session never does I/O. Each call appends the bytes to send to `out` and
 //! returns one [`Action`]. Until the I/O layer reports the outcome of an action that
-//! asks for one (credentials, maildrop, update), it must not feed more lines.
+//! asks for one (credentials, SCRAM keys, maildrop, update), it must not feed more lines.
 
+mod authorization;
 mod transaction;
+
+use sasl::{Exchange, Mechanism, Secret};
 
 use crate::capa::{CapaState, Capabilities};
 use crate::command::{self, Command};
 use crate::response::{self, RespCode};
-use crate::sasl;
-use crate::secret::Secret;
 use transaction::Maildrop;
 pub use transaction::MessageMeta;
 
@@ -22,10 +23,14 @@ pub struct SessionConfig {
     pub capabilities: Capabilities,
     /// The connection is already under TLS (implicit-TLS listener).
     pub tls_active: bool,
+    /// Channel-binding data of that TLS connection.
+    pub channel_binding: Option<[u8; 32]>,
     /// STLS may be offered (plain listener with a TLS configuration).
     pub stls_offered: bool,
-    /// Plaintext sign-in is allowed without TLS (the peer is in a trusted network).
+    /// Sign-in is allowed without TLS (the peer is in a trusted network).
     pub plaintext_allowed: bool,
+    /// SASL mechanisms enabled by configuration, in the order CAPA lists them.
+    pub mechanisms: Vec<Mechanism>,
     /// Syntax errors tolerated before the server says goodbye.
     pub max_bad_commands: u32,
     /// Text after `+OK ` in the greeting.
@@ -41,11 +46,11 @@ pub struct AuthRequest {
     pub user: String,
     /// The password as sent.
     pub password: Secret,
-    /// `USER/PASS` or the SASL mechanism name, for the audit log.
+    /// `USER` or the SASL mechanism name, for the audit log.
     pub mechanism: &'static str,
 }
 
-/// The verdict on an [`AuthRequest`].
+/// The verdict on a sign-in attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthOutcome {
     /// Signed in: the I/O layer is asked to open the maildrop next.
@@ -74,6 +79,24 @@ pub enum Action {
     None,
     /// Verify these credentials, then call [`Session::auth_result`].
     Authenticate(AuthRequest),
+    /// Look up the user's SCRAM keys (fake ones for an unknown user), then call
+    /// [`Session::scram_keys`].
+    LookupScram {
+        /// The user name as sent.
+        user: String,
+    },
+    /// The SCRAM proof was checked; decide about the account, then call
+    /// [`Session::auth_result`].
+    ConfirmScram {
+        /// Identity to act as, if the client named one.
+        authzid: Option<String>,
+        /// The user name as sent.
+        user: String,
+        /// Whether the client proved knowledge of the password.
+        proof_ok: bool,
+        /// The mechanism, for the audit log.
+        mechanism: &'static str,
+    },
     /// Lock and scan the signed-in user's maildrop, then call [`Session::maildrop_opened`].
     OpenMaildrop,
     /// Open message `index` (0-based) and call [`Session::message_opened`]; if that
@@ -97,14 +120,37 @@ pub enum Action {
     Close,
 }
 
+/// A SASL exchange in progress.
+#[derive(Debug)]
+struct Sasl {
+    mechanism: Mechanism,
+    exchange: Exchange,
+    /// Set once SCRAM named its user.
+    scram_user: Option<(Option<String>, String)>,
+    /// The server-final message to send once the account is confirmed.
+    server_final: Option<Vec<u8>>,
+    waiting: Waiting,
+}
+
+/// Who the SASL exchange is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// The client's next response.
+    Client,
+    /// The I/O layer (keys or a verdict).
+    Server,
+    /// The client's empty answer to the server-final challenge.
+    FinalAck,
+}
+
 #[derive(Debug)]
 enum State {
     Authorization {
         user: Option<String>,
     },
-    /// `AUTH PLAIN` sent without an initial response; waiting for it.
-    SaslPlain,
-    /// Waiting for [`Session::auth_result`].
+    /// An AUTH exchange.
+    Sasl(Box<Sasl>),
+    /// Waiting for [`Session::auth_result`] after USER/PASS.
     Authenticating,
     /// Waiting for [`Session::maildrop_opened`].
     Opening,
@@ -122,6 +168,7 @@ pub struct Session {
     config: SessionConfig,
     state: State,
     tls: bool,
+    channel_binding: Option<[u8; 32]>,
     utf8: bool,
     bad_commands: u32,
 }
@@ -129,11 +176,11 @@ pub struct Session {
 impl Session {
     /// A new session in the AUTHORIZATION state.
     pub fn new(config: SessionConfig) -> Self {
-        let tls = config.tls_active;
         Self {
+            tls: config.tls_active,
+            channel_binding: config.channel_binding,
             config,
             state: State::Authorization { user: None },
-            tls,
             utf8: false,
             bad_commands: 0,
         }
@@ -144,9 +191,9 @@ impl Session {
         response::ok(out, &self.config.greeting);
     }
 
-    /// The next line is a SASL continuation (the framer's larger cap applies).
+    /// The next line is a SASL response (the framer's larger cap applies).
     pub fn expects_sasl_response(&self) -> bool {
-        matches!(self.state, State::SaslPlain)
+        matches!(&self.state, State::Sasl(s) if s.waiting != Waiting::Server)
     }
 
     /// Signed in and working on the maildrop (the longer idle timeout applies).
@@ -159,26 +206,51 @@ impl Session {
         matches!(self.state, State::Closed)
     }
 
-    /// The TLS handshake after STLS completed.
-    pub fn tls_started(&mut self) {
+    /// The TLS handshake after STLS completed; `channel_binding` is its `tls-exporter`
+    /// data when TLS 1.3 was negotiated.
+    pub fn tls_started(&mut self, channel_binding: Option<[u8; 32]>) {
         self.tls = true;
+        self.channel_binding = channel_binding;
     }
 
     fn sign_in_allowed(&self) -> bool {
         self.tls || self.config.plaintext_allowed
     }
 
-    fn capa_state(&self) -> CapaState {
+    /// The mechanisms a client may use on this connection now. Before TLS (outside
+    /// trusted networks) none: SCRAM would not expose the password, but it would
+    /// expose the user name and invite offline guessing of a captured exchange, so it
+    /// follows the same rule as PLAIN. -PLUS needs the TLS 1.3 exporter.
+    fn usable_mechanisms(&self) -> Vec<Mechanism> {
+        if !self.sign_in_allowed() {
+            return Vec::new();
+        }
+        self.config
+            .mechanisms
+            .iter()
+            .copied()
+            .filter(|m| !m.needs_channel_binding() || self.channel_binding.is_some())
+            .collect()
+    }
+
+    fn capa(&self, out: &mut Vec<u8>) {
         let authorization = matches!(self.state, State::Authorization { .. });
-        CapaState {
+        let mechanisms = if authorization {
+            self.usable_mechanisms()
+        } else {
+            Vec::new()
+        };
+        let state = CapaState {
             stls: authorization && !self.tls && self.config.stls_offered,
             sign_in: authorization && self.sign_in_allowed(),
-        }
+            mechanisms: &mechanisms,
+        };
+        self.config.capabilities.write(state, out);
     }
 
     /// A line that went over the framer's cap.
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Action {
-        if matches!(self.state, State::SaslPlain) {
+        if matches!(self.state, State::Sasl(_)) {
             self.state = State::Authorization { user: None };
         }
         self.bad_command(out, "line too long")
@@ -197,8 +269,8 @@ impl Session {
 
     /// Handles one line from the client.
     pub fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
-        if matches!(self.state, State::SaslPlain) {
-            return self.sasl_plain_response(line, out);
+        if matches!(self.state, State::Sasl(_)) {
+            return self.sasl_line(line, out);
         }
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
@@ -206,7 +278,7 @@ impl Session {
         };
         match cmd {
             Command::Capa => {
-                self.config.capabilities.write(self.capa_state(), out);
+                self.capa(out);
                 Action::None
             }
             Command::Noop if self.in_transaction() => {
@@ -242,169 +314,17 @@ impl Session {
         }
     }
 
-    fn authorization(&mut self, cmd: Command, out: &mut Vec<u8>) -> Action {
-        match cmd {
-            Command::Stls => {
-                if self.tls || !self.config.stls_offered {
-                    response::err(out, None, "STLS not available on this connection");
-                    return Action::None;
-                }
-                response::ok(out, "Begin TLS negotiation");
-                self.state = State::Authorization { user: None };
-                Action::StartTls
-            }
-            Command::Utf8 => {
-                self.utf8 = true;
-                response::ok(out, "UTF8 enabled");
-                Action::None
-            }
-            Command::User(name) => {
-                if !self.require_sign_in(out) {
-                    return Action::None;
-                }
-                match self.text_argument(name, "user name") {
-                    Ok(name) => {
-                        // The same answer for every name: USER must not reveal whether
-                        // a mailbox exists.
-                        response::ok(out, "send PASS");
-                        self.state = State::Authorization { user: Some(name) };
-                    }
-                    Err(msg) => response::err(out, None, msg),
-                }
-                Action::None
-            }
-            Command::Pass(secret) => {
-                if !self.require_sign_in(out) {
-                    return Action::None;
-                }
-                let State::Authorization { user: Some(user) } =
-                    std::mem::replace(&mut self.state, State::Authorization { user: None })
-                else {
-                    response::err(out, None, "send USER first");
-                    return Action::None;
-                };
-                if let Err(msg) = self.text_argument(secret.expose().to_vec(), "password") {
-                    response::err(out, None, msg);
-                    return Action::None;
-                }
-                self.authenticate(None, user, secret, "USER")
-            }
-            Command::Auth { mechanism, initial } => self.auth(mechanism, initial, out),
-            Command::Apop => {
-                response::err(out, None, "APOP is not enabled on this server");
-                Action::None
-            }
-            _ => {
-                response::err(out, None, "command not valid before sign-in");
-                Action::None
-            }
-        }
-    }
-
-    /// Plaintext credentials only under TLS or from a trusted network.
-    fn require_sign_in(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.sign_in_allowed() {
-            return true;
-        }
-        self.state = State::Authorization { user: None };
-        response::err(
-            out,
-            None,
-            "TLS required: send STLS first, or use the implicit-TLS port",
-        );
-        false
-    }
-
-    /// USER/PASS arguments: UTF-8 beyond ASCII only after the UTF8 command (RFC 6856).
-    fn text_argument(&self, bytes: Vec<u8>, what: &str) -> Result<String, &'static str> {
-        let _ = what;
-        if !bytes.is_ascii() && !self.utf8 {
-            return Err("non-ASCII user names and passwords need the UTF8 command first");
-        }
-        String::from_utf8(bytes).map_err(|_| "user names and passwords must be UTF-8")
-    }
-
-    fn auth(
-        &mut self,
-        mechanism: Option<String>,
-        initial: Option<Secret>,
-        out: &mut Vec<u8>,
-    ) -> Action {
-        let Some(mechanism) = mechanism else {
-            // The RFC 1734 listing form, still used by some clients.
-            response::ok(out, "Supported mechanisms follow");
-            if self.sign_in_allowed() {
-                for m in &self.config.capabilities.sasl_mechanisms {
-                    response::line(out, m);
-                }
-            }
-            response::end(out);
-            return Action::None;
-        };
-        if !self.require_sign_in(out) {
-            return Action::None;
-        }
-        if mechanism != "PLAIN" {
-            response::err(out, None, "unsupported authentication mechanism");
-            return Action::None;
-        }
-        match initial {
-            Some(ir) => self.plain_message(ir.expose(), out),
-            None => {
-                out.extend_from_slice(b"+ \r\n");
-                self.state = State::SaslPlain;
-                Action::None
-            }
-        }
-    }
-
-    fn sasl_plain_response(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
-        self.state = State::Authorization { user: None };
-        if line == b"*" {
-            response::err(out, None, "authentication cancelled");
-            return Action::None;
-        }
-        self.plain_message(line, out)
-    }
-
-    fn plain_message(&mut self, base64: &[u8], out: &mut Vec<u8>) -> Action {
-        let parsed = sasl::decode_response(base64).and_then(|raw| sasl::parse_plain(&raw));
-        match parsed {
-            Ok(c) => {
-                let authzid = (!c.authzid.is_empty()).then_some(c.authzid);
-                self.authenticate(authzid, c.authcid, c.password, "PLAIN")
-            }
-            Err(sasl::PlainError::Base64) => {
-                response::err(out, None, "invalid base64 in SASL response");
-                Action::None
-            }
-            Err(sasl::PlainError::Malformed) => {
-                response::err(out, Some(RespCode::Auth), "malformed PLAIN response");
-                Action::None
-            }
-        }
-    }
-
-    fn authenticate(
-        &mut self,
-        authzid: Option<String>,
-        user: String,
-        password: Secret,
-        mechanism: &'static str,
-    ) -> Action {
-        self.state = State::Authenticating;
-        Action::Authenticate(AuthRequest {
-            authzid,
-            user,
-            password,
-            mechanism,
-        })
-    }
-
-    /// The outcome of [`Action::Authenticate`].
+    /// The verdict of [`Action::Authenticate`] or [`Action::ConfirmScram`].
     pub fn auth_result(&mut self, outcome: AuthOutcome, out: &mut Vec<u8>) -> Action {
         match outcome {
             AuthOutcome::Accepted => {
+                if let State::Sasl(sasl) = &mut self.state
+                    && let Some(server_final) = sasl.server_final.take()
+                {
+                    sasl.waiting = Waiting::FinalAck;
+                    authorization::challenge(out, &server_final);
+                    return Action::None;
+                }
                 self.state = State::Opening;
                 return Action::OpenMaildrop;
             }

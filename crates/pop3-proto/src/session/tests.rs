@@ -1,13 +1,16 @@
 //! Transcript tests of the state machine.
 
 use super::*;
+use base64::Engine as _;
 
 fn config(tls: bool) -> SessionConfig {
     SessionConfig {
         capabilities: Capabilities::default(),
         tls_active: tls,
+        channel_binding: None,
         stls_offered: true,
         plaintext_allowed: false,
+        mechanisms: Mechanism::ALL.to_vec(),
         max_bad_commands: 3,
         greeting: "ready".into(),
     }
@@ -57,7 +60,7 @@ fn plaintext_sign_in_refused_before_tls() {
     let (text, a) = say(&mut s, "STLS");
     assert_eq!(text, "+OK Begin TLS negotiation\r\n");
     assert!(matches!(a, Action::StartTls));
-    s.tls_started();
+    s.tls_started(None);
     let (text, _) = say(&mut s, "STLS");
     assert!(text.starts_with("-ERR"));
     let (text, _) = say(&mut s, "CAPA");
@@ -115,6 +118,124 @@ fn sasl_plain_forms() {
     assert!(text.starts_with("-ERR invalid base64"));
     let (text, _) = say(&mut s, "AUTH CRAM-MD5");
     assert!(text.starts_with("-ERR unsupported"));
+    // -PLUS is not usable without channel-binding data.
+    let (text, _) = say(&mut s, "AUTH SCRAM-SHA-256-PLUS");
+    assert!(text.starts_with("-ERR unsupported"));
+}
+
+#[test]
+fn login_with_and_without_initial_response() {
+    let mut s = Session::new(config(true));
+    assert_eq!(say(&mut s, "AUTH LOGIN").0, "+ VXNlcm5hbWU6\r\n");
+    assert_eq!(say(&mut s, "YWxpY2U=").0, "+ UGFzc3dvcmQ6\r\n");
+    let (_, a) = say(&mut s, "cGFzcyB3b3Jk");
+    let Action::Authenticate(req) = a else {
+        panic!()
+    };
+    assert_eq!((req.user.as_str(), req.mechanism), ("alice", "LOGIN"));
+    assert_eq!(req.password.expose(), b"pass word");
+    let mut out = Vec::new();
+    s.auth_result(AuthOutcome::Rejected, &mut out);
+    assert_eq!(say(&mut s, "AUTH LOGIN YWxpY2U=").0, "+ UGFzc3dvcmQ6\r\n");
+    assert!(
+        say(&mut s, "not base64!")
+            .0
+            .starts_with("-ERR invalid base64")
+    );
+}
+
+#[test]
+fn auth_listing_and_capa_follow_the_connection() {
+    let mut s = Session::new(config(false));
+    assert_eq!(
+        say(&mut s, "AUTH").0,
+        "+OK Supported mechanisms follow\r\n.\r\n"
+    );
+    s.tls_started(Some([1; 32]));
+    assert_eq!(
+        say(&mut s, "AUTH").0,
+        "+OK Supported mechanisms follow\r\nSCRAM-SHA-256-PLUS\r\nSCRAM-SHA-256\r\nPLAIN\r\nLOGIN\r\n.\r\n"
+    );
+    assert!(
+        say(&mut s, "CAPA")
+            .0
+            .contains("\r\nSASL SCRAM-SHA-256-PLUS SCRAM-SHA-256 PLAIN LOGIN\r\n")
+    );
+    let mut s = Session::new(config(true));
+    assert!(
+        say(&mut s, "CAPA")
+            .0
+            .contains("\r\nSASL SCRAM-SHA-256 PLAIN LOGIN\r\n")
+    );
+}
+
+#[test]
+fn scram_exchange_through_the_session() {
+    use sasl::ScramKeys;
+    let mut s = Session::new(config(true));
+    // client-first "n,,n=user,r=rOprNGfwEbeRWgbNEkqO" as initial response
+    let (text, a) = say(
+        &mut s,
+        "AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=",
+    );
+    assert_eq!(text, "");
+    let Action::LookupScram { user } = a else {
+        panic!("{a:?}")
+    };
+    assert_eq!(user, "user");
+    assert!(!s.expects_sasl_response());
+    let keys = ScramKeys::derive("pencil", b"salt", 4096);
+    let mut out = Vec::new();
+    assert!(matches!(s.scram_keys(&keys, &mut out), Action::None));
+    assert!(out.starts_with(b"+ "));
+    assert!(s.expects_sasl_response());
+    // A wrong proof still goes to the I/O layer for the verdict (and the audit log).
+    let (_, a) = say(&mut s, "Yz1iaXdzLHI9eCxwPUFBQUE=");
+    assert!(
+        matches!(a, Action::None),
+        "nonce mismatch is malformed: {a:?}"
+    );
+    assert_eq!(
+        say(&mut s, "NOOP").0,
+        "-ERR command not valid before sign-in\r\n"
+    );
+}
+
+#[test]
+fn scram_server_final_then_empty_ack_opens_the_maildrop() {
+    let mut s = Session::new(config(true));
+    say(&mut s, "AUTH SCRAM-SHA-256");
+    let (text, a) = say(&mut s, "biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=");
+    assert_eq!(text, "");
+    assert!(matches!(a, Action::LookupScram { .. }));
+    let mut out = Vec::new();
+    s.scram_keys(&sasl::ScramKeys::derive("pencil", b"salt", 4096), &mut out);
+    let server_first = String::from_utf8(out).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(server_first.trim_start_matches("+ ").trim_end())
+        .unwrap();
+    let nonce = String::from_utf8(decoded).unwrap();
+    let nonce = nonce.split(',').next().unwrap().to_string();
+    let final_msg = format!("c=biws,{nonce},p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    let line = base64::engine::general_purpose::STANDARD.encode(final_msg);
+    let (_, a) = say(&mut s, &line);
+    let Action::ConfirmScram { proof_ok, user, .. } = a else {
+        panic!("{a:?}")
+    };
+    assert!(!proof_ok);
+    assert_eq!(user, "user");
+    // Pretend the I/O layer accepted: the server-final goes out as a challenge.
+    let mut out = Vec::new();
+    assert!(matches!(
+        s.auth_result(AuthOutcome::Accepted, &mut out),
+        Action::None
+    ));
+    assert!(
+        out.starts_with(b"+ dj1"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(matches!(say(&mut s, "").1, Action::OpenMaildrop));
 }
 
 #[test]
@@ -318,8 +439,15 @@ mod properties {
                             Action::None
                         }
                         Action::StartTls => {
-                            s.tls_started();
+                            s.tls_started(None);
                             Action::None
+                        }
+                        Action::LookupScram { .. } => {
+                            s.scram_keys(&sasl::ScramKeys::derive("pw", b"salt", 4096), &mut out)
+                        }
+                        Action::ConfirmScram { proof_ok, .. } => {
+                            let o = if proof_ok { AuthOutcome::Accepted } else { AuthOutcome::Rejected };
+                            s.auth_result(o, &mut out)
                         }
                         Action::Update { delete } => {
                             prop_assert!(delete.iter().all(|&i| i < 2));

@@ -2,15 +2,17 @@
 //! actions it returns and writes responses in batches (RFC 2449 PIPELINING: all the
 //! answers to one packet of commands leave in as few writes as possible).
 
+mod signin;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth::{AuthFailure, Authenticator};
+use auth::Authenticator;
 use maildir::{Maildir, MaildropGuard, MessageEntry, StoreError};
 use pop3_proto::{
-    Action, AuthOutcome, AuthRequest, Capabilities, DotStuffer, Frame, LineFramer, MessageMeta,
-    OpenFailure, Session, SessionConfig,
+    Action, Capabilities, DotStuffer, Frame, LineFramer, MessageMeta, OpenFailure, Session,
+    SessionConfig,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -63,6 +65,8 @@ pub(crate) struct Connection {
     maildrop: Option<OpenMaildrop>,
     /// The connection is under TLS now.
     tls: bool,
+    /// The SCRAM exchange in progress: keys and account from the lookup.
+    scram: Option<auth::ScramLookup>,
 }
 
 impl Connection {
@@ -76,8 +80,10 @@ impl Connection {
         let session = Session::new(SessionConfig {
             capabilities: Capabilities::default(),
             tls_active: kind == ListenerKind::Pop3s,
+            channel_binding: None,
             stls_offered: kind == ListenerKind::Pop3,
             plaintext_allowed: shared.config.plaintext_allowed(peer.ip()),
+            mechanisms: shared.config.sasl.parsed(),
             max_bad_commands: limits.max_bad_commands,
             greeting: "Poplar POP3 server ready".into(),
         });
@@ -94,6 +100,7 @@ impl Connection {
             maildir_path: None,
             maildrop: None,
             tls: false,
+            scram: None,
         }
     }
 
@@ -101,6 +108,7 @@ impl Connection {
         tracing::debug!(peer = %self.peer, listener = self.kind.name(), "connection opened");
         if self.kind == ListenerKind::Pop3s {
             if let Some(mut tls) = self.handshake(tcp).await {
+                self.session.tls_started(channel_binding(&tls));
                 self.session.greeting(&mut self.out);
                 let _ = self.drive(&mut tls).await;
                 let _ = tls.shutdown().await;
@@ -112,7 +120,7 @@ impl Connection {
                 // never read as commands (RFC 2595 section 4).
                 self.framer.clear();
                 if let Some(mut tls) = self.handshake(tcp).await {
-                    self.session.tls_started();
+                    self.session.tls_started(channel_binding(&tls));
                     let _ = self.drive(&mut tls).await;
                     let _ = tls.shutdown().await;
                 }
@@ -250,6 +258,18 @@ impl Connection {
                     let outcome = self.authenticate(req).await;
                     self.session.auth_result(outcome, &mut self.out)
                 }
+                Action::LookupScram { user } => self.lookup_scram(&user).await,
+                Action::ConfirmScram {
+                    authzid,
+                    user,
+                    proof_ok,
+                    mechanism,
+                } => {
+                    let outcome = self
+                        .confirm_scram(authzid.as_deref(), &user, proof_ok, mechanism)
+                        .await;
+                    self.session.auth_result(outcome, &mut self.out)
+                }
                 Action::OpenMaildrop => {
                     let result = self.open_maildrop().await;
                     self.session.maildrop_opened(result, &mut self.out)
@@ -263,53 +283,6 @@ impl Connection {
                     self.session.update_result(result, &mut self.out)
                 }
             };
-        }
-    }
-
-    async fn authenticate(&mut self, req: AuthRequest) -> AuthOutcome {
-        // PLAIN may name an authorization identity; we act only as ourselves.
-        if let Some(authzid) = &req.authzid {
-            let same = match (
-                self.shared.auth.policy().canonical(authzid),
-                self.shared.auth.policy().canonical(&req.user),
-            ) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => false,
-            };
-            if !same {
-                tracing::info!(peer = %self.peer, mechanism = req.mechanism, reason = "authzid_mismatch", "sign-in failed");
-                self.failure_delay().await;
-                return AuthOutcome::Rejected;
-            }
-        }
-        match self
-            .shared
-            .auth
-            .verify_password(&req.user, req.password.expose())
-            .await
-        {
-            Ok(identity) => {
-                tracing::info!(peer = %self.peer, user = %identity.user, mechanism = req.mechanism, tls = self.tls, "signed in");
-                self.user = Some(identity.user);
-                self.maildir_path = Some(identity.maildir);
-                AuthOutcome::Accepted
-            }
-            Err(AuthFailure::Rejected(reason)) => {
-                tracing::info!(peer = %self.peer, user = %req.user.escape_debug(), mechanism = req.mechanism, reason = reason.as_str(), "sign-in failed");
-                self.failure_delay().await;
-                AuthOutcome::Rejected
-            }
-            Err(AuthFailure::Unavailable) => {
-                tracing::warn!(peer = %self.peer, mechanism = req.mechanism, "sign-in could not be checked: directory unavailable");
-                AuthOutcome::Unavailable
-            }
-        }
-    }
-
-    async fn failure_delay(&self) {
-        let ms = self.shared.config.auth.failure_delay_ms;
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
     }
 
@@ -454,4 +427,15 @@ fn store_failure(e: &StoreError) -> OpenFailure {
         }
         _ => OpenFailure::Unavailable,
     }
+}
+
+/// RFC 9266 `tls-exporter` channel-binding data, on TLS 1.3 only: with TLS 1.2 the
+/// exporter is unsafe without extended master secret, so -PLUS is not offered there.
+fn channel_binding(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Option<[u8; 32]> {
+    let conn = tls.get_ref().1;
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()
 }

@@ -1,0 +1,90 @@
+//! Sign-in on a connection: hands credentials to the `auth` crate, the one place that
+//! decides, and turns its verdict into the session's outcome. Every failure, whatever
+//! its private reason, waits the same delay and gets the same public answer.
+
+use auth::{AuthFailure, Identity};
+use pop3_proto::{Action, AuthOutcome, AuthRequest};
+
+use super::Connection;
+
+impl Connection {
+    /// USER/PASS, PLAIN and LOGIN.
+    pub(super) async fn authenticate(&mut self, req: AuthRequest) -> AuthOutcome {
+        let result = self
+            .shared
+            .auth
+            .verify_password(&req.user, req.password.expose())
+            .await
+            .and_then(|identity| {
+                // Checked after the hash, so a mismatch costs the same time as a
+                // wrong password.
+                if self
+                    .shared
+                    .auth
+                    .authzid_allowed(req.authzid.as_deref(), &identity.user)
+                {
+                    Ok(identity)
+                } else {
+                    Err(AuthFailure::Rejected(auth::Reason::AuthzidMismatch))
+                }
+            });
+        self.verdict(result, &req.user, req.mechanism).await
+    }
+
+    /// SCRAM, first half: the keys to answer the client-first message with.
+    pub(super) async fn lookup_scram(&mut self, user: &str) -> Action {
+        match self.shared.auth.scram_lookup(user).await {
+            Ok(lookup) => {
+                let action = self.session.scram_keys(&lookup.keys, &mut self.out);
+                self.scram = Some(lookup);
+                action
+            }
+            Err(_) => self
+                .session
+                .auth_result(AuthOutcome::Unavailable, &mut self.out),
+        }
+    }
+
+    /// SCRAM, second half: the proof was checked; decide about the account.
+    pub(super) async fn confirm_scram(
+        &mut self,
+        authzid: Option<&str>,
+        user: &str,
+        proof_ok: bool,
+        mechanism: &'static str,
+    ) -> AuthOutcome {
+        let result = match self.scram.take() {
+            Some(lookup) => self.shared.auth.scram_confirm(lookup, authzid, proof_ok),
+            None => Err(AuthFailure::Unavailable),
+        };
+        self.verdict(result, user, mechanism).await
+    }
+
+    async fn verdict(
+        &mut self,
+        result: Result<Identity, AuthFailure>,
+        raw_user: &str,
+        mechanism: &'static str,
+    ) -> AuthOutcome {
+        match result {
+            Ok(identity) => {
+                tracing::info!(peer = %self.peer, user = %identity.user, mechanism, tls = self.tls, "signed in");
+                self.user = Some(identity.user);
+                self.maildir_path = Some(identity.maildir);
+                AuthOutcome::Accepted
+            }
+            Err(AuthFailure::Rejected(reason)) => {
+                tracing::info!(peer = %self.peer, user = %raw_user.escape_debug(), mechanism, reason = reason.as_str(), "sign-in failed");
+                let ms = self.shared.config.auth.failure_delay_ms;
+                if ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                AuthOutcome::Rejected
+            }
+            Err(AuthFailure::Unavailable) => {
+                tracing::warn!(peer = %self.peer, mechanism, "sign-in could not be checked now");
+                AuthOutcome::Unavailable
+            }
+        }
+    }
+}
