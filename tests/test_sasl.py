@@ -1,0 +1,220 @@
+"""SASL mechanisms with independent clients: curl for LOGIN and PLAIN, Python's scramp
+for SCRAM-SHA-256 (SCRAM-SHA-256-PLUS is proven with rsasl in crates/poplar/tests)."""
+import base64
+import ssl
+import socket
+
+import pytest
+from scramp import ScramClient
+
+from conftest import DEFAULT_PASSWORD, IO_TIMEOUT, Conn, require_tool, tls_context
+from test_clients import curl, ok
+
+MESSAGE = b"Subject: sasl\r\n\r\nhello\r\n"
+
+
+def b64(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.b64encode(data).decode()
+
+
+def unb64(line: str) -> str:
+    assert line.startswith("+ "), line
+    return base64.b64decode(line[2:]).decode()
+
+
+def sasl_line(c: Conn) -> str:
+    c.transcript.append("(challenge)")
+    return c.readline()
+
+
+def sasl_mechs(capa: list[str]) -> list[str]:
+    for line in capa:
+        if line.startswith("SASL "):
+            return line.split()[1:]
+    return []
+
+
+@pytest.fixture
+def mail(server):
+    srv = server()
+    srv.deliver(MESSAGE)
+    return srv
+
+
+@pytest.mark.parametrize("scheme", ["pop3", "pop3s"])
+@pytest.mark.parametrize("mech", ["LOGIN", "PLAIN"])
+@pytest.mark.parametrize("sasl_ir", [False, True])
+def test_curl_login_options(mail, scheme, mech, sasl_ir):
+    extra = ["--login-options", f"AUTH={mech}"] + (["--sasl-ir"] if sasl_ir else [])
+    out = ok(curl(mail, scheme, "/1", *extra))
+    assert out.replace(b"\r\n", b"\n") == MESSAGE.replace(b"\r\n", b"\n")
+    bad = curl(mail, scheme, "/1", *extra, password="wrong password")
+    assert bad.returncode == 67, bad  # curl: login denied
+
+
+def test_login_transcript_and_abort(srv):
+    with srv.tls() as c:
+        c.send("AUTH LOGIN\r\n")
+        assert unb64(sasl_line(c)) == "Username:"
+        c.send(b64("alice") + "\r\n")
+        assert unb64(sasl_line(c)) == "Password:"
+        c.send("*\r\n")
+        assert c.readline().startswith("-ERR authentication cancelled")
+        c.send("AUTH LOGIN " + b64("alice") + "\r\n")
+        assert unb64(sasl_line(c)) == "Password:"
+        c.send("%%%\r\n")
+        assert c.readline().startswith("-ERR invalid base64")
+        c.send("AUTH LOGIN\r\n")
+        sasl_line(c)
+        c.send(b64("alice") + "\r\n")
+        sasl_line(c)
+        c.send(b64(DEFAULT_PASSWORD) + "\r\n")
+        assert c.readline().startswith("+OK")
+        assert c.stat() == (0, 0)
+        c.quit()
+
+
+def scram_sign_in(c: Conn, user: str, password: str, initial: bool = False) -> str:
+    """Runs SCRAM-SHA-256 with scramp; returns the server's last status line."""
+    client = ScramClient(["SCRAM-SHA-256"], user, password)
+    first = client.get_client_first()
+    if initial:
+        c.send(f"AUTH SCRAM-SHA-256 {b64(first)}\r\n")
+    else:
+        c.send("AUTH SCRAM-SHA-256\r\n")
+        assert sasl_line(c) == "+ "
+        c.send(b64(first) + "\r\n")
+    line = sasl_line(c)
+    if not line.startswith("+ "):
+        return line
+    client.set_server_first(unb64(line))
+    c.send(b64(client.get_client_final()) + "\r\n")
+    line = sasl_line(c)
+    if not line.startswith("+ "):
+        return line
+    client.set_server_final(unb64(line))  # raises if the server signature is wrong
+    c.send("\r\n")
+    return c.readline()
+
+
+@pytest.mark.parametrize("initial", [False, True])
+def test_scram_sha256_with_scramp(mail, initial):
+    with mail.tls() as c:
+        assert "SCRAM-SHA-256" in sasl_mechs(c.capa())
+        r = scram_sign_in(c, "alice", DEFAULT_PASSWORD, initial)
+        assert r.startswith("+OK"), r
+        assert c.stat()[0] == 1
+        c.quit()
+
+
+def test_scram_after_stls_and_utf8_password(server):
+    srv = server(users={"jörg": "pässwörd ünïcode"})
+    with srv.stls() as c:
+        r = scram_sign_in(c, "jörg", "pässwörd ünïcode")
+        assert r.startswith("+OK"), r
+        c.quit()
+
+
+def test_scram_failures_look_alike(srv):
+    with srv.tls() as c:
+        wrong = scram_sign_in(c, "alice", "not the password")
+        unknown = scram_sign_in(c, "nobody", "not the password")
+        assert wrong.startswith("-ERR [AUTH]"), wrong
+        assert wrong == unknown
+        # The session goes on: a right password now works.
+        assert scram_sign_in(c, "alice", DEFAULT_PASSWORD).startswith("+OK")
+        c.quit()
+
+
+def test_scram_unknown_user_gets_stable_parameters(srv):
+    def server_first(user):
+        with srv.tls() as c:
+            c.send("AUTH SCRAM-SHA-256 " + b64(f"n,,n={user},r=abcdef") + "\r\n")
+            line = unb64(sasl_line(c))
+            c.send("*\r\n")
+            c.readline()
+            parts = dict(p.split("=", 1) for p in line.split(","))
+            return parts["s"], parts["i"]
+
+    assert server_first("ghost") == server_first("ghost")
+    salt, iterations = server_first("ghost")
+    assert iterations == server_first("alice")[1]
+    assert salt != server_first("alice")[0]
+
+
+def test_scram_malformed_and_abort(srv):
+    with srv.tls() as c:
+        c.send("AUTH SCRAM-SHA-256 " + b64("x,,garbage") + "\r\n")
+        assert c.readline().startswith("-ERR")
+        c.send("AUTH SCRAM-SHA-256 !!!\r\n")
+        assert c.readline().startswith("-ERR invalid base64")
+        c.send("AUTH SCRAM-SHA-256\r\n")
+        assert sasl_line(c) == "+ "
+        c.send("*\r\n")
+        assert c.readline().startswith("-ERR authentication cancelled")
+        # A client-final with the wrong nonce.
+        c.send("AUTH SCRAM-SHA-256 " + b64("n,,n=alice,r=abc") + "\r\n")
+        sasl_line(c)
+        c.send(b64("c=biws,r=WRONG,p=" + b64(b"\0" * 32)) + "\r\n")
+        assert c.readline().startswith("-ERR")
+        assert "TOP" in c.capa()
+
+
+def test_scram_y_flag_is_refused_where_plus_is_offered(srv):
+    """RFC 5802 section 6: 'y' says the client thinks the server cannot bind; where
+    -PLUS is advertised (TLS 1.3) that is a downgrade and must fail."""
+    with srv.tls() as c:
+        assert "SCRAM-SHA-256-PLUS" in sasl_mechs(c.capa())
+        c.send("AUTH SCRAM-SHA-256 " + b64("y,,n=alice,r=abcdef") + "\r\n")
+        assert c.readline().startswith("-ERR [AUTH]")
+
+
+def test_tls12_offers_no_plus_and_accepts_y(srv):
+    s = socket.create_connection(("127.0.0.1", srv.pop3s_port), timeout=IO_TIMEOUT)
+    ctx = tls_context(srv.cert)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    c = Conn(ctx.wrap_socket(s, server_hostname="localhost"), cafile=srv.cert, server=srv)
+    with c:
+        c.read_greeting()
+        mechs = sasl_mechs(c.capa())
+        assert "SCRAM-SHA-256" in mechs and "SCRAM-SHA-256-PLUS" not in mechs, mechs
+        c.send("AUTH SCRAM-SHA-256-PLUS\r\n")
+        assert c.readline().startswith("-ERR unsupported")
+        c.send("AUTH SCRAM-SHA-256 " + b64("y,,n=alice,r=abcdef") + "\r\n")
+        assert sasl_line(c).startswith("+ ")
+        c.send("*\r\n")
+        c.readline()
+
+
+def test_mechanisms_follow_config_and_connection(server):
+    srv = server(sasl={"mechanisms": ["PLAIN"]})
+    with srv.plain() as c:
+        assert sasl_mechs(c.capa()) == []
+        c.send("AUTH\r\n")
+        assert c.readline().startswith("+OK")
+        assert c.readline() == "."
+        c.starttls()
+        assert sasl_mechs(c.capa()) == ["PLAIN"]
+        c.send("AUTH\r\n")
+        assert c.readline().startswith("+OK")
+        assert c.readline() == "PLAIN"
+        assert c.readline() == "."
+        for disabled in ("LOGIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"):
+            assert c.cmd(f"AUTH {disabled}").startswith("-ERR unsupported"), disabled
+        c.quit()
+
+
+def test_default_capa_lists_every_mechanism_on_tls13(srv):
+    with srv.tls() as c:
+        assert sasl_mechs(c.capa()) == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "LOGIN"]
+
+
+def test_sasl_continuation_line_cap(srv):
+    with srv.tls() as c:
+        c.send("AUTH LOGIN\r\n")
+        sasl_line(c)
+        c.send("A" * 20000 + "\r\n")
+        assert c.readline().startswith("-ERR line too long")
+        assert "TOP" in c.capa()
