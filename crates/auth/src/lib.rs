@@ -16,6 +16,7 @@
 
 mod authenticator;
 mod hasher;
+pub mod legacy;
 mod password;
 mod username;
 
