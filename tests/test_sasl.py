@@ -218,3 +218,48 @@ def test_sasl_continuation_line_cap(srv):
         c.send("A" * 20000 + "\r\n")
         assert c.readline().startswith("-ERR line too long")
         assert "TOP" in c.capa()
+
+
+def test_apop_with_poplib(server):
+    import poplib
+    srv = server(apop={"enabled": True})
+    r = srv.cli("user", "apop-secret", "alice", "--password-stdin", stdin="tanstaaf\n")
+    assert r.returncode == 0, r
+    srv.deliver(MESSAGE)
+    p = poplib.POP3_SSL("127.0.0.1", srv.pop3s_port, context=tls_context(srv.cert), timeout=IO_TIMEOUT)
+    assert p.welcome.decode().count("<") == 1 and p.welcome.endswith(b">")
+    with pytest.raises(poplib.error_proto) as e:
+        p.apop("alice", "wrong secret")
+    assert str(e.value).startswith("b'-ERR [AUTH]")
+    p.apop("alice", "tanstaaf")
+    assert p.stat()[0] == 1
+    p.quit()
+    # The account password is not the APOP secret.
+    p = poplib.POP3_SSL("127.0.0.1", srv.pop3s_port, context=tls_context(srv.cert), timeout=IO_TIMEOUT)
+    with pytest.raises(poplib.error_proto):
+        p.apop("alice", DEFAULT_PASSWORD)
+    p.quit()
+
+
+def test_apop_timestamps_are_unique_and_absent_when_off(server):
+    srv = server(apop={"enabled": True})
+    greetings = set()
+    for _ in range(5):
+        with srv.tls(greet=False) as c:
+            greetings.add(c.read_greeting())
+    assert len(greetings) == 5
+    off = server()
+    with off.tls(greet=False) as c:
+        assert "<" not in c.read_greeting()
+        assert c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb").startswith("-ERR APOP is not enabled")
+
+
+def test_apop_refused_before_tls_and_without_secret(server):
+    srv = server(apop={"enabled": True})
+    with srv.plain() as c:
+        assert c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb").startswith("-ERR TLS required")
+    with srv.tls() as c:
+        # alice has no APOP secret: the same answer as a wrong digest.
+        assert c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb") == "-ERR [AUTH] invalid user name or password"
+        assert c.cmd("APOP nobody c4c9334bac560ecc979e58001b3e22fb") == "-ERR [AUTH] invalid user name or password"
+        assert c.cmd("APOP alice nothex").startswith("-ERR invalid argument")

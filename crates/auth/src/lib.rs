@@ -14,9 +14,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod apop;
 mod authenticator;
 mod hasher;
-pub mod legacy;
 mod password;
 mod username;
 

@@ -35,6 +35,8 @@ pub struct UserRecord {
     pub maildir: String,
     /// SCRAM-SHA-256 keys (RFC 5803 form) derived from the same password, if any.
     pub scram_sha256: Option<String>,
+    /// The user's APOP secret, encrypted at rest; `None` when APOP is off for them.
+    pub apop_secret: Option<String>,
 }
 
 // A hand-written Debug so the password hash never reaches a log line: a hash is an
@@ -107,6 +109,13 @@ pub trait Directory: Send + Sync + 'static {
         name: &str,
         password_hash: &str,
         scram_sha256: Option<&str>,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Sets or clears a user's (encrypted) APOP secret; `false` if there is no such user.
+    fn set_apop_secret(
+        &self,
+        name: &str,
+        encrypted: Option<&str>,
     ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
 
     /// Enables or disables a user; `false` if there is no such user.

@@ -22,15 +22,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 4;
 
 /// Columns read into a [`UserRecord`], in the order of [`row_to_record`]'s tuple.
-type UserRow = (String, String, bool, String, Option<String>);
+type UserRow = (String, String, bool, String, Option<String>, Option<String>);
 
-fn row_to_record((name, password_hash, enabled, maildir, scram_sha256): UserRow) -> UserRecord {
+fn row_to_record(
+    (name, password_hash, enabled, maildir, scram_sha256, apop_secret): UserRow,
+) -> UserRecord {
     UserRecord {
         name,
         password_hash,
         enabled,
         maildir,
         scram_sha256,
+        apop_secret,
     }
 }
 
@@ -97,7 +100,7 @@ fn create_private_file(_path: &Path) -> Result<(), DirectoryError> {
 impl Directory for SqliteDirectory {
     async fn find_user(&self, name: &str) -> Result<Option<UserRecord>, DirectoryError> {
         let row: Option<UserRow> = sqlx::query_as(
-            "SELECT name, password_hash, enabled, maildir, scram_sha256 FROM users WHERE name = ?1",
+            "SELECT name, password_hash, enabled, maildir, scram_sha256, apop_secret FROM users WHERE name = ?1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -107,14 +110,15 @@ impl Directory for SqliteDirectory {
 
     async fn add_user(&self, user: &UserRecord) -> Result<(), DirectoryError> {
         sqlx::query(
-            "INSERT INTO users (name, password_hash, enabled, maildir, scram_sha256) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO users (name, password_hash, enabled, maildir, scram_sha256, apop_secret) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(&user.name)
         .bind(&user.password_hash)
         .bind(user.enabled)
         .bind(&user.maildir)
         .bind(&user.scram_sha256)
+        .bind(&user.apop_secret)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -133,6 +137,22 @@ impl Directory for SqliteDirectory {
         .bind(name)
         .bind(password_hash)
         .bind(scram_sha256)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_apop_secret(
+        &self,
+        name: &str,
+        encrypted: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        let done = sqlx::query(
+            "UPDATE users SET apop_secret = ?2, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE name = ?1",
+        )
+        .bind(name)
+        .bind(encrypted)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -160,7 +180,7 @@ impl Directory for SqliteDirectory {
 
     async fn list_users(&self) -> Result<Vec<UserRecord>, DirectoryError> {
         let rows: Vec<UserRow> = sqlx::query_as(
-            "SELECT name, password_hash, enabled, maildir, scram_sha256 FROM users ORDER BY name",
+            "SELECT name, password_hash, enabled, maildir, scram_sha256, apop_secret FROM users ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -14,6 +14,7 @@ pub fn sample_user(name: &str) -> UserRecord {
         enabled: true,
         maildir: format!("/var/mail/poplar/{name}/Maildir"),
         scram_sha256: None,
+        apop_secret: None,
     }
 }
 
@@ -26,6 +27,7 @@ pub async fn conformance<D: Directory>(dir: &D) {
     duplicate_is_refused(dir).await;
     names_compare_exactly(dir).await;
     set_credentials(dir).await;
+    set_apop_secret(dir).await;
     set_enabled(dir).await;
     delete(dir).await;
     list_is_ordered_by_name(dir).await;
@@ -154,4 +156,20 @@ async fn list_is_ordered_by_name<D: Directory>(dir: &D) {
     assert_eq!(names, expected);
     let users = dir.list_users().await.unwrap();
     assert!(!users[names.iter().position(|n| n == "jörg@example.org").unwrap()].enabled);
+}
+
+async fn set_apop_secret<D: Directory>(dir: &D) {
+    assert!(
+        dir.set_apop_secret("alice", Some("v1:c2VjcmV0"))
+            .await
+            .unwrap()
+    );
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    assert_eq!(alice.apop_secret.as_deref(), Some("v1:c2VjcmV0"));
+    assert!(dir.set_apop_secret("alice", None).await.unwrap());
+    assert_eq!(
+        dir.find_user("alice").await.unwrap().unwrap().apop_secret,
+        None
+    );
+    assert!(!dir.set_apop_secret("nobody", None).await.unwrap());
 }

@@ -68,8 +68,13 @@ pub enum Command {
     Stls,
     /// `UTF8`
     Utf8,
-    /// `APOP name digest`: recognised so the answer can say it is not enabled.
-    Apop,
+    /// `APOP name digest` (RFC 1939 section 7).
+    Apop {
+        /// The user name as sent.
+        user: Vec<u8>,
+        /// The MD5 digest, as 32 lower-case hex digits.
+        digest: String,
+    },
 }
 
 /// Why a line is not a command.
@@ -183,7 +188,17 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         b"CAPA" => no_args(&args, Command::Capa)?,
         b"STLS" => no_args(&args, Command::Stls)?,
         b"UTF8" => no_args(&args, Command::Utf8)?,
-        b"APOP" => Command::Apop,
+        b"APOP" => {
+            arity(2, 2)?;
+            let digest = String::from_utf8_lossy(args[1]).to_ascii_lowercase();
+            if digest.len() != 32 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ParseError::InvalidArgument);
+            }
+            Command::Apop {
+                user: args[0].to_vec(),
+                digest,
+            }
+        }
         _ => return Err(ParseError::Unknown),
     };
     Ok(cmd)
@@ -279,6 +294,15 @@ mod tests {
         assert_eq!(parse(b"XYZZY"), Err(ParseError::Unknown));
         assert_eq!(parse(b"STATS"), Err(ParseError::Unknown));
         assert_eq!(parse(b"NOOP x"), Err(ParseError::TooManyArguments));
+        assert_eq!(parse(b"APOP mrose"), Err(ParseError::MissingArgument));
+        assert_eq!(parse(b"APOP mrose xyz"), Err(ParseError::InvalidArgument));
+        assert_eq!(
+            parse(b"apop mrose C4C9334BAC560ECC979E58001B3E22FB"),
+            Ok(Command::Apop {
+                user: b"mrose".to_vec(),
+                digest: "c4c9334bac560ecc979e58001b3e22fb".into()
+            })
+        );
     }
 
     proptest! {

@@ -33,6 +33,18 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set a user's APOP secret (separate from their password; stored encrypted under
+    /// the server key). APOP itself is off unless `apop.enabled` is set.
+    ApopSecret {
+        /// User name.
+        name: String,
+        /// Remove the secret: APOP is then refused for this user.
+        #[arg(long, conflicts_with = "password_stdin")]
+        clear: bool,
+        /// Read the secret as one line from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Remove a user from the directory (their Maildir is left in place).
     Del {
         /// User name.
@@ -89,6 +101,35 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 bail!("no such user: {canonical}");
             }
             eprintln!("password changed for {canonical}");
+        }
+        UserCommand::ApopSecret {
+            name,
+            clear,
+            password_stdin,
+        } => {
+            let canonical = policy
+                .canonical(&name)
+                .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            let secret = if clear {
+                None
+            } else {
+                Some(read_password(password_stdin, true)?)
+            };
+            let auth = server::authenticator(config, dir)?;
+            let changed = auth
+                .set_apop_secret(&canonical, secret.as_ref().map(|s| s.as_bytes()))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot set the APOP secret: {e}"))?;
+            if !changed {
+                bail!("no such user: {canonical}");
+            }
+            match (clear, config.apop.enabled) {
+                (true, _) => eprintln!("APOP secret removed for {canonical}"),
+                (false, true) => eprintln!("APOP secret set for {canonical}"),
+                (false, false) => eprintln!(
+                    "APOP secret set for {canonical}; APOP stays off until apop.enabled = true"
+                ),
+            }
         }
         UserCommand::Del { name } => {
             let canonical = policy

@@ -33,6 +33,8 @@ pub struct Config {
     pub store: Store,
     /// SASL mechanisms.
     pub sasl: Sasl,
+    /// APOP (RFC 1939 section 7), the legacy digest sign-in.
+    pub apop: Apop,
 }
 
 /// Listening sockets.
@@ -137,6 +139,17 @@ impl Sasl {
     }
 }
 
+/// APOP. Off by default: it is weaker than every other way to sign in (MD5 over a
+/// secret the server must be able to recover). When on, the greeting carries a unique
+/// timestamp and users with an APOP secret (`poplar user apop-secret`) may use it, under
+/// the same TLS rule as plaintext passwords.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Apop {
+    /// Offer APOP.
+    pub enabled: bool,
+}
+
 /// Mail storage.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -156,6 +169,7 @@ impl Default for Config {
             limits: Limits::default(),
             store: Store::default(),
             sasl: Sasl::default(),
+            apop: Apop::default(),
         }
     }
 }
@@ -332,6 +346,12 @@ impl Config {
         }
         if self.auth.failure_delay_ms == 0 {
             w.push("auth.failure_delay_ms = 0: failed sign-ins are answered at once".into());
+        }
+        if self.apop.enabled {
+            w.push(
+                "apop.enabled: APOP relies on MD5 and a recoverable secret; prefer SCRAM-SHA-256"
+                    .into(),
+            );
         }
         if self.limits.idle_timeout_transaction_secs < 600 {
             w.push("limits.idle_timeout_transaction_secs is below RFC 1939's 10 minutes".into());

@@ -45,9 +45,10 @@ pub fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authentic
         params,
         config.auth.max_concurrent_hashes,
     )?;
+    let key = secrets::server_key(&config.server_key_path())?;
+    let auth = auth.with_apop(&key);
     if !config.sasl.scram_enabled() {
         return Ok(auth);
     }
-    let key = secrets::server_key(&config.server_key_path())?;
     Ok(auth.with_scram(config.sasl.scram_iterations, key))
 }

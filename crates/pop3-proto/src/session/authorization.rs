@@ -81,9 +81,30 @@ impl Session {
             Command::Auth { mechanism, initial } => {
                 self.auth(mechanism, initial.as_ref().map(|s| s.expose()), out)
             }
-            Command::Apop => {
-                response::err(out, None, "APOP is not enabled on this server");
-                Action::None
+            Command::Apop { user, digest } => {
+                let Some(timestamp) = self.config.apop_timestamp.clone() else {
+                    response::err(out, None, "APOP is not enabled on this server");
+                    return Action::None;
+                };
+                // APOP's MD5 digest can be attacked offline from a captured exchange,
+                // so it follows the same TLS rule as the plaintext mechanisms.
+                if !self.require_sign_in(out) {
+                    return Action::None;
+                }
+                match self.text_argument(user) {
+                    Ok(user) => {
+                        self.state = State::Authenticating;
+                        Action::Apop {
+                            user,
+                            digest,
+                            timestamp,
+                        }
+                    }
+                    Err(msg) => {
+                        response::err(out, None, msg);
+                        Action::None
+                    }
+                }
             }
             _ => {
                 response::err(out, None, "command not valid before sign-in");

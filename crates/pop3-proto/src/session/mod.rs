@@ -35,6 +35,9 @@ pub struct SessionConfig {
     pub max_bad_commands: u32,
     /// Text after `+OK ` in the greeting.
     pub greeting: String,
+    /// The RFC 1939 `<...@host>` timestamp when APOP is enabled; it goes in the
+    /// greeting and into the APOP digest.
+    pub apop_timestamp: Option<String>,
 }
 
 /// Credentials for the I/O layer to verify.
@@ -79,6 +82,16 @@ pub enum Action {
     None,
     /// Verify these credentials, then call [`Session::auth_result`].
     Authenticate(AuthRequest),
+    /// Verify an APOP digest over the greeting's timestamp, then call
+    /// [`Session::auth_result`].
+    Apop {
+        /// The user name as sent.
+        user: String,
+        /// The client's digest (lower-case hex).
+        digest: String,
+        /// The timestamp the digest covers.
+        timestamp: String,
+    },
     /// Look up the user's SCRAM keys (fake ones for an unknown user), then call
     /// [`Session::scram_keys`].
     LookupScram {
@@ -186,9 +199,12 @@ impl Session {
         }
     }
 
-    /// Appends the greeting.
+    /// Appends the greeting (with the APOP timestamp when APOP is enabled).
     pub fn greeting(&self, out: &mut Vec<u8>) {
-        response::ok(out, &self.config.greeting);
+        match &self.config.apop_timestamp {
+            Some(ts) => response::ok(out, &format!("{} {ts}", self.config.greeting)),
+            None => response::ok(out, &self.config.greeting),
+        }
     }
 
     /// The next line is a SASL response (the framer's larger cap applies).

@@ -13,6 +13,7 @@ fn config(tls: bool) -> SessionConfig {
         mechanisms: Mechanism::ALL.to_vec(),
         max_bad_commands: 3,
         greeting: "ready".into(),
+        apop_timestamp: None,
     }
 }
 
@@ -230,11 +231,11 @@ fn scram_server_final_then_empty_ack_opens_the_maildrop() {
         s.auth_result(AuthOutcome::Accepted, &mut out),
         Action::None
     ));
-    assert!(
-        out.starts_with(b"+ dj1"),
-        "{:?}",
-        String::from_utf8_lossy(&out)
-    );
+    let text = String::from_utf8(out).unwrap();
+    let server_final = base64::engine::general_purpose::STANDARD
+        .decode(text.trim_start_matches("+ ").trim_end())
+        .unwrap();
+    assert!(server_final.starts_with(b"v="), "{text}");
     assert!(matches!(say(&mut s, "").1, Action::OpenMaildrop));
 }
 
@@ -442,6 +443,7 @@ mod properties {
                             s.tls_started(None);
                             Action::None
                         }
+                        Action::Apop { .. } => s.auth_result(AuthOutcome::Rejected, &mut out),
                         Action::LookupScram { .. } => {
                             s.scram_keys(&sasl::ScramKeys::derive("pw", b"salt", 4096), &mut out)
                         }
@@ -467,4 +469,36 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn apop_only_when_enabled_and_the_greeting_carries_the_timestamp() {
+    let mut s = Session::new(config(true));
+    let mut out = Vec::new();
+    s.greeting(&mut out);
+    assert_eq!(out, b"+OK ready\r\n");
+    assert!(
+        say(&mut s, "APOP alice 0123456789abcdef0123456789abcdef")
+            .0
+            .starts_with("-ERR APOP is not enabled")
+    );
+    let mut cfg = config(true);
+    cfg.apop_timestamp = Some("<1.2@host>".into());
+    let mut s = Session::new(cfg);
+    let mut out = Vec::new();
+    s.greeting(&mut out);
+    assert_eq!(out, b"+OK ready <1.2@host>\r\n");
+    let (_, a) = say(&mut s, "APOP alice 0123456789ABCDEF0123456789abcdef");
+    let Action::Apop {
+        user,
+        digest,
+        timestamp,
+    } = a
+    else {
+        panic!("{a:?}")
+    };
+    assert_eq!(
+        (user.as_str(), digest.as_str(), timestamp.as_str()),
+        ("alice", "0123456789abcdef0123456789abcdef", "<1.2@host>")
+    );
 }

@@ -86,6 +86,11 @@ impl Connection {
             mechanisms: shared.config.sasl.parsed(),
             max_bad_commands: limits.max_bad_commands,
             greeting: "Poplar POP3 server ready".into(),
+            apop_timestamp: shared
+                .config
+                .apop
+                .enabled
+                .then(|| apop_timestamp(&shared.config.hostname)),
         });
         let framer = LineFramer::new(limits.max_command_line, limits.max_auth_line);
         Self {
@@ -259,6 +264,14 @@ impl Connection {
                     self.session.auth_result(outcome, &mut self.out)
                 }
                 Action::LookupScram { user } => self.lookup_scram(&user).await,
+                Action::Apop {
+                    user,
+                    digest,
+                    timestamp,
+                } => {
+                    let outcome = self.apop(&user, &timestamp, &digest).await;
+                    self.session.auth_result(outcome, &mut self.out)
+                }
                 Action::ConfirmScram {
                     authzid,
                     user,
@@ -438,4 +451,17 @@ fn channel_binding(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Option<[
     }
     conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
         .ok()
+}
+
+/// A timestamp unique to this connection, in RFC 1939's `<process-ID.clock@hostname>`
+/// form, with random bits so it cannot be predicted or repeated.
+fn apop_timestamp(hostname: &str) -> String {
+    let mut random = [0u8; 8];
+    let _ = getrandom::fill(&mut random);
+    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("<{}.{random}.{now}@{hostname}>", std::process::id())
 }

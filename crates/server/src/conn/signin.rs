@@ -31,6 +31,12 @@ impl Connection {
         self.verdict(result, &req.user, req.mechanism).await
     }
 
+    /// APOP: the digest over this connection's greeting timestamp.
+    pub(super) async fn apop(&mut self, user: &str, timestamp: &str, digest: &str) -> AuthOutcome {
+        let result = self.shared.auth.verify_apop(user, timestamp, digest).await;
+        self.verdict(result, user, "APOP").await
+    }
+
     /// SCRAM, first half: the keys to answer the client-first message with.
     pub(super) async fn lookup_scram(&mut self, user: &str) -> Action {
         match self.shared.auth.scram_lookup(user).await {
