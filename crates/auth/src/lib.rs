@@ -17,6 +17,7 @@
 pub mod apop;
 mod authenticator;
 mod hasher;
+pub mod legacy;
 mod password;
 mod username;
 
