@@ -215,6 +215,35 @@ impl<D: Directory> Authenticator<D> {
         Ok(self.dir.set_apop_secret(&user, sealed.as_deref()).await?)
     }
 
+    /// EXTERNAL: `cert_user` is the user name the verified TLS client certificate maps
+    /// to (by the configured rule). The account must exist and be enabled.
+    pub async fn verify_external(
+        &self,
+        cert_user: &str,
+        authzid: Option<&str>,
+    ) -> Result<Identity, AuthFailure> {
+        let Ok(user) = self.policy.canonical(cert_user) else {
+            return Err(AuthFailure::Rejected(Reason::BadInput));
+        };
+        let record = self.dir.find_user(&user).await.map_err(|err| {
+            tracing::warn!(error = %err, "directory lookup failed during sign-in");
+            AuthFailure::Unavailable
+        })?;
+        let Some(record) = record else {
+            return Err(AuthFailure::Rejected(Reason::UnknownUser));
+        };
+        if !record.enabled {
+            return Err(AuthFailure::Rejected(Reason::Disabled));
+        }
+        if !self.authzid_allowed(authzid, &record.name) {
+            return Err(AuthFailure::Rejected(Reason::AuthzidMismatch));
+        }
+        Ok(Identity {
+            user: record.name,
+            maildir: PathBuf::from(record.maildir),
+        })
+    }
+
     /// Checks an APOP digest over `timestamp`. Users without an APOP secret fail with
     /// the same public answer as any other failure.
     pub async fn verify_apop(

@@ -24,6 +24,6 @@ pub use framer::{Frame, LineFramer};
 pub use response::RespCode;
 pub use sasl::{ChannelBinding, Mechanism, Secret};
 pub use session::{
-    Action, AuthOutcome, AuthRequest, MessageMeta, OpenFailure, Session, SessionConfig,
+    Action, AuthOutcome, AuthRequest, MessageMeta, OpenFailure, Session, SessionConfig, TlsInfo,
 };
 pub use stuffing::{DotStuffer, OctetCounter, crlf_size};

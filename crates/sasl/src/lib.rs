@@ -1,6 +1,7 @@
 //! Sans-IO server side of the SASL mechanisms Poplar offers (RFC 4422 framework):
 //! PLAIN (RFC 4616), LOGIN (draft-murchison-sasl-login), SCRAM-SHA-256 and
-//! SCRAM-SHA-256-PLUS (RFC 5802, RFC 7677, channel binding `tls-exporter` RFC 9266).
+//! SCRAM-SHA-256-PLUS (RFC 5802, RFC 7677, channel binding `tls-exporter` RFC 9266),
+//! and EXTERNAL (RFC 4422 appendix A) for TLS client certificates.
 //!
 //! An [`Exchange`] takes the client's decoded responses and returns a [`Step`]: a
 //! challenge to send, or a request for what only the caller can provide (verify a
@@ -29,11 +30,15 @@ pub enum Mechanism {
     ScramSha256,
     /// RFC 7677 with `tls-exporter` channel binding (TLS 1.3 only).
     ScramSha256Plus,
+    /// RFC 4422 appendix A: the identity established outside SASL (a TLS client
+    /// certificate).
+    External,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order CAPA lists them (strongest first).
-    pub const ALL: [Mechanism; 4] = [
+    pub const ALL: [Mechanism; 5] = [
+        Mechanism::External,
         Mechanism::ScramSha256Plus,
         Mechanism::ScramSha256,
         Mechanism::Plain,
@@ -47,6 +52,7 @@ impl Mechanism {
             Mechanism::Login => "LOGIN",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+            Mechanism::External => "EXTERNAL",
         }
     }
 
@@ -107,6 +113,12 @@ pub enum Step {
         /// The user name as sent (saslname decoded).
         username: String,
     },
+    /// EXTERNAL: sign in as the identity the TLS client certificate establishes,
+    /// acting as `authzid` if the client named one.
+    External {
+        /// Identity to act as, if the client named one.
+        authzid: Option<String>,
+    },
     /// The SCRAM proof was checked. The caller decides about the account; on success
     /// it sends `server_final` as a last challenge, which the client answers with an
     /// empty response (RFC 5034 section 4: POP3 has no success-with-data).
@@ -151,6 +163,7 @@ pub struct Exchange {
 #[derive(Debug)]
 enum Inner {
     Plain { started: bool },
+    External,
     Login(login::Login),
     Scram(Box<scram::ScramServer>),
     Done,
@@ -161,6 +174,7 @@ impl Exchange {
     pub fn new(mechanism: Mechanism, binding: ChannelBinding) -> Self {
         let inner = match mechanism {
             Mechanism::Plain => Inner::Plain { started: false },
+            Mechanism::External => Inner::External,
             Mechanism::Login => Inner::Login(login::Login::default()),
             Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Inner::Scram(Box::new(
                 scram::ScramServer::new(mechanism == Mechanism::ScramSha256Plus, binding),
@@ -179,7 +193,7 @@ impl Exchange {
                     Step::Challenge(Vec::new())
                 }
                 Inner::Login(l) => l.start(),
-                Inner::Scram(_) => Step::Challenge(Vec::new()),
+                Inner::Scram(_) | Inner::External => Step::Challenge(Vec::new()),
                 Inner::Done => Step::Fail(Failure::UnexpectedStep),
             },
         }
@@ -189,13 +203,22 @@ impl Exchange {
     pub fn respond(&mut self, data: &[u8]) -> Step {
         let step = match &mut self.inner {
             Inner::Plain { .. } => plain::parse(data),
+            Inner::External => match std::str::from_utf8(data) {
+                Ok(authzid) if !authzid.contains('\0') => Step::External {
+                    authzid: (!authzid.is_empty()).then(|| authzid.to_owned()),
+                },
+                _ => Step::Fail(Failure::Malformed),
+            },
             Inner::Login(l) => l.respond(data),
             Inner::Scram(s) => s.respond(data),
             Inner::Done => Step::Fail(Failure::UnexpectedStep),
         };
         if matches!(
             step,
-            Step::Fail(_) | Step::VerifyPassword { .. } | Step::ScramProof { .. }
+            Step::Fail(_)
+                | Step::VerifyPassword { .. }
+                | Step::ScramProof { .. }
+                | Step::External { .. }
         ) {
             self.inner = Inner::Done;
         }
@@ -208,5 +231,39 @@ impl Exchange {
             Inner::Scram(s) => s.keys(keys),
             _ => Step::Fail(Failure::UnexpectedStep),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_with_and_without_authzid() {
+        let mut e = Exchange::new(Mechanism::External, ChannelBinding::default());
+        assert!(matches!(
+            e.start(Some(b"")),
+            Step::External { authzid: None }
+        ));
+        let mut e = Exchange::new(Mechanism::External, ChannelBinding::default());
+        assert!(matches!(e.start(None), Step::Challenge(c) if c.is_empty()));
+        assert!(matches!(e.respond(b"alice"), Step::External { authzid: Some(a) } if a == "alice"));
+        assert!(matches!(
+            e.respond(b"again"),
+            Step::Fail(Failure::UnexpectedStep)
+        ));
+        let mut e = Exchange::new(Mechanism::External, ChannelBinding::default());
+        assert!(matches!(
+            e.start(Some(b"\xff")),
+            Step::Fail(Failure::Malformed)
+        ));
+    }
+
+    #[test]
+    fn names() {
+        for m in Mechanism::ALL {
+            assert_eq!(Mechanism::from_name(&m.name().to_lowercase()), Some(m));
+        }
+        assert_eq!(Mechanism::from_name("CRAM-MD5"), None);
     }
 }

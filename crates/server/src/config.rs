@@ -56,6 +56,29 @@ pub struct Tls {
     pub cert: Option<PathBuf>,
     /// Private key (PKCS#8, PKCS#1 or SEC1).
     pub key: Option<PathBuf>,
+    /// CA bundle (PEM) for TLS client certificates. When set, clients may present a
+    /// certificate issued by it and sign in with SASL EXTERNAL; clients without one
+    /// are still served.
+    pub client_ca: Option<PathBuf>,
+    /// Which part of a client certificate names the user: `subject-cn`, `san-email`
+    /// (the first rfc822Name) or `san-dns` (the first dNSName).
+    pub client_identity: ClientIdentity,
+    /// SHA-256 fingerprints (hex, colons optional) of client certificates that must no
+    /// longer sign in.
+    pub revoked_client_certs: Vec<String>,
+}
+
+/// Which part of a client certificate names the user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIdentity {
+    /// The subject's common name.
+    #[default]
+    SubjectCn,
+    /// The first e-mail address (rfc822Name) in the subject alternative names.
+    SanEmail,
+    /// The first DNS name in the subject alternative names.
+    SanDns,
 }
 
 /// Sign-in rules.
@@ -259,6 +282,13 @@ impl Config {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together");
+        }
+        for fp in &self.tls.revoked_client_certs {
+            if crate::tls::normalize_fingerprint(fp).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "tls.revoked_client_certs: {fp:?} is not a SHA-256 fingerprint"
+                )));
+            }
         }
         if self.limits.max_command_line < 64 {
             return bad("limits.max_command_line must be at least 64");

@@ -54,10 +54,30 @@ pub fn load(config: &Config) -> anyhow::Result<TlsSetup> {
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .with_context(|| format!("reading private key {}", key_path.display()))?;
     let provider = Arc::new(aws_lc_rs::default_provider());
-    let mut server = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
+        .context("TLS protocol versions")?;
+    let builder = match &config.tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("reading client CA {}", ca.display()))?
+            {
+                roots
+                    .add(cert.with_context(|| format!("parsing client CA {}", ca.display()))?)
+                    .with_context(|| format!("client CA {}", ca.display()))?;
+            }
+            // Optional: clients without a certificate still use passwords or tokens.
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .context("client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder
         .with_single_cert(certs, key)
         .context("certificate and key do not match")?;
     server.alpn_protocols = vec![b"pop3".to_vec()];
@@ -87,6 +107,63 @@ fn self_signed(dir: &Path, cert: &Path, key: &Path, hostname: &str) -> anyhow::R
     key_file.sync_all()?;
     fs::write(cert, generated.cert.pem()).with_context(|| format!("writing {}", cert.display()))?;
     Ok(())
+}
+
+/// A fingerprint as upper-case hex pairs joined by colons; `None` unless it is 32 bytes.
+pub fn normalize_fingerprint(text: &str) -> Option<String> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect::<Option<_>>()?;
+    Some(hex_colon(&bytes))
+}
+
+/// The user a verified client certificate names under `rule`, or why none.
+pub fn client_identity(
+    cert: &CertificateDer<'_>,
+    rule: crate::config::ClientIdentity,
+    revoked: &[String],
+) -> Result<String, &'static str> {
+    use crate::config::ClientIdentity;
+    use x509_parser::extensions::GeneralName;
+    let fingerprint = hex_colon(&Sha256::digest(cert.as_ref()));
+    if revoked
+        .iter()
+        .any(|r| normalize_fingerprint(r).as_deref() == Some(fingerprint.as_str()))
+    {
+        return Err("certificate_revoked");
+    }
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| "certificate_unparsable")?;
+    let name = match rule {
+        ClientIdentity::SubjectCn => parsed
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned),
+        ClientIdentity::SanEmail | ClientIdentity::SanDns => parsed
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .and_then(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .find_map(|n| match (rule, n) {
+                        (ClientIdentity::SanEmail, GeneralName::RFC822Name(e)) => {
+                            Some(e.to_string())
+                        }
+                        (ClientIdentity::SanDns, GeneralName::DNSName(d)) => Some(d.to_string()),
+                        _ => None,
+                    })
+            }),
+    };
+    name.ok_or("certificate_without_identity")
 }
 
 fn hex_colon(bytes: &[u8]) -> String {

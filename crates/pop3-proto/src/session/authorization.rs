@@ -167,7 +167,7 @@ impl Session {
             }
         };
         let binding = ChannelBinding {
-            tls_exporter: self.channel_binding,
+            tls_exporter: self.tls_info.channel_binding,
             plus_offered: usable.contains(&Mechanism::ScramSha256Plus),
         };
         let mut exchange = Exchange::new(mechanism, binding);
@@ -245,6 +245,10 @@ impl Session {
                     password,
                     mechanism,
                 })
+            }
+            Step::External { authzid } => {
+                self.state = State::Authenticating;
+                Action::External { authzid }
             }
             Step::LookupScram { authzid, username } => {
                 sasl.waiting = Waiting::Server;

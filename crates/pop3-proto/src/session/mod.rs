@@ -21,10 +21,9 @@ pub use transaction::MessageMeta;
 pub struct SessionConfig {
     /// What CAPA advertises.
     pub capabilities: Capabilities,
-    /// The connection is already under TLS (implicit-TLS listener).
+    /// The connection is already under TLS (implicit-TLS listener); the I/O layer
+    /// still reports the details with [`Session::tls_started`] after the handshake.
     pub tls_active: bool,
-    /// Channel-binding data of that TLS connection.
-    pub channel_binding: Option<[u8; 32]>,
     /// STLS may be offered (plain listener with a TLS configuration).
     pub stls_offered: bool,
     /// Sign-in is allowed without TLS (the peer is in a trusted network).
@@ -92,6 +91,12 @@ pub enum Action {
         /// The timestamp the digest covers.
         timestamp: String,
     },
+    /// EXTERNAL: sign in as the identity of the TLS client certificate (acting as
+    /// `authzid` if named), then call [`Session::auth_result`].
+    External {
+        /// Identity to act as, if the client named one.
+        authzid: Option<String>,
+    },
     /// Look up the user's SCRAM keys (fake ones for an unknown user), then call
     /// [`Session::scram_keys`].
     LookupScram {
@@ -131,6 +136,15 @@ pub enum Action {
     },
     /// Send `out` and close the connection.
     Close,
+}
+
+/// What the TLS handshake established.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsInfo {
+    /// RFC 9266 `tls-exporter` data, on TLS 1.3 only.
+    pub channel_binding: Option<[u8; 32]>,
+    /// The client presented a certificate the server verified (EXTERNAL is offered).
+    pub client_certificate: bool,
 }
 
 /// A SASL exchange in progress.
@@ -181,7 +195,7 @@ pub struct Session {
     config: SessionConfig,
     state: State,
     tls: bool,
-    channel_binding: Option<[u8; 32]>,
+    tls_info: TlsInfo,
     utf8: bool,
     bad_commands: u32,
 }
@@ -191,7 +205,7 @@ impl Session {
     pub fn new(config: SessionConfig) -> Self {
         Self {
             tls: config.tls_active,
-            channel_binding: config.channel_binding,
+            tls_info: TlsInfo::default(),
             config,
             state: State::Authorization { user: None },
             utf8: false,
@@ -222,11 +236,10 @@ impl Session {
         matches!(self.state, State::Closed)
     }
 
-    /// The TLS handshake after STLS completed; `channel_binding` is its `tls-exporter`
-    /// data when TLS 1.3 was negotiated.
-    pub fn tls_started(&mut self, channel_binding: Option<[u8; 32]>) {
+    /// A TLS handshake completed (after STLS, or on the implicit-TLS port).
+    pub fn tls_started(&mut self, info: TlsInfo) {
         self.tls = true;
-        self.channel_binding = channel_binding;
+        self.tls_info = info;
     }
 
     fn sign_in_allowed(&self) -> bool {
@@ -245,7 +258,11 @@ impl Session {
             .mechanisms
             .iter()
             .copied()
-            .filter(|m| !m.needs_channel_binding() || self.channel_binding.is_some())
+            .filter(|m| match m {
+                Mechanism::External => self.tls_info.client_certificate,
+                m if m.needs_channel_binding() => self.tls_info.channel_binding.is_some(),
+                _ => true,
+            })
             .collect()
     }
 

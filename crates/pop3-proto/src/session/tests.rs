@@ -7,7 +7,6 @@ fn config(tls: bool) -> SessionConfig {
     SessionConfig {
         capabilities: Capabilities::default(),
         tls_active: tls,
-        channel_binding: None,
         stls_offered: true,
         plaintext_allowed: false,
         mechanisms: Mechanism::ALL.to_vec(),
@@ -61,7 +60,7 @@ fn plaintext_sign_in_refused_before_tls() {
     let (text, a) = say(&mut s, "STLS");
     assert_eq!(text, "+OK Begin TLS negotiation\r\n");
     assert!(matches!(a, Action::StartTls));
-    s.tls_started(None);
+    s.tls_started(TlsInfo::default());
     let (text, _) = say(&mut s, "STLS");
     assert!(text.starts_with("-ERR"));
     let (text, _) = say(&mut s, "CAPA");
@@ -152,7 +151,10 @@ fn auth_listing_and_capa_follow_the_connection() {
         say(&mut s, "AUTH").0,
         "+OK Supported mechanisms follow\r\n.\r\n"
     );
-    s.tls_started(Some([1; 32]));
+    s.tls_started(TlsInfo {
+        channel_binding: Some([1; 32]),
+        client_certificate: false,
+    });
     assert_eq!(
         say(&mut s, "AUTH").0,
         "+OK Supported mechanisms follow\r\nSCRAM-SHA-256-PLUS\r\nSCRAM-SHA-256\r\nPLAIN\r\nLOGIN\r\n.\r\n"
@@ -440,9 +442,10 @@ mod properties {
                             Action::None
                         }
                         Action::StartTls => {
-                            s.tls_started(None);
+                            s.tls_started(TlsInfo::default());
                             Action::None
                         }
+                        Action::External { .. } => s.auth_result(AuthOutcome::Rejected, &mut out),
                         Action::Apop { .. } => s.auth_result(AuthOutcome::Rejected, &mut out),
                         Action::LookupScram { .. } => {
                             s.scram_keys(&sasl::ScramKeys::derive("pw", b"salt", 4096), &mut out)
@@ -500,5 +503,34 @@ fn apop_only_when_enabled_and_the_greeting_carries_the_timestamp() {
     assert_eq!(
         (user.as_str(), digest.as_str(), timestamp.as_str()),
         ("alice", "0123456789abcdef0123456789abcdef", "<1.2@host>")
+    );
+}
+
+#[test]
+fn external_only_with_a_client_certificate() {
+    let mut s = Session::new(config(true));
+    assert!(!say(&mut s, "CAPA").0.contains("EXTERNAL"));
+    assert!(
+        say(&mut s, "AUTH EXTERNAL =")
+            .0
+            .starts_with("-ERR unsupported")
+    );
+    s.tls_started(TlsInfo {
+        channel_binding: None,
+        client_certificate: true,
+    });
+    assert!(
+        say(&mut s, "CAPA")
+            .0
+            .contains("\r\nSASL EXTERNAL SCRAM-SHA-256 PLAIN LOGIN\r\n")
+    );
+    let (_, a) = say(&mut s, "AUTH EXTERNAL =");
+    assert!(matches!(a, Action::External { authzid: None }), "{a:?}");
+    let mut out = Vec::new();
+    s.auth_result(AuthOutcome::Rejected, &mut out);
+    let (_, a) = say(&mut s, "AUTH EXTERNAL YWxpY2U=");
+    assert!(
+        matches!(a, Action::External { authzid: Some(ref z) } if z == "alice"),
+        "{a:?}"
     );
 }

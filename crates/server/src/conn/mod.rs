@@ -12,7 +12,7 @@ use auth::Authenticator;
 use maildir::{Maildir, MaildropGuard, MessageEntry, StoreError};
 use pop3_proto::{
     Action, Capabilities, DotStuffer, Frame, LineFramer, MessageMeta, OpenFailure, Session,
-    SessionConfig,
+    SessionConfig, TlsInfo,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -67,6 +67,8 @@ pub(crate) struct Connection {
     tls: bool,
     /// The SCRAM exchange in progress: keys and account from the lookup.
     scram: Option<auth::ScramLookup>,
+    /// The user a verified TLS client certificate names, or why it names none.
+    cert_identity: Option<Result<String, &'static str>>,
 }
 
 impl Connection {
@@ -80,7 +82,6 @@ impl Connection {
         let session = Session::new(SessionConfig {
             capabilities: Capabilities::default(),
             tls_active: kind == ListenerKind::Pop3s,
-            channel_binding: None,
             stls_offered: kind == ListenerKind::Pop3,
             plaintext_allowed: shared.config.plaintext_allowed(peer.ip()),
             mechanisms: shared.config.sasl.parsed(),
@@ -106,6 +107,7 @@ impl Connection {
             maildrop: None,
             tls: false,
             scram: None,
+            cert_identity: None,
         }
     }
 
@@ -113,7 +115,8 @@ impl Connection {
         tracing::debug!(peer = %self.peer, listener = self.kind.name(), "connection opened");
         if self.kind == ListenerKind::Pop3s {
             if let Some(mut tls) = self.handshake(tcp).await {
-                self.session.tls_started(channel_binding(&tls));
+                let info = self.tls_info(&tls);
+                self.session.tls_started(info);
                 self.session.greeting(&mut self.out);
                 let _ = self.drive(&mut tls).await;
                 let _ = tls.shutdown().await;
@@ -125,7 +128,8 @@ impl Connection {
                 // never read as commands (RFC 2595 section 4).
                 self.framer.clear();
                 if let Some(mut tls) = self.handshake(tcp).await {
-                    self.session.tls_started(channel_binding(&tls));
+                    let info = self.tls_info(&tls);
+                    self.session.tls_started(info);
                     let _ = self.drive(&mut tls).await;
                     let _ = tls.shutdown().await;
                 }
@@ -151,6 +155,26 @@ impl Connection {
                 tracing::info!(peer = %self.peer, "TLS handshake timed out");
                 None
             }
+        }
+    }
+
+    /// What the handshake established; remembers the client certificate's user.
+    fn tls_info(&mut self, tls: &tokio_rustls::server::TlsStream<TcpStream>) -> TlsInfo {
+        let conn = tls.get_ref().1;
+        let tls_config = &self.shared.config.tls;
+        self.cert_identity = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|leaf| {
+                crate::tls::client_identity(
+                    leaf,
+                    tls_config.client_identity,
+                    &tls_config.revoked_client_certs,
+                )
+            });
+        TlsInfo {
+            channel_binding: channel_binding(conn),
+            client_certificate: self.cert_identity.is_some(),
         }
     }
 
@@ -264,6 +288,10 @@ impl Connection {
                     self.session.auth_result(outcome, &mut self.out)
                 }
                 Action::LookupScram { user } => self.lookup_scram(&user).await,
+                Action::External { authzid } => {
+                    let outcome = self.external(authzid.as_deref()).await;
+                    self.session.auth_result(outcome, &mut self.out)
+                }
                 Action::Apop {
                     user,
                     digest,
@@ -444,8 +472,7 @@ fn store_failure(e: &StoreError) -> OpenFailure {
 
 /// RFC 9266 `tls-exporter` channel-binding data, on TLS 1.3 only: with TLS 1.2 the
 /// exporter is unsafe without extended master secret, so -PLUS is not offered there.
-fn channel_binding(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Option<[u8; 32]> {
-    let conn = tls.get_ref().1;
+fn channel_binding(conn: &rustls::ServerConnection) -> Option<[u8; 32]> {
     if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
         return None;
     }

@@ -31,6 +31,28 @@ impl Connection {
         self.verdict(result, &req.user, req.mechanism).await
     }
 
+    /// EXTERNAL: the user the TLS client certificate names.
+    pub(super) async fn external(&mut self, authzid: Option<&str>) -> AuthOutcome {
+        let (shown, result) = match self.cert_identity.clone() {
+            Some(Ok(user)) => {
+                let result = self.shared.auth.verify_external(&user, authzid).await;
+                (user, result)
+            }
+            Some(Err(why)) => {
+                tracing::info!(peer = %self.peer, reason = why, "client certificate not usable");
+                (
+                    String::new(),
+                    Err(AuthFailure::Rejected(auth::Reason::BadInput)),
+                )
+            }
+            None => (
+                String::new(),
+                Err(AuthFailure::Rejected(auth::Reason::BadInput)),
+            ),
+        };
+        self.verdict(result, &shown, "EXTERNAL").await
+    }
+
     /// APOP: the digest over this connection's greeting timestamp.
     pub(super) async fn apop(&mut self, user: &str, timestamp: &str, digest: &str) -> AuthOutcome {
         let result = self.shared.auth.verify_apop(user, timestamp, digest).await;
