@@ -367,8 +367,22 @@ impl<D: Directory> Authenticator<D> {
                 .and_then(ScramKeys::parse)
                 .is_none_or(|k| k.iterations < s.iterations)
         });
+        // Imported hashes were made from the bytes the old server saw, before any
+        // SASLprep; they are checked against the password exactly as sent.
+        let as_sent = Zeroizing::new(String::from_utf8_lossy(raw_password).into_owned());
         let (matched, stale, password, password_hash) = self
             .hashing(move |h| {
+                if crate::legacy::is_legacy(&password_hash) {
+                    let matched = match crate::legacy::parse(&password_hash) {
+                        Ok(crate::legacy::Parsed::Hash(stored)) => stored.verify(&as_sent),
+                        _ => {
+                            h.verify_dummy(&password);
+                            false
+                        }
+                    };
+                    // A legacy hash is always upgraded to argon2id after a match.
+                    return (matched, matched, password, password_hash);
+                }
                 let matched = h.verify(&password_hash, &password);
                 let stale = matched && h.needs_rehash(&password_hash);
                 (matched, stale, password, password_hash)
@@ -529,6 +543,35 @@ impl<D: Directory> Authenticator<D> {
             user,
             maildir: PathBuf::from(maildir),
         })
+    }
+
+    /// Adds a user brought from another server (CLI `user import`). A legacy hash is
+    /// stored as it is, to be upgraded to argon2id (with SCRAM keys) at the first
+    /// successful sign-in; a cleartext entry is hashed now and never stored as given.
+    pub async fn import_user(
+        &self,
+        raw_user: &str,
+        credential: crate::legacy::Parsed,
+        maildir: String,
+    ) -> Result<String, AdminError> {
+        let name = self.policy.canonical(raw_user).map_err(bad_name)?;
+        let (password_hash, scram_sha256) = match credential {
+            crate::legacy::Parsed::Hash(stored) => (stored.as_stored().to_owned(), None),
+            crate::legacy::Parsed::Cleartext(plain) => {
+                let password = prepare_password(plain.as_bytes()).map_err(bad_password)?;
+                self.credentials(password).await?
+            }
+        };
+        let record = UserRecord {
+            name,
+            password_hash,
+            enabled: true,
+            maildir,
+            scram_sha256,
+            apop_secret: None,
+        };
+        self.dir.add_user(&record).await?;
+        Ok(record.name)
     }
 
     /// Runs `work` on the blocking pool once a hashing slot is free. `None` if the task

@@ -45,6 +45,17 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Import users from a Dovecot passwd-file or a plain `user:hash` list. Legacy hashes
+    /// ({SHA512-CRYPT}, $6$, $5$, bcrypt, $y$, {SSHA*}, {ARGON2ID}, {PBKDF2}, ...) are
+    /// kept and upgraded to argon2id at each user's first sign-in; {PLAIN} entries are
+    /// hashed now. Every line that cannot be imported is reported with its number.
+    Import {
+        /// The file to read.
+        file: PathBuf,
+        /// Maildirs are `<DIR>/<user>` (default: the configured maildir root).
+        #[arg(long)]
+        maildir_root: Option<PathBuf>,
+    },
     /// Remove a user from the directory (their Maildir is left in place).
     Del {
         /// User name.
@@ -131,6 +142,9 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 ),
             }
         }
+        UserCommand::Import { file, maildir_root } => {
+            import(&file, maildir_root, config, dir).await?;
+        }
         UserCommand::Del { name } => {
             let canonical = policy
                 .canonical(&name)
@@ -145,6 +159,68 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 println!("{}", user.name);
             }
         }
+    }
+    Ok(())
+}
+
+async fn import(
+    file: &std::path::Path,
+    maildir_root: Option<PathBuf>,
+    config: &Config,
+    dir: Arc<Dir>,
+) -> anyhow::Result<()> {
+    use auth::legacy::{Parsed, parse_passwd_line, passwd_line_user};
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let root = std::path::absolute(maildir_root.unwrap_or_else(|| config.maildir_root()))?;
+    let auth = server::authenticator(config, dir)?;
+    let (mut imported, mut failed) = (0usize, 0usize);
+    for (n, line) in text.lines().enumerate() {
+        let n = n + 1;
+        let who = passwd_line_user(line).unwrap_or("?").to_owned();
+        let (user, parsed) = match parse_passwd_line(line) {
+            Ok(None) => continue,
+            Ok(Some(entry)) => entry,
+            Err(e) => {
+                // The error names the scheme at most, never the hash or password.
+                eprintln!("line {n} ({who}): not imported: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let scheme = match &parsed {
+            Parsed::Hash(h) => h.scheme().name(),
+            Parsed::Cleartext(_) => "PLAIN (hashed now)",
+        };
+        let canonical = match auth.policy().canonical(&user) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("line {n} ({who}): not imported: invalid user name: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let maildir = root.join(&canonical);
+        match auth
+            .import_user(&user, parsed, maildir.to_string_lossy().into_owned())
+            .await
+        {
+            Ok(name) => {
+                maildir::Maildir::new(&maildir)
+                    .create()
+                    .with_context(|| format!("creating Maildir {}", maildir.display()))?;
+                eprintln!("line {n}: imported {name} ({scheme})");
+                imported += 1;
+            }
+            Err(e) => {
+                eprintln!("line {n} ({who}): not imported: {e}");
+                failed += 1;
+            }
+        }
+    }
+    eprintln!("{imported} users imported, {failed} lines not imported");
+    if failed > 0 {
+        bail!("{failed} lines could not be imported (see above)");
     }
     Ok(())
 }
