@@ -14,6 +14,7 @@
 mod deliver;
 mod locate;
 mod lock;
+pub mod migrate;
 mod name;
 mod scan;
 mod size;

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod import;
 mod user;
 
 use std::path::PathBuf;
@@ -41,6 +42,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Bring state over from a previous server.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -108,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { demo } => serve(config, demo).await,
         Command::User(cmd) => user::run(cmd, &config, open_directory(&config).await?).await,
+        Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);
             let warnings = config.warnings();
