@@ -272,11 +272,11 @@ impl Session {
             Step::Fail(failure) => {
                 self.state = State::Authorization { user: None };
                 match failure {
-                    Failure::ChannelBinding => response::err(
-                        out,
-                        Some(RespCode::Auth),
-                        "channel binding does not match this connection",
-                    ),
+                    // The same answer as every credential failure: a man in the
+                    // middle learns nothing from it.
+                    Failure::ChannelBinding => {
+                        response::err(out, Some(RespCode::Auth), "invalid user name or password")
+                    }
                     Failure::Malformed | Failure::UnexpectedStep => {
                         response::err(out, None, "malformed SASL response")
                     }

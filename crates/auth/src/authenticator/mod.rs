@@ -1,5 +1,8 @@
 //! Password sign-in and the administrative paths that set passwords.
 //!
+//! The other mechanisms' decisions live in `mechanisms.rs`, the CLI's in `admin.rs`;
+//! all of them share the lookups and the hashing pool defined here.
+//!
 //! Timing is kept uniform (DESIGN.md §1, "no user enumeration by text or timing"): every
 //! attempt spends one argon2 verification, whether the name was malformed, unknown,
 //! disabled or real. Hashing runs on tokio's blocking pool behind a semaphore, so the
@@ -12,6 +15,9 @@ use directory::{Directory, DirectoryError, UserRecord};
 use sasl::ScramKeys;
 
 use crate::apop::ApopVault;
+
+mod admin;
+mod mechanisms;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -183,107 +189,6 @@ impl<D: Directory> Authenticator<D> {
         self
     }
 
-    /// Sets (or with `None` clears) a user's APOP secret (CLI `user apop-secret`).
-    /// `false` if there is no such user.
-    pub async fn set_apop_secret(
-        &self,
-        canonical_user: &str,
-        raw_secret: Option<&[u8]>,
-    ) -> Result<bool, AdminError> {
-        let user = self.policy.canonical(canonical_user).map_err(bad_name)?;
-        let sealed = match raw_secret {
-            None => None,
-            Some(raw) => {
-                let vault = self
-                    .apop
-                    .as_ref()
-                    .ok_or_else(|| AdminError::Unavailable("APOP is not enabled".into()))?;
-                // Kept exactly as typed (no SASLprep): APOP clients hash the raw bytes.
-                let secret = std::str::from_utf8(raw)
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.len() <= crate::MAX_PASSWORD_BYTES)
-                    .ok_or_else(|| {
-                        AdminError::BadInput("APOP secret: empty, too long or not UTF-8".into())
-                    })?;
-                Some(
-                    vault
-                        .seal(&user, secret)
-                        .ok_or_else(|| AdminError::Unavailable("encryption failed".into()))?,
-                )
-            }
-        };
-        Ok(self.dir.set_apop_secret(&user, sealed.as_deref()).await?)
-    }
-
-    /// EXTERNAL: `cert_user` is the user name the verified TLS client certificate maps
-    /// to (by the configured rule). The account must exist and be enabled.
-    pub async fn verify_external(
-        &self,
-        cert_user: &str,
-        authzid: Option<&str>,
-    ) -> Result<Identity, AuthFailure> {
-        let Ok(user) = self.policy.canonical(cert_user) else {
-            return Err(AuthFailure::Rejected(Reason::BadInput));
-        };
-        let record = self.dir.find_user(&user).await.map_err(|err| {
-            tracing::warn!(error = %err, "directory lookup failed during sign-in");
-            AuthFailure::Unavailable
-        })?;
-        let Some(record) = record else {
-            return Err(AuthFailure::Rejected(Reason::UnknownUser));
-        };
-        if !record.enabled {
-            return Err(AuthFailure::Rejected(Reason::Disabled));
-        }
-        if !self.authzid_allowed(authzid, &record.name) {
-            return Err(AuthFailure::Rejected(Reason::AuthzidMismatch));
-        }
-        Ok(Identity {
-            user: record.name,
-            maildir: PathBuf::from(record.maildir),
-        })
-    }
-
-    /// Checks an APOP digest over `timestamp`. Users without an APOP secret fail with
-    /// the same public answer as any other failure.
-    pub async fn verify_apop(
-        &self,
-        raw_user: &str,
-        timestamp: &str,
-        digest: &str,
-    ) -> Result<Identity, AuthFailure> {
-        let Some(vault) = &self.apop else {
-            return Err(AuthFailure::Rejected(Reason::UnknownUser));
-        };
-        let Ok(user) = self.policy.canonical(raw_user) else {
-            return Err(AuthFailure::Rejected(Reason::BadInput));
-        };
-        let record = self.dir.find_user(&user).await.map_err(|err| {
-            tracing::warn!(error = %err, "directory lookup failed during sign-in");
-            AuthFailure::Unavailable
-        })?;
-        let Some(record) = record else {
-            return Err(AuthFailure::Rejected(Reason::UnknownUser));
-        };
-        let Some(secret) = record
-            .apop_secret
-            .as_deref()
-            .and_then(|sealed| vault.open(&record.name, sealed))
-        else {
-            return Err(AuthFailure::Rejected(Reason::NoApopSecret));
-        };
-        if !crate::apop::digest_matches(timestamp, &secret, digest) {
-            return Err(AuthFailure::Rejected(Reason::BadPassword));
-        }
-        if !record.enabled {
-            return Err(AuthFailure::Rejected(Reason::Disabled));
-        }
-        Ok(Identity {
-            user: record.name,
-            maildir: PathBuf::from(record.maildir),
-        })
-    }
-
     /// Enables SCRAM-SHA-256: keys with `iterations` are derived whenever a password is
     /// set or verified and the stored keys are missing or weaker. `server_secret` keys
     /// the fake parameters shown for unknown users.
@@ -339,13 +244,7 @@ impl<D: Directory> Authenticator<D> {
             }
         };
 
-        let record = match self.dir.find_user(&user).await {
-            Ok(record) => record,
-            Err(err) => {
-                tracing::warn!(error = %err, "directory lookup failed during sign-in");
-                return Err(AuthFailure::Unavailable);
-            }
-        };
+        let record = self.lookup(&user).await?;
         let Some(record) = record else {
             self.hashing(move |h| h.verify_dummy(&password))
                 .await
@@ -405,45 +304,6 @@ impl<D: Directory> Authenticator<D> {
         })
     }
 
-    /// Sets a user's password (CLI `user passwd`). `false` if there is no such user.
-    ///
-    /// The name goes through the policy again, which leaves a canonical name unchanged.
-    pub async fn set_password(
-        &self,
-        canonical_user: &str,
-        raw_password: &[u8],
-    ) -> Result<bool, AdminError> {
-        let user = self.policy.canonical(canonical_user).map_err(bad_name)?;
-        let password = prepare_password(raw_password).map_err(bad_password)?;
-        let (hash, scram) = self.credentials(password).await?;
-        Ok(self
-            .dir
-            .set_credentials(&user, &hash, scram.as_deref())
-            .await?)
-    }
-
-    /// Adds an enabled user (CLI `user add`) and returns its canonical name.
-    pub async fn add_user(
-        &self,
-        raw_user: &str,
-        raw_password: &[u8],
-        maildir: String,
-    ) -> Result<String, AdminError> {
-        let name = self.policy.canonical(raw_user).map_err(bad_name)?;
-        let password = prepare_password(raw_password).map_err(bad_password)?;
-        let (password_hash, scram_sha256) = self.credentials(password).await?;
-        let record = UserRecord {
-            name,
-            password_hash,
-            enabled: true,
-            maildir,
-            scram_sha256,
-            apop_secret: None,
-        };
-        self.dir.add_user(&record).await?;
-        Ok(record.name)
-    }
-
     /// The argon2id hash and, with SCRAM on, the SCRAM keys of one prepared password:
     /// both come from the same string, so no mechanism sees a different password.
     async fn credentials(
@@ -478,100 +338,13 @@ impl<D: Directory> Authenticator<D> {
         }
     }
 
-    /// The SCRAM keys to run an exchange with. An unknown, malformed or keyless user
-    /// gets fake keys that look the same from outside, and fails only at the proof.
-    pub async fn scram_lookup(&self, raw_user: &str) -> Result<ScramLookup, AuthFailure> {
-        let Some(scram) = &self.scram else {
-            return Err(AuthFailure::Unavailable);
-        };
-        let fake = |name: &str| ScramKeys::fake(&scram.server_secret, name, scram.iterations);
-        let Ok(user) = self.policy.canonical(raw_user) else {
-            return Ok(ScramLookup {
-                keys: fake(raw_user),
-                account: None,
-                reason_if_absent: Reason::BadInput,
-            });
-        };
-        let record = self.dir.find_user(&user).await.map_err(|err| {
+    /// The directory's record for a canonical name; a directory failure is
+    /// [`AuthFailure::Unavailable`] (`-ERR [SYS/TEMP]`), never a rejection.
+    async fn lookup(&self, user: &str) -> Result<Option<UserRecord>, AuthFailure> {
+        self.dir.find_user(user).await.map_err(|err| {
             tracing::warn!(error = %err, "directory lookup failed during sign-in");
             AuthFailure::Unavailable
-        })?;
-        let Some(record) = record else {
-            return Ok(ScramLookup {
-                keys: fake(&user),
-                account: None,
-                reason_if_absent: Reason::UnknownUser,
-            });
-        };
-        match record.scram_sha256.as_deref().and_then(ScramKeys::parse) {
-            Some(keys) => Ok(ScramLookup {
-                keys,
-                account: Some((record.name, record.enabled, record.maildir)),
-                reason_if_absent: Reason::UnknownUser,
-            }),
-            // No keys yet (an imported account): the exchange cannot succeed until a
-            // plaintext-style sign-in derives them.
-            None => Ok(ScramLookup {
-                keys: fake(&user),
-                account: None,
-                reason_if_absent: Reason::BadPassword,
-            }),
-        }
-    }
-
-    /// The second half of a SCRAM sign-in: the proof was checked against
-    /// `lookup.keys`; decide about the account.
-    pub fn scram_confirm(
-        &self,
-        lookup: ScramLookup,
-        authzid: Option<&str>,
-        proof_ok: bool,
-    ) -> Result<Identity, AuthFailure> {
-        let Some((user, enabled, maildir)) = lookup.account else {
-            return Err(AuthFailure::Rejected(lookup.reason_if_absent));
-        };
-        if !proof_ok {
-            return Err(AuthFailure::Rejected(Reason::BadPassword));
-        }
-        if !enabled {
-            return Err(AuthFailure::Rejected(Reason::Disabled));
-        }
-        if !self.authzid_allowed(authzid, &user) {
-            return Err(AuthFailure::Rejected(Reason::AuthzidMismatch));
-        }
-        Ok(Identity {
-            user,
-            maildir: PathBuf::from(maildir),
         })
-    }
-
-    /// Adds a user brought from another server (CLI `user import`). A legacy hash is
-    /// stored as it is, to be upgraded to argon2id (with SCRAM keys) at the first
-    /// successful sign-in; a cleartext entry is hashed now and never stored as given.
-    pub async fn import_user(
-        &self,
-        raw_user: &str,
-        credential: crate::legacy::Parsed,
-        maildir: String,
-    ) -> Result<String, AdminError> {
-        let name = self.policy.canonical(raw_user).map_err(bad_name)?;
-        let (password_hash, scram_sha256) = match credential {
-            crate::legacy::Parsed::Hash(stored) => (stored.as_stored().to_owned(), None),
-            crate::legacy::Parsed::Cleartext(plain) => {
-                let password = prepare_password(plain.as_bytes()).map_err(bad_password)?;
-                self.credentials(password).await?
-            }
-        };
-        let record = UserRecord {
-            name,
-            password_hash,
-            enabled: true,
-            maildir,
-            scram_sha256,
-            apop_secret: None,
-        };
-        self.dir.add_user(&record).await?;
-        Ok(record.name)
     }
 
     /// Runs `work` on the blocking pool once a hashing slot is free. `None` if the task

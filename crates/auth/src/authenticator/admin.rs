@@ -1,0 +1,112 @@
+//! Administrative paths (CLI): set passwords and APOP secrets, add and import users.
+
+use directory::{Directory, UserRecord};
+
+use super::{AdminError, Authenticator, bad_name, bad_password};
+use crate::prepare_password;
+
+impl<D: Directory> Authenticator<D> {
+    /// Sets a user's password (CLI `user passwd`). `false` if there is no such user.
+    ///
+    /// The name goes through the policy again, which leaves a canonical name unchanged.
+    pub async fn set_password(
+        &self,
+        canonical_user: &str,
+        raw_password: &[u8],
+    ) -> Result<bool, AdminError> {
+        let user = self.policy.canonical(canonical_user).map_err(bad_name)?;
+        let password = prepare_password(raw_password).map_err(bad_password)?;
+        let (hash, scram) = self.credentials(password).await?;
+        Ok(self
+            .dir
+            .set_credentials(&user, &hash, scram.as_deref())
+            .await?)
+    }
+
+    /// Adds an enabled user (CLI `user add`) and returns its canonical name.
+    pub async fn add_user(
+        &self,
+        raw_user: &str,
+        raw_password: &[u8],
+        maildir: String,
+    ) -> Result<String, AdminError> {
+        let name = self.policy.canonical(raw_user).map_err(bad_name)?;
+        let password = prepare_password(raw_password).map_err(bad_password)?;
+        let (password_hash, scram_sha256) = self.credentials(password).await?;
+        self.insert(name, password_hash, scram_sha256, maildir)
+            .await
+    }
+
+    /// Adds a user brought from another server (CLI `user import`). A legacy hash is
+    /// stored as it is, to be upgraded to argon2id (with SCRAM keys) at the first
+    /// successful sign-in; a cleartext entry is hashed now and never stored as given.
+    pub async fn import_user(
+        &self,
+        raw_user: &str,
+        credential: crate::legacy::Parsed,
+        maildir: String,
+    ) -> Result<String, AdminError> {
+        let name = self.policy.canonical(raw_user).map_err(bad_name)?;
+        let (password_hash, scram_sha256) = match credential {
+            crate::legacy::Parsed::Hash(stored) => (stored.as_stored().to_owned(), None),
+            crate::legacy::Parsed::Cleartext(plain) => {
+                let password = prepare_password(plain.as_bytes()).map_err(bad_password)?;
+                self.credentials(password).await?
+            }
+        };
+        self.insert(name, password_hash, scram_sha256, maildir)
+            .await
+    }
+
+    /// Sets (or with `None` clears) a user's APOP secret (CLI `user apop-secret`).
+    /// `false` if there is no such user.
+    pub async fn set_apop_secret(
+        &self,
+        canonical_user: &str,
+        raw_secret: Option<&[u8]>,
+    ) -> Result<bool, AdminError> {
+        let user = self.policy.canonical(canonical_user).map_err(bad_name)?;
+        let sealed = match raw_secret {
+            None => None,
+            Some(raw) => {
+                let vault = self
+                    .apop
+                    .as_ref()
+                    .ok_or_else(|| AdminError::Unavailable("APOP is not enabled".into()))?;
+                // Kept exactly as typed (no SASLprep): APOP clients hash the raw bytes.
+                let secret = std::str::from_utf8(raw)
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.len() <= crate::MAX_PASSWORD_BYTES)
+                    .ok_or_else(|| {
+                        AdminError::BadInput("APOP secret: empty, too long or not UTF-8".into())
+                    })?;
+                Some(
+                    vault
+                        .seal(&user, secret)
+                        .ok_or_else(|| AdminError::Unavailable("encryption failed".into()))?,
+                )
+            }
+        };
+        Ok(self.dir.set_apop_secret(&user, sealed.as_deref()).await?)
+    }
+
+    /// Stores a new, enabled user; returns the canonical name.
+    async fn insert(
+        &self,
+        name: String,
+        password_hash: String,
+        scram_sha256: Option<String>,
+        maildir: String,
+    ) -> Result<String, AdminError> {
+        let record = UserRecord {
+            name,
+            password_hash,
+            enabled: true,
+            maildir,
+            scram_sha256,
+            apop_secret: None,
+        };
+        self.dir.add_user(&record).await?;
+        Ok(record.name)
+    }
+}
