@@ -2,6 +2,7 @@
 //! actions it returns and writes responses in batches (RFC 2449 PIPELINING: all the
 //! answers to one packet of commands leave in as few writes as possible).
 
+mod maildrop;
 mod signin;
 
 use std::net::SocketAddr;
@@ -9,11 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth::Authenticator;
-use maildir::{Maildir, MaildropGuard, MessageEntry, StoreError};
-use pop3_proto::{
-    Action, Capabilities, DotStuffer, Frame, LineFramer, MessageMeta, OpenFailure, Session,
-    SessionConfig, TlsInfo,
-};
+use maildir::{Maildir, MaildropGuard, MessageEntry};
+use pop3_proto::{Action, Capabilities, Frame, LineFramer, Session, SessionConfig, TlsInfo};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -325,148 +323,6 @@ impl Connection {
                 }
             };
         }
-    }
-
-    async fn open_maildrop(&mut self) -> Result<Vec<MessageMeta>, OpenFailure> {
-        let Some(path) = self.maildir_path.clone() else {
-            return Err(OpenFailure::Unavailable);
-        };
-        let opened = tokio::task::spawn_blocking(move || {
-            let maildir = Maildir::new(path);
-            maildir.create()?;
-            let guard = maildir.lock()?;
-            let entries = maildir.scan()?;
-            Ok::<_, StoreError>((maildir, guard, entries))
-        })
-        .await;
-        match opened {
-            Ok(Ok((maildir, guard, entries))) => {
-                let metas = entries
-                    .iter()
-                    .map(|e| MessageMeta {
-                        size: e.size,
-                        uidl: e.uidl.clone(),
-                    })
-                    .collect();
-                self.maildrop = Some(OpenMaildrop {
-                    maildir,
-                    entries,
-                    _guard: guard,
-                });
-                Ok(metas)
-            }
-            Ok(Err(StoreError::InUse)) => {
-                tracing::info!(peer = %self.peer, user = ?self.user, "maildrop in use");
-                Err(OpenFailure::InUse)
-            }
-            Ok(Err(e)) => {
-                tracing::error!(peer = %self.peer, user = ?self.user, error = %e, "cannot open maildrop");
-                Err(store_failure(&e))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "maildrop task failed");
-                Err(OpenFailure::Unavailable)
-            }
-        }
-    }
-
-    /// Streams one message (RETR) or its top (TOP) in bounded chunks.
-    async fn send_message<S: AsyncWrite + Unpin>(
-        &mut self,
-        index: usize,
-        top_lines: Option<u64>,
-        stream: &mut S,
-    ) -> std::io::Result<()> {
-        let file = match &self.maildrop {
-            Some(maildrop) => {
-                let (maildir, entry) = (maildrop.maildir.clone(), maildrop.entries[index].clone());
-                tokio::task::spawn_blocking(move || maildir.open_message(&entry))
-                    .await
-                    .ok()
-                    .and_then(|r| {
-                        r.map_err(|e| tracing::warn!(error = %e, "cannot open message"))
-                            .ok()
-                    })
-            }
-            None => None,
-        };
-        let Some(file) = file else {
-            self.session
-                .message_opened(index, top_lines, false, &mut self.out);
-            return Ok(());
-        };
-        self.session
-            .message_opened(index, top_lines, true, &mut self.out);
-        let mut file = tokio::fs::File::from_std(file);
-        let mut stuffer = match top_lines {
-            Some(n) => DotStuffer::top(n),
-            None => DotStuffer::retr(),
-        };
-        let mut chunk = vec![0u8; CHUNK];
-        while !stuffer.is_done() {
-            let n = file.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            stuffer.encode(&chunk[..n], &mut self.out);
-            if self.out.len() >= CHUNK {
-                self.write_out(stream).await?;
-            }
-        }
-        stuffer.finish(&mut self.out);
-        Ok(())
-    }
-
-    /// UPDATE state: remove the messages marked deleted, then release the lock.
-    async fn update(&mut self, delete: Vec<usize>) -> Result<(), ()> {
-        let Some(maildrop) = self.maildrop.take() else {
-            return Ok(());
-        };
-        if delete.is_empty() {
-            return Ok(());
-        }
-        let user = self.user.clone();
-        let count = delete.len();
-        // The blocking task runs to completion even if this connection is cancelled,
-        // so a shutdown never leaves half an UPDATE.
-        // The lock (in `maildrop`) is released only after the deletions, when the
-        // closure ends.
-        let result = tokio::task::spawn_blocking(move || {
-            let targets: Vec<&MessageEntry> =
-                delete.iter().map(|&i| &maildrop.entries[i]).collect();
-            maildrop.maildir.delete(&targets)
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {
-                tracing::info!(peer = %self.peer, user = ?user, deleted = count, "maildrop updated");
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                tracing::error!(peer = %self.peer, user = ?user, failed = e.failed.len(), error = %e.first_error, "deleting messages failed");
-                Err(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "update task failed");
-                Err(())
-            }
-        }
-    }
-}
-
-/// Store errors an administrator must fix are `[SYS/PERM]`; the rest may pass.
-fn store_failure(e: &StoreError) -> OpenFailure {
-    use std::io::ErrorKind::*;
-    match e {
-        StoreError::Io(io)
-            if matches!(
-                io.kind(),
-                PermissionDenied | NotADirectory | ReadOnlyFilesystem
-            ) =>
-        {
-            OpenFailure::Broken
-        }
-        _ => OpenFailure::Unavailable,
     }
 }
 
