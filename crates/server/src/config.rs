@@ -98,7 +98,8 @@ pub struct Auth {
     pub argon2_memory_kib: u32,
     /// Argon2id iterations for new hashes.
     pub argon2_iterations: u32,
-    /// Password hashes computed at once; bounds memory (memory cost × this).
+    /// Password hashes computed at once; bounds memory (memory cost × this). 0: one
+    /// per CPU core, so sign-ins use every core and no more.
     pub max_concurrent_hashes: usize,
 }
 
@@ -216,7 +217,7 @@ impl Default for Auth {
             failure_delay_ms: 1000,
             argon2_memory_kib: 19456,
             argon2_iterations: 2,
-            max_concurrent_hashes: 4,
+            max_concurrent_hashes: 0,
         }
     }
 }
@@ -299,9 +300,6 @@ impl Config {
         if self.limits.max_bad_commands == 0 || self.limits.max_connections == 0 {
             return bad("limits.max_bad_commands and limits.max_connections must be positive");
         }
-        if self.auth.max_concurrent_hashes == 0 {
-            return bad("auth.max_concurrent_hashes must be positive");
-        }
         for m in &self.sasl.mechanisms {
             if sasl::Mechanism::from_name(m).is_none() {
                 return Err(ConfigError::Invalid(format!(
@@ -316,6 +314,14 @@ impl Config {
             return bad("auth.argon2_memory_kib must be at least 8 and argon2_iterations positive");
         }
         Ok(())
+    }
+
+    /// Hashes computed at once: the configured number, or one per core.
+    pub fn hash_slots(&self) -> usize {
+        match self.auth.max_concurrent_hashes {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// Where new users' Maildirs go.

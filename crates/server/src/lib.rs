@@ -43,7 +43,7 @@ pub fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authentic
         dir,
         username_policy(config),
         params,
-        config.auth.max_concurrent_hashes,
+        config.hash_slots(),
     )?;
     let key = secrets::server_key(&config.server_key_path())?;
     let auth = auth.with_apop(&key);
