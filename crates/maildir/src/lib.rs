@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod deliver;
+mod index;
 mod locate;
 mod lock;
 pub mod migrate;

@@ -10,6 +10,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::index::SizeIndex;
 use crate::name::{is_hidden, parse_name};
 use crate::size::{CHUNK, crlf_size};
 use crate::uidl::{UidlAssigner, load_overrides};
@@ -101,12 +102,15 @@ impl Maildir {
         let overrides = load_overrides(&self.root)?;
         let mut buf = vec![0u8; CHUNK];
         let mut found = Vec::new();
+        let mut sizes = SizeIndex::load(&self.root);
         for _ in 0..SCAN_ATTEMPTS {
             found.clear();
-            if !self.scan_once(&mut buf, &mut found)? {
+            sizes.restart();
+            if !self.scan_once(&mut buf, &mut found, &mut sizes)? {
                 break;
             }
         }
+        sizes.save(&self.root);
         found.sort_by(|a, b| (a.mtime, &a.unique, &a.path).cmp(&(b.mtime, &b.unique, &b.path)));
         let mut uidls = UidlAssigner::new(overrides);
         Ok(found
@@ -121,7 +125,12 @@ impl Maildir {
     }
 
     /// Reads both directories into `found`; returns whether any file vanished meanwhile.
-    fn scan_once(&self, buf: &mut [u8], found: &mut Vec<Found>) -> io::Result<bool> {
+    fn scan_once(
+        &self,
+        buf: &mut [u8],
+        found: &mut Vec<Found>,
+        sizes: &mut SizeIndex,
+    ) -> io::Result<bool> {
         let mut vanished = false;
         let mut seen = HashSet::new();
         for (entry, name) in message_entries(&self.root)? {
@@ -143,13 +152,21 @@ impl Maildir {
                 // Trust the name only when its file size is right and its CRLF size
                 // is possible for that file size.
                 (Some(s), Some(w)) if s == meta.len() && s <= w && w <= s.saturating_mul(2) => w,
-                _ => match open_regular(&path, &meta).and_then(|mut f| crlf_size(&mut f, buf)) {
-                    Ok(size) => size,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        vanished = true;
-                        continue;
+                _ => match sizes.get(&parts.unique, meta.len()) {
+                    Some(size) => size,
+                    None => {
+                        match open_regular(&path, &meta).and_then(|mut f| crlf_size(&mut f, buf)) {
+                            Ok(size) => {
+                                sizes.insert(&parts.unique, meta.len(), size);
+                                size
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                vanished = true;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
-                    Err(e) => return Err(e),
                 },
             };
             found.push(Found {
@@ -260,5 +277,37 @@ mod tests {
         md.deliver(b"second\n").expect("deliver");
         assert_eq!(list.len(), 1);
         assert_eq!(md.scan().expect("scan").len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use crate::index::SIZE_INDEX;
+    use crate::test_support::{maildir, put};
+
+    #[test]
+    fn sizes_are_cached_and_checked_against_the_file_length() {
+        let (_dir, md) = maildir();
+        put(&md, "cur/1.a.host:2,S", b"a\nb\n", 100);
+        put(&md, "new/2.b.host", b"ccc\n", 101);
+        let first = md.scan().expect("scan");
+        let index = std::fs::read_to_string(md.root().join(SIZE_INDEX)).expect("index");
+        assert!(index.contains("1.a.host\t4\t6\n"), "{index}");
+        // A poisoned entry with a wrong length is not trusted...
+        std::fs::write(
+            md.root().join(SIZE_INDEX),
+            "1.a.host\t999\t1\n2.b.host\t4\t5\n",
+        )
+        .unwrap();
+        let second = md.scan().expect("scan");
+        assert_eq!(second[0].size, 6);
+        // ...one with the right length is (the cache is what saves the reads).
+        assert_eq!(second[1].size, 5);
+        assert_eq!(first[1].size, 5);
+        // Entries of deleted messages are dropped on the next scan.
+        std::fs::remove_file(md.root().join("new/2.b.host")).unwrap();
+        md.scan().expect("scan");
+        let index = std::fs::read_to_string(md.root().join(SIZE_INDEX)).expect("index");
+        assert!(!index.contains("2.b.host"), "{index}");
     }
 }
