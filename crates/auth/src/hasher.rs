@@ -1,11 +1,20 @@
 //! Password hashing with argon2id (RFC 9106), stored as PHC strings.
 //!
-//! Hashing is deliberately slow and memory-hard; callers run it on a blocking thread
-//! behind a semaphore (see [`crate::Authenticator`]). The comparison of hash outputs is
-//! constant-time inside `password-hash`.
+//! Hashing is deliberately slow and memory-hard; callers run it on the fixed hashing
+//! threads (see [`crate::Authenticator`]). Verification reuses each thread's argon2
+//! memory and compares outputs in constant time.
+
+use std::cell::RefCell;
 
 use argon2::password_hash::phc::PasswordHash;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher as _, Version};
+
+thread_local! {
+    /// Each hashing thread's argon2 memory, allocated once and reused for every
+    /// verification: the pool's memory stays at `threads × memory cost` under any load
+    /// (per-hash allocations were measured to pile up in allocator arenas).
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Hashes whose memory cost exceeds both the configured cost and this many KiB are
 /// refused rather than verified: a corrupt or hostile row must not make one sign-in
@@ -104,9 +113,53 @@ impl PasswordHasher {
         if !self.within_limits(&parsed) {
             return false;
         }
-        self.argon2
-            .verify_password(prepared.as_bytes(), &parsed)
-            .is_ok()
+        let (Ok(params), Ok(algorithm)) = (
+            Params::try_from(&parsed),
+            Algorithm::try_from(parsed.algorithm.as_str()),
+        ) else {
+            return false;
+        };
+        let version = match parsed.version.map(Version::try_from) {
+            None => Version::V0x13,
+            Some(Ok(v)) => v,
+            Some(Err(_)) => return false,
+        };
+        let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+            return false;
+        };
+        let expected = expected.as_bytes();
+        let Ok(params) = Params::new(
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost(),
+            Some(expected.len()),
+        ) else {
+            return false;
+        };
+        let argon2 = Argon2::new(algorithm, version, params);
+        let mut out = zeroize::Zeroizing::new(vec![0u8; expected.len()]);
+        let own_blocks = self.argon2.params().block_count();
+        let computed = BLOCKS.with_borrow_mut(|blocks| {
+            let needed = argon2.params().block_count();
+            if blocks.len() < needed {
+                blocks.resize(needed, Block::default());
+            }
+            let ok = argon2
+                .hash_password_into_with_memory(
+                    prepared.as_bytes(),
+                    salt.as_ref(),
+                    &mut out,
+                    &mut blocks[..needed],
+                )
+                .is_ok();
+            // Keep at most the configured cost's memory between hashes.
+            if blocks.len() > own_blocks {
+                blocks.truncate(own_blocks);
+                blocks.shrink_to_fit();
+            }
+            ok
+        });
+        computed && bool::from(subtle::ConstantTimeEq::ct_eq(&out[..], expected))
     }
 
     /// Verifies `prepared` against the dummy hash, spending the time a real user would.

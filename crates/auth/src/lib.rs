@@ -19,6 +19,7 @@ mod authenticator;
 mod hasher;
 pub mod legacy;
 mod password;
+mod pool;
 mod username;
 
 pub use authenticator::{AdminError, AuthFailure, Authenticator, Identity, Reason, ScramLookup};

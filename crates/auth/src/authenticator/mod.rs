@@ -5,8 +5,8 @@
 //!
 //! Timing is kept uniform (DESIGN.md §1, "no user enumeration by text or timing"): every
 //! attempt spends one argon2 verification, whether the name was malformed, unknown,
-//! disabled or real. Hashing runs on tokio's blocking pool behind a semaphore, so the
-//! memory in use is bounded by `memory_kib × max_concurrent_hashes`.
+//! disabled or real. Hashing runs on a fixed pool of `max_concurrent_hashes` threads
+//! (see `pool.rs`), so the memory in use is bounded by `memory_kib × threads`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +18,6 @@ use crate::apop::ApopVault;
 
 mod admin;
 mod mechanisms;
-use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::{
@@ -143,7 +142,7 @@ pub struct Authenticator<D> {
     dir: Arc<D>,
     policy: UsernamePolicy,
     hasher: Arc<PasswordHasher>,
-    hash_slots: Arc<Semaphore>,
+    pool: Arc<crate::pool::HashPool>,
     scram: Option<Scram>,
     apop: Option<Arc<ApopVault>>,
 }
@@ -155,7 +154,7 @@ impl<D> Clone for Authenticator<D> {
             dir: Arc::clone(&self.dir),
             policy: self.policy.clone(),
             hasher: Arc::clone(&self.hasher),
-            hash_slots: Arc::clone(&self.hash_slots),
+            pool: Arc::clone(&self.pool),
             scram: self.scram.clone(),
             apop: self.apop.clone(),
         }
@@ -177,7 +176,7 @@ impl<D: Directory> Authenticator<D> {
             dir,
             policy,
             hasher: Arc::new(PasswordHasher::new(params)?),
-            hash_slots: Arc::new(Semaphore::new(max_concurrent_hashes.max(1))),
+            pool: crate::pool::HashPool::new(max_concurrent_hashes),
             scram: None,
             apop: None,
         })
@@ -347,23 +346,17 @@ impl<D: Directory> Authenticator<D> {
         })
     }
 
-    /// Runs `work` on the blocking pool once a hashing slot is free. `None` if the task
-    /// panicked (it holds no secret in its panic message) or the runtime is shutting down.
+    /// Runs `work` on a hashing thread once one is free. `None` if the job panicked (it
+    /// holds no secret in its panic message).
     async fn hashing<T, F>(&self, work: F) -> Option<T>
     where
         T: Send + 'static,
         F: FnOnce(&PasswordHasher) -> T + Send + 'static,
     {
-        let permit = Arc::clone(&self.hash_slots).acquire_owned().await.ok()?;
         let hasher = Arc::clone(&self.hasher);
-        // The permit moves into the task: if the caller is cancelled mid-hash, the slot
-        // stays taken until the computation really ends, so the memory bound holds.
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work(&hasher)
-        })
-        .await
-        .ok()
+        // On the fixed hashing threads: the memory bound holds whatever the load, and
+        // a cancelled caller's job still finishes there without blocking anyone else.
+        self.pool.run(move || work(&hasher)).await
     }
 }
 
