@@ -39,12 +39,7 @@ pub fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authentic
         iterations: config.auth.argon2_iterations,
         parallelism: 1,
     };
-    let auth = Authenticator::new(
-        dir,
-        username_policy(config),
-        params,
-        config.hash_slots(),
-    )?;
+    let auth = Authenticator::new(dir, username_policy(config), params, config.hash_slots())?;
     let key = secrets::server_key(&config.server_key_path())?;
     let auth = auth.with_apop(&key);
     if !config.sasl.scram_enabled() {
