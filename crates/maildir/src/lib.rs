@@ -13,6 +13,7 @@
 
 mod deliver;
 mod index;
+mod listing;
 mod locate;
 mod lock;
 pub mod migrate;

@@ -11,6 +11,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::index::SizeIndex;
+use crate::listing::{self, CachedFile, DirTimes};
 use crate::name::{is_hidden, parse_name};
 use crate::size::{CHUNK, crlf_size};
 use crate::uidl::{UidlAssigner, load_overrides};
@@ -100,17 +101,40 @@ impl Maildir {
     /// `new/` or `cur/` reads as empty, so a Maildir not yet created is an empty maildrop.
     pub fn scan(&self) -> Result<Vec<MessageEntry>, StoreError> {
         let overrides = load_overrides(&self.root)?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut found = Vec::new();
-        let mut sizes = SizeIndex::load(&self.root);
-        for _ in 0..SCAN_ATTEMPTS {
-            found.clear();
-            sizes.restart();
-            if !self.scan_once(&mut buf, &mut found, &mut sizes)? {
-                break;
+        let started = std::time::SystemTime::now();
+        let times = DirTimes::read(&self.root);
+        let mut found = match listing::load(&self.root, times) {
+            Some(cached) => cached
+                .into_iter()
+                .map(|c| {
+                    let name = c.path.file_name().map(|n| n.to_string_lossy().into_owned());
+                    let parts = parse_name(name.as_deref().unwrap_or_default());
+                    Found {
+                        mtime: c.mtime,
+                        base: parts.base.to_owned(),
+                        unique: parts.unique,
+                        size: c.size,
+                        path: c.path,
+                    }
+                })
+                .collect(),
+            None => {
+                let found = self.scan_files()?;
+                // Cache only a listing the directories still match after the scan.
+                if DirTimes::read(&self.root) == times {
+                    let files: Vec<CachedFile> = found
+                        .iter()
+                        .map(|f| CachedFile {
+                            mtime: f.mtime,
+                            size: f.size,
+                            path: f.path.clone(),
+                        })
+                        .collect();
+                    listing::save(&self.root, times, started, &files);
+                }
+                found
             }
-        }
-        sizes.save(&self.root);
+        };
         found.sort_by(|a, b| (a.mtime, &a.unique, &a.path).cmp(&(b.mtime, &b.unique, &b.path)));
         let mut uidls = UidlAssigner::new(overrides);
         Ok(found
@@ -122,6 +146,22 @@ impl Maildir {
                 path: f.path,
             })
             .collect())
+    }
+
+    /// Lists and sizes every message file (the listing cache missed).
+    fn scan_files(&self) -> Result<Vec<Found>, StoreError> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut found = Vec::new();
+        let mut sizes = SizeIndex::load(&self.root);
+        for _ in 0..SCAN_ATTEMPTS {
+            found.clear();
+            sizes.restart();
+            if !self.scan_once(&mut buf, &mut found, &mut sizes)? {
+                break;
+            }
+        }
+        sizes.save(&self.root);
+        Ok(found)
     }
 
     /// Reads both directories into `found`; returns whether any file vanished meanwhile.
@@ -309,5 +349,61 @@ mod index_tests {
         md.scan().expect("scan");
         let index = std::fs::read_to_string(md.root().join(SIZE_INDEX)).expect("index");
         assert!(!index.contains("2.b.host"), "{index}");
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use crate::listing::LISTING_CACHE;
+    use crate::test_support::{maildir, put};
+    use std::time::{Duration, SystemTime};
+
+    fn age_dirs(root: &std::path::Path) {
+        let old = SystemTime::now() - Duration::from_secs(100);
+        for dir in ["new", "cur"] {
+            let f = std::fs::File::open(root.join(dir)).expect("open dir");
+            f.set_modified(old).expect("set mtime");
+        }
+    }
+
+    #[test]
+    fn a_quiet_maildrop_is_listed_from_the_cache_until_it_changes() {
+        let (_dir, md) = maildir();
+        put(&md, "cur/1.a.host:2,S", b"a\n", 100);
+        put(&md, "new/2.b.host", b"bb\n", 101);
+        // Just changed: not cached (a change in the same clock tick could hide).
+        md.scan().expect("scan");
+        assert!(!md.root().join(LISTING_CACHE).exists());
+        age_dirs(md.root());
+        let first = md.scan().expect("scan");
+        let cache = md.root().join(LISTING_CACHE);
+        let text = std::fs::read_to_string(&cache).expect("cache written");
+        // Prove the next scan reads the cache: doctor a size in it.
+        std::fs::write(
+            &cache,
+            text.replace("\t4\tnew/2.b.host", "\t77\tnew/2.b.host"),
+        )
+        .unwrap();
+        let second = md.scan().expect("scan");
+        assert_eq!(first[1].size, 4);
+        assert_eq!(second[1].size, 77);
+        assert_eq!(second[1].uidl, first[1].uidl);
+        // A delivery changes new/: the cache no longer applies.
+        put(&md, "new/3.c.host", b"c\n", 102);
+        let third = md.scan().expect("scan");
+        assert_eq!(third.len(), 3);
+        assert_eq!(third[1].size, 4);
+        // A cached path must stay inside new/ or cur/.
+        age_dirs(md.root());
+        md.scan().expect("scan");
+        let text = std::fs::read_to_string(&cache).expect("cache");
+        std::fs::write(&cache, text.replace("cur/1.a.host", "cur/../../etc/passwd")).unwrap();
+        assert_eq!(md.scan().expect("scan").len(), 3);
+        assert!(
+            md.scan()
+                .expect("scan")
+                .iter()
+                .all(|e| e.path.starts_with(md.root()))
+        );
     }
 }
