@@ -58,10 +58,10 @@ impl Connection {
         top_lines: Option<u64>,
         stream: &mut S,
     ) -> std::io::Result<()> {
-        let file = match &self.maildrop {
+        let opened = match &self.maildrop {
             Some(maildrop) => {
                 let (maildir, entry) = (maildrop.maildir.clone(), maildrop.entries[index].clone());
-                tokio::task::spawn_blocking(move || maildir.open_message(&entry))
+                tokio::task::spawn_blocking(move || open(&maildir, &entry))
                     .await
                     .ok()
                     .and_then(|r| {
@@ -71,27 +71,32 @@ impl Connection {
             }
             None => None,
         };
-        let Some(file) = file else {
+        let Some(opened) = opened else {
             self.session
                 .message_opened(index, top_lines, false, &mut self.out);
             return Ok(());
         };
         self.session
             .message_opened(index, top_lines, true, &mut self.out);
-        let mut file = tokio::fs::File::from_std(file);
         let mut stuffer = match top_lines {
             Some(n) => DotStuffer::top(n),
             None => DotStuffer::retr(),
         };
-        let mut chunk = vec![0u8; CHUNK];
-        while !stuffer.is_done() {
-            let n = file.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            stuffer.encode(&chunk[..n], &mut self.out);
-            if self.out.len() >= CHUNK {
-                self.write_out(stream).await?;
+        match opened {
+            Opened::Whole(bytes) => stuffer.encode(&bytes, &mut self.out),
+            Opened::Stream(file) => {
+                let mut file = tokio::fs::File::from_std(file);
+                let mut chunk = vec![0u8; CHUNK];
+                while !stuffer.is_done() {
+                    let n = file.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    stuffer.encode(&chunk[..n], &mut self.out);
+                    if self.out.len() >= CHUNK {
+                        self.write_out(stream).await?;
+                    }
+                }
             }
         }
         stuffer.finish(&mut self.out);
@@ -104,6 +109,14 @@ impl Connection {
             return Ok(());
         };
         if delete.is_empty() {
+            // Freeing a 100,000-message listing takes tens of milliseconds: do it
+            // off the executor and answer QUIT at once. The lock is released now, so
+            // the next session of this user never sees [IN-USE] for it.
+            let OpenMaildrop {
+                entries, _guard, ..
+            } = maildrop;
+            drop(_guard);
+            tokio::task::spawn_blocking(move || drop(entries));
             return Ok(());
         }
         let user = self.user.clone();
@@ -133,6 +146,27 @@ impl Connection {
             }
         }
     }
+}
+
+/// Messages up to this size are read whole in the task that opens them: one hop to a
+/// blocking thread per message instead of one per read. Larger ones stream in chunks.
+const READ_WHOLE: u64 = 128 * 1024;
+
+/// An opened message.
+enum Opened {
+    Whole(Vec<u8>),
+    Stream(std::fs::File),
+}
+
+/// Opens a message (on a blocking thread), reading it at once when it is small.
+fn open(maildir: &Maildir, entry: &MessageEntry) -> Result<Opened, StoreError> {
+    let mut file = maildir.open_message(entry)?;
+    if entry.size > READ_WHOLE {
+        return Ok(Opened::Stream(file));
+    }
+    let mut bytes = Vec::with_capacity(entry.size as usize);
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(Opened::Whole(bytes))
 }
 
 /// Store errors an administrator must fix are `[SYS/PERM]`; the rest may pass.
