@@ -109,6 +109,12 @@ def test_external_offered_only_with_a_certificate(server, pki):
         c.read_greeting()
         sasl = [line for line in c.capa() if line.startswith("SASL ")]
         assert sasl and sasl[0].split()[1] == "EXTERNAL", sasl
+        # Malformed exchanges: bad base64, an authzid that is not UTF-8, an abort.
+        assert c.cmd("AUTH EXTERNAL !!!").startswith("-ERR invalid base64")
+        assert c.cmd("AUTH EXTERNAL /w==").startswith("-ERR malformed SASL response")
+        c.send("AUTH EXTERNAL\r\n")
+        assert c.readline() == "+ "
+        assert c.cmd("*").startswith("-ERR authentication cancelled")
         assert c.cmd("AUTH EXTERNAL =").startswith("+OK")
         assert c.stat() == (0, 0)
         c.quit()

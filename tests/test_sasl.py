@@ -263,3 +263,13 @@ def test_apop_refused_before_tls_and_without_secret(server):
         assert c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb") == "-ERR [AUTH] invalid user name or password"
         assert c.cmd("APOP nobody c4c9334bac560ecc979e58001b3e22fb") == "-ERR [AUTH] invalid user name or password"
         assert c.cmd("APOP alice nothex").startswith("-ERR invalid argument")
+
+
+def test_plain_can_be_disabled(server):
+    srv = server(sasl={"mechanisms": ["SCRAM-SHA-256", "LOGIN"]})
+    with srv.tls() as c:
+        mechs = sasl_mechs(c.capa())
+        assert "PLAIN" not in mechs and "LOGIN" in mechs, mechs
+        assert c.cmd("AUTH PLAIN " + b64("\0alice\0" + DEFAULT_PASSWORD)).startswith("-ERR unsupported")
+        assert scram_sign_in(c, "alice", DEFAULT_PASSWORD).startswith("+OK")
+        c.quit()
