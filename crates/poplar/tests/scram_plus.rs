@@ -555,10 +555,8 @@ const CREDS_PLUS: Creds = Creds {
 // Tests
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn scram_sha256_plus_with_tls_exporter_signs_in() {
-    let server = Server::start();
-    let mut pop = Pop3::implicit_tls(&server, TLS13).await;
+/// A full SCRAM-SHA-256-PLUS sign-in with the connection's real exporter data.
+async fn plus_signs_in(mut pop: Pop3) {
     assert_eq!(pop.tls().protocol_version(), Some(ProtocolVersion::TLSv1_3));
 
     let sasl = pop.sasl_line().await;
@@ -573,20 +571,15 @@ async fn scram_sha256_plus_with_tls_exporter_signs_in() {
 }
 
 #[tokio::test]
+async fn scram_sha256_plus_with_tls_exporter_signs_in() {
+    let server = Server::start();
+    plus_signs_in(Pop3::implicit_tls(&server, TLS13).await).await;
+}
+
+#[tokio::test]
 async fn scram_sha256_plus_after_stls_signs_in() {
     let server = Server::start();
-    let mut pop = Pop3::stls(&server, TLS13).await;
-    assert_eq!(pop.tls().protocol_version(), Some(ProtocolVersion::TLSv1_3));
-
-    let sasl = pop.sasl_line().await;
-    assert_eq!(sasl, "SASL SCRAM-SHA-256-PLUS SCRAM-SHA-256 PLAIN LOGIN");
-
-    let exporter = pop.exporter();
-    let ex = authenticate(&mut pop, sasl_session(&sasl, CREDS_PLUS, Some(exporter))).await;
-    assert_eq!(ex.mechanism, "SCRAM-SHA-256-PLUS");
-    assert_eq!(ex.gs2_header, "p=tls-exporter,,", "\n{}", pop.dump());
-    assert_signed_in(&pop, &ex);
-    pop.expect_stat_empty_and_quit().await;
+    plus_signs_in(Pop3::stls(&server, TLS13).await).await;
 }
 
 #[tokio::test]
