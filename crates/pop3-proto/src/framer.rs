@@ -124,6 +124,10 @@ impl LineFramer {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            // After a long AUTH line, give the memory back while the session idles.
+            if self.buf.capacity() > 16 * 1024 {
+                self.buf.shrink_to(1024);
+            }
         } else if self.start > 64 * 1024 {
             self.buf.drain(..self.start);
             self.start = 0;

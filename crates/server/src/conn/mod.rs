@@ -24,6 +24,10 @@ use crate::{Dir, ListenerKind};
 /// Responses are flushed when this much is waiting, and messages are read in chunks
 /// of this size, so a session's buffers stay bounded whatever the message size.
 const CHUNK: usize = 64 * 1024;
+/// Bytes read from the client at a time.
+const READ_BUFFER: usize = 4 * 1024;
+/// Output buffer capacity kept while a session waits for its next command.
+const IDLE_OUT_CAPACITY: usize = 4 * 1024;
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -181,7 +185,9 @@ impl Connection {
         &mut self,
         stream: &mut S,
     ) -> std::io::Result<Leg> {
-        let mut buf = vec![0u8; 16 * 1024];
+        // Commands are short: a small read buffer keeps idle sessions cheap (long AUTH
+        // lines just take several reads).
+        let mut buf = vec![0u8; READ_BUFFER];
         loop {
             while let Some(frame) = self.framer.next_frame(self.session.expects_sasl_response()) {
                 let action = match frame {
@@ -204,6 +210,11 @@ impl Connection {
                 }
             }
             self.flush(stream).await?;
+            // A RETR may have grown the output buffer to a few hundred KiB; an idle
+            // session should not keep that.
+            if self.out.capacity() > IDLE_OUT_CAPACITY {
+                self.out = Vec::with_capacity(IDLE_OUT_CAPACITY);
+            }
 
             let limits = &self.shared.config.limits;
             let idle = Duration::from_secs(if self.session.in_transaction() {
