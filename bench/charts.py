@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""The comparison table and SVG charts from bench/compare.sh's JSON lines (stdlib only).
+
+    charts.py table FILE.jsonl [RUN_ID]        # markdown table (default: the last run)
+    charts.py svg   FILE.jsonl [RUN_ID] OUTDIR # sign-ins/s vs concurrency, UIDL time vs
+                                               # maildrop size, memory vs idle sessions
+
+Labels are RUN_ID/CONFIG/SERVER/TAG (CONFIG: equal, defaults; SERVER: poplar, dovecot).
+"""
+import json
+import math
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+
+def load(path, run=None):
+    recs = [json.loads(l) for l in open(path) if l.strip()]
+    recs = [r for r in recs if str(r.get("label", "")).startswith("cmp")]
+    if run is None:
+        run = recs[-1]["label"].split("/")[0]
+    by = defaultdict(list)
+    machine = {}
+    for r in recs:
+        parts = r["label"].split("/")
+        if parts[0] != run:
+            continue
+        if parts[1] == "machine":
+            machine = r
+        elif len(parts) == 4:
+            by[tuple(parts[1:])].append(r)
+    return run, by, machine
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def field(by, cfg, server, tag, key, runs=None):
+    rs = by.get((cfg, server, tag), [])
+    if runs is not None:
+        rs = [r for r in rs if r.get("run") in runs]
+    return med([r.get(key) for r in rs])
+
+
+def fmt(x, unit=""):
+    if x is None:
+        return "-"
+    if abs(x) >= 100:
+        s = f"{x:,.0f}"
+    elif abs(x) >= 10:
+        s = f"{x:.1f}"
+    else:
+        s = f"{x:.2f}"
+    return s + unit
+
+
+def table(path, run=None):
+    run, by, m = load(path, run)
+    a2 = max(filter(None, (m.get("argon2id_64m_t2_2proc_per_s"), m.get("argon2id_64m_t2_2proc_per_s_libsodium"))), default=None)
+    aes = m.get("aes_256_gcm_MBps")
+    rows = []
+
+    def row(name, p, d, target, met, unit=""):
+        ratio = f"{p / d:.2f}x" if p and d else "-"
+        rows.append((name, fmt(p, unit), fmt(d, unit), ratio, target, met))
+
+    yn = lambda b: "-" if b is None else ("yes" if b else "**no**")
+    cfgs = [c for c in ("equal", "defaults") if any(k[0] == c for k in by)]
+    names = {"equal": "argon2id 64 MiB/t=2 both", "defaults": "own defaults"}
+    for cfg in cfgs:
+        n = names[cfg]
+        p, d = field(by, cfg, "poplar", "login-c8", "logins_per_s"), field(by, cfg, "dovecot", "login-c8", "logins_per_s")
+        if cfg == "equal" and a2:
+            row(f"TLS sign-ins/s, 8 clients ({n})", p, d,
+                f">= 80% of 2-thread argon2id rate {a2:.1f}/s = {0.8 * a2:.1f}/s", yn(p is not None and p >= 0.8 * a2), "/s")
+        else:
+            row(f"TLS sign-ins/s, 8 clients ({n})", p, d, "-", "-", "/s")
+        p, d = field(by, cfg, "poplar", "login-c8", "server_cpu_ms_per_login"), field(by, cfg, "dovecot", "login-c8", "server_cpu_ms_per_login")
+        row(f"  server CPU per sign-in ({n})", p, d, "-", "-", " ms")
+        p, d = field(by, cfg, "poplar", "retr-big", "MB_per_s"), field(by, cfg, "dovecot", "retr-big", "MB_per_s")
+        ok = None if p is None or d is None or aes is None else (p >= 5 * d and p >= 0.4 * aes)
+        row(f"RETR 1 x 50 MB, TLS, MB/s ({n})", p, d,
+            f">= 5x Dovecot and >= 40% of AES-256-GCM 1 core ({aes and 0.4 * aes:.0f} MB/s)" if aes else ">= 5x", yn(ok))
+        p, d = field(by, cfg, "poplar", "retr-small-pipe", "MB_per_s"), field(by, cfg, "dovecot", "retr-small-pipe", "MB_per_s")
+        row(f"RETR 1,000 x 20 KiB pipelined, TLS, MB/s ({n})", p, d, ">= 3x",
+            yn(None if not (p and d) else p >= 3 * d))
+        dw = field(by, cfg, "dovecot", "scale-bulk", "total_ms", runs={2, 3})
+        p, d = field(by, cfg, "poplar", "scale-bulk", "total_ms", runs={1}), field(by, cfg, "dovecot", "scale-bulk", "total_ms", runs={1})
+        row(f"100k msgs: sign-in+STAT+UIDL+QUIT, first open ({n})", p, d,
+            f"<= Dovecot warm ({fmt(dw, ' ms')})", yn(None if not (p and dw) else p <= dw), " ms")
+        p = field(by, cfg, "poplar", "scale-bulk", "total_ms", runs={2, 3})
+        row(f"100k msgs: same, warm ({n})", p, dw, "<= 0.5x", yn(None if not (p and dw) else p <= 0.5 * dw), " ms")
+        if (cfg, "poplar", "idle") in by or (cfg, "dovecot", "idle") in by:
+            rp = by.get((cfg, "poplar", "idle"), [{}])[-1]
+            rd = by.get((cfg, "dovecot", "idle"), [{}])[-1]
+            p, d = rp.get("pss_kib_per_session"), rd.get("pss_kib_per_session")
+            s = rp.get("sessions_alive") or rd.get("sessions_alive")
+            row(f"idle TLS session, PSS per session at {s} sessions ({n})", p, d,
+                "<= 64 KiB at 5,000 (run here: 1,000)", yn(None if p is None else p <= 64) + " (at 1,000)", " KiB")
+            p2, d2 = rp.get("pss_kib_per_session_second_half"), rd.get("pss_kib_per_session_second_half")
+            row(f"  same, second half only ({n})", p2, d2, "-", "-", " KiB")
+        for reason in ("wrong-password", "unknown-user", "malformed-plain"):
+            rp = by.get((cfg, "poplar", "failures"), [{}])[-1].get("reasons", {}).get(reason, {})
+            rd = by.get((cfg, "dovecot", "failures"), [{}])[-1].get("reasons", {}).get(reason, {})
+            if rp or rd:
+                row(f"failed sign-in ({reason}), reply p50 ({n})", rp.get("p50_ms"), rd.get("p50_ms"), "-", "-", " ms")
+        for srv in ("poplar", "dovecot"):
+            pass
+    rows.append(("TLS sign-ins/s with a fast-verified credential", "not measured", "-", "-",
+                 ">= 1,000/s", "not measured (app passwords not landed)"))
+    rows.append(("server RSS growth during a 100 MB RETR", "not measured", "-", "-", "< 16 MB",
+                 "not measured (no 100 MB message in the presets)"))
+    out = [f"Run `{run}`: {m.get('nproc')} cores ({m.get('cpu')}), load {m.get('loadavg1', 0):.2f} at start; "
+           f"AES-128-GCM {m.get('aes_128_gcm_MBps')} MB/s, AES-256-GCM {aes} MB/s (openssl speed, 16 KiB, one core); "
+           f"argon2id m=64 MiB,t=2,p=1, 1 / 2 processes: argon2-cffi {m.get('argon2id_64m_t2_1proc_per_s')} / {m.get('argon2id_64m_t2_2proc_per_s')} /s, "
+           f"libsodium {m.get('argon2id_64m_t2_1proc_per_s_libsodium')} / {m.get('argon2id_64m_t2_2proc_per_s_libsodium')} /s (the faster is the target's base). "
+           "Ratio = Poplar / Dovecot (for times, lower is better).",
+           "",
+           "| scenario | Poplar | Dovecot | ratio | target | met? |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    fp = by.get(("defaults", "poplar", "failures"), [{}])[-1]
+    fd = by.get(("defaults", "dovecot", "failures"), [{}])[-1]
+    if fp or fd:
+        out.append("")
+        out.append(f"Failed sign-ins: p50 gap wrong password vs unknown user: Poplar "
+                   f"{fp.get('p50_gap_wrong_vs_unknown_ms')} ms, Dovecot {fd.get('p50_gap_wrong_vs_unknown_ms')} ms; "
+                   f"counts per reason {fp.get('count_per_reason')} / {fd.get('count_per_reason')}; "
+                   f"replies Poplar {sorted({t for v in fp.get('reasons', {}).values() for t in v.get('replies', {})})}, "
+                   f"Dovecot {sorted({t for v in fd.get('reasons', {}).values() for t in v.get('replies', {})})}.")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ SVG
+COLORS = {"poplar": "#1f77b4", "dovecot": "#d62728"}
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def chart(title, xlabel, ylabel, series, logx=False, logy=False, hlines=(), xticks=None):
+    """series: [(name, color, dash, [(x, y), ...])]; returns SVG text."""
+    W, H, L, R, T, B = 640, 400, 70, 190, 40, 50
+    pts = [p for _, _, _, s in series for p in s if p[1] is not None and p[1] > 0]
+    xs = [p[0] for p in pts] + list(xticks or [])
+    ys = [p[1] for p in pts] + [h[0] for h in hlines]
+    tx = (lambda v: math.log10(v)) if logx else (lambda v: v)
+    ty = (lambda v: math.log10(v)) if logy else (lambda v: v)
+    x0, x1 = tx(min(xs)), tx(max(xs))
+    if logy:
+        y0, y1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+    else:
+        y0, y1 = 0, max(ys) * 1.1
+    if x1 == x0:
+        x1 = x0 + 1
+    if y1 == y0:
+        y1 = y0 + 1
+    sx = lambda v: L + (tx(v) - x0) / (x1 - x0) * (W - L - R)
+    sy = lambda v: H - B - (ty(v) - y0) / (y1 - y0) * (H - T - B)
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+         'font-family="sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{W / 2 - R / 2 + L / 2}" y="22" text-anchor="middle" font-size="15">{esc(title)}</text>',
+         f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
+         f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>']
+    # y ticks
+    if logy:
+        yt = [10 ** e for e in range(y0, y1 + 1)]
+    else:
+        step = 10 ** math.floor(math.log10(y1 / 5)) if y1 > 0 else 1
+        for mult in (1, 2, 5, 10):
+            if y1 / (step * mult) <= 6:
+                step *= mult
+                break
+        yt = [i * step for i in range(int(y1 / step) + 1)]
+    for v in yt:
+        y = sy(v)
+        o.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#ddd"/>')
+        o.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt(v)}</text>')
+    for v in (xticks or sorted(set(p[0] for p in pts))):
+        x = sx(v)
+        o.append(f'<line x1="{x:.1f}" y1="{H - B}" x2="{x:.1f}" y2="{H - B + 5}" stroke="black"/>')
+        o.append(f'<text x="{x:.1f}" y="{H - B + 18}" text-anchor="middle">{v:,}</text>')
+    o.append(f'<text x="{L + (W - L - R) / 2}" y="{H - 12}" text-anchor="middle">{esc(xlabel)}</text>')
+    o.append(f'<text x="16" y="{T + (H - T - B) / 2}" text-anchor="middle" '
+             f'transform="rotate(-90 16 {T + (H - T - B) / 2})">{esc(ylabel)}</text>')
+    ly = T + 10
+    for v, name, color in hlines:
+        y = sy(v)
+        o.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="{color}" stroke-dasharray="2,4"/>')
+        o.append(f'<line x1="{W - R + 10}" y1="{ly}" x2="{W - R + 30}" y2="{ly}" stroke="{color}" stroke-dasharray="2,4"/>')
+        o.append(f'<text x="{W - R + 35}" y="{ly + 4}">{esc(name)}</text>')
+        ly += 18
+    for name, color, dash, s in series:
+        s = [(x, y) for x, y in s if y is not None and y > 0]
+        if not s:
+            continue
+        d = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
+        da = f' stroke-dasharray="{dash}"' if dash else ""
+        o.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2"{da}/>')
+        for x, y in s:
+            o.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"><title>{esc(name)}: {x:,} -&gt; {fmt(y)}</title></circle>')
+        o.append(f'<line x1="{W - R + 10}" y1="{ly}" x2="{W - R + 30}" y2="{ly}" stroke="{color}" stroke-width="2"{da}/>')
+        o.append(f'<text x="{W - R + 35}" y="{ly + 4}">{esc(name)}</text>')
+        ly += 18
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
+def svgs(path, run, outdir):
+    run, by, m = load(path, run)
+    a2 = max(filter(None, (m.get("argon2id_64m_t2_2proc_per_s"), m.get("argon2id_64m_t2_2proc_per_s_libsodium"))), default=None)
+    written = []
+    # 1. sign-ins/s vs concurrency
+    series = []
+    for cfg, dash, cname in (("equal", "", "argon2id 64M"), ("defaults", "6,3", "defaults")):
+        for srv in ("poplar", "dovecot"):
+            s = [(c, field(by, cfg, srv, f"login-c{c}", "logins_per_s")) for c in (1, 4, 8, 16)]
+            if any(y for _, y in s):
+                series.append((f"{srv.capitalize()}, {cname}", COLORS[srv], dash, s))
+    hl = [(a2, f"argon2id 2 procs {a2:.1f}/s", "#2ca02c")] if a2 else []
+    written.append(("signins-vs-concurrency.svg", chart(
+        "TLS sign-ins/s (USER/PASS + STAT + QUIT)", "concurrent clients", "sign-ins/s (log)",
+        series, logy=True, hlines=hl, xticks=[1, 4, 8, 16])))
+    # 2. UIDL time vs maildrop size (warm runs, defaults config)
+    series = []
+    for srv in ("poplar", "dovecot"):
+        for key, dash, nm in (("uidl_ms", "", "UIDL"), ("total_ms", "6,3", "sign-in..QUIT")):
+            s = []
+            for tag, n in (("scale-alice", 10), ("scale-small", 1000), ("scale-bulk", 100000)):
+                s.append((n, field(by, "defaults", srv, tag, key, runs={2, 3})))
+            series.append((f"{srv.capitalize()} {nm}", COLORS[srv], dash, s))
+    written.append(("uidl-vs-maildrop-size.svg", chart(
+        "UIDL time vs. maildrop size (warm, TLS)", "messages in the maildrop", "ms (log)",
+        series, logx=True, logy=True, xticks=[10, 1000, 100000])))
+    # 3. memory vs idle sessions: PSS growth over the baseline
+    series = []
+    for srv in ("poplar", "dovecot"):
+        pts = {}
+        for tag in ("idle-200", "idle"):
+            for r in by.get(("defaults", srv, tag), [])[-1:]:
+                base = r["before"]["pss_kib"]
+                pts[r["sessions_mid"]] = (r["mid"]["pss_kib"] - base) / 1024
+                pts[r["sessions_alive"]] = (r["after"]["pss_kib"] - base) / 1024
+        if pts:
+            series.append((srv.capitalize(), COLORS[srv], "", sorted(pts.items())))
+    written.append(("memory-vs-idle-sessions.svg", chart(
+        "Server PSS growth with idle signed-in TLS sessions", "idle sessions", "MiB over baseline (log)",
+        series, logy=True, xticks=[100, 200, 500, 1000])))
+    os.makedirs(outdir, exist_ok=True)
+    for name, text in written:
+        with open(os.path.join(outdir, name), "w") as f:
+            f.write(text)
+        print("wrote", os.path.join(outdir, name))
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    if len(a) >= 2 and a[0] == "table":
+        print(table(a[1], a[2] if len(a) > 2 else None))
+    elif len(a) >= 3 and a[0] == "svg":
+        run, outdir = (a[2], a[3]) if len(a) > 3 else (None, a[2])
+        svgs(a[1], run, outdir)
+    else:
+        sys.exit(__doc__)

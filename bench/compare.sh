@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Poplar and the Dovecot peer, back to back, on identical maildrops (populate.py), in
+# two configurations, and ONE table of both with ratios and issue 3's targets.
+#
+#   bench/compare.sh                       # everything (about 6-8 min on 2 cores)
+#   CONFIGS=equal bench/compare.sh         # only the equal-hash-cost configuration
+#   bench/charts.py table bench/results/DATE-compare.jsonl   # the table again
+#
+# Configurations:
+#   equal     argon2id m=64 MiB, t=2, p=1 on both. Dovecot: PEER_SCHEME=ARGON2ID
+#             (start.sh's doveadm hashes use m=65536,t=2,p=1). Poplar: run-poplar.sh
+#             with ARGON2_MEMORY_KIB=65536 ARGON2_ITERATIONS=2 (the users' hashes AND
+#             [auth] argon2_* in the server's config; Poplar's p is 1), failure_delay_ms=0.
+#   defaults  each server's own defaults. Dovecot: PEER_SCHEME=CRYPT, the scheme
+#             `doveadm pw` picks by default in 2.3 (bcrypt, $2y$05), auth_failure_delay
+#             2 s. Poplar: argon2id 19 MiB/t=2, failure_delay_ms=1000.
+# Both: implicit TLS (TLS 1.3) on loopback, no auth cache, the same poplar-bench client.
+#
+# Scenarios (per configuration and server): login c=8 (plus c=1,4,16 for the chart),
+# RETR 1 x 50 MB, RETR 1,000 x 20 KiB pipelined, scale on bulk (100,000 msgs: first
+# open with the server's index/caches deleted, then warm); in "defaults" also scale on
+# alice (10) and small (1,000), idle sessions (200 and $SESSIONS, each on a fresh
+# Poplar), and failed sign-ins. Machine limits measured in the same run: openssl speed
+# AES-128/256-GCM (one core) and argon2id m=64 MiB,t=2 hashes/s with 2 processes.
+#
+# Knobs: DUR=6 (login seconds)  SWEEP_DUR=5  RUNS=2 (RETR repeats)  SESSIONS=1000
+#        CONFIGS="equal defaults"  OUT=bench/results/<date>-compare.jsonl
+#        DOVECOT_FAIL_COUNT=8  POPLAR_FAIL_COUNT=30 (per reason)
+# Every command runs under `timeout`; every loop is bounded. Servers are stopped by PID
+# (run-poplar.sh's trap) and by /work/shared/dovecot/stop.sh.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+SHARED=${SHARED:-/work/shared}
+TOOL=${TOOL:-$REPO/target/release/poplar-bench}
+export POPLAR_BIN=${POPLAR_BIN:-$REPO/target/release/poplar}
+DUR=${DUR:-6}; SWEEP_DUR=${SWEEP_DUR:-5}; RUNS=${RUNS:-2}; SESSIONS=${SESSIONS:-1000}
+CONFIGS=${CONFIGS:-equal defaults}
+DOVECOT_FAIL_COUNT=${DOVECOT_FAIL_COUNT:-8}; POPLAR_FAIL_COUNT=${POPLAR_FAIL_COUNT:-30}
+PW=bench-Secret-0
+PEER=${PEER:-/tmp/dovecot-peer}
+
+# ------------------------------------------------------------------ inner: one server
+# Called as `compare.sh __run SERVER CFG SECTIONS...` (for Poplar under run-poplar.sh).
+if [ "${1:-}" = __run ]; then
+  SERVER=$2; CFG=$3; shift 3; SECTIONS=" $* "
+  on() { [[ "$SECTIONS" == *" $1 "* ]]; }
+  if [ "$SERVER" = poplar ]; then
+    PORT=$POPLAR_PORT; TLS_PORT=$POPLAR_TLS_PORT; CA=$POPLAR_CA; PID=$POPLAR_PID
+    LOGIN_USER=(--user 'u{i}' --users "$IDLE_USERS" --password "$PW")
+    FAIL_USER=(--user alice --password "$PW"); FAIL_COUNT=$POPLAR_FAIL_COUNT
+    MAIL=$POPLAR_BENCH_DIR/mail
+    first_open() { rm -f "$MAIL"/bulk/Maildir/poplar-listing "$MAIL"/bulk/Maildir/poplar-sizes; }
+  else
+    PORT=21110; TLS_PORT=21995; CA=$PEER/tls/cert.pem; PID=$(cat "$PEER/run/master.pid")
+    # Dovecot does not lock a maildrop per session: one user serves every session.
+    LOGIN_USER=(--user alice --password alice-Secret-1)
+    FAIL_USER=(--user alice --password alice-Secret-1); FAIL_COUNT=$DOVECOT_FAIL_COUNT
+    first_open() { rm -f "$PEER"/mail/bulk/Maildir/dovecot* "$PEER"/mail/bulk/Maildir/*/dovecot* 2>/dev/null; }
+  fi
+  COMMON=(--port "$PORT" --tls-port "$TLS_PORT" --cafile "$CA" --server-pid "$PID" --json "$OUT")
+  B() { local tag=$1; shift; timeout 300 "$TOOL" "${COMMON[@]}" --label "$RUN_ID/$CFG/$SERVER/$tag" "$@"; }
+  echo "--- $SERVER ($CFG): pid $PID, sections:$SECTIONS"
+  if on idle200; then B idle-200 --user 'u{i}' --users 200 --password "$PW" idle --sessions 200 --open-concurrency 16 --settle 3 --warmup 16; fi
+  if on idle; then
+    if [ "$SERVER" = poplar ]; then U=(--user 'u{i}' --users "$SESSIONS" --password "$PW"); else U=("${LOGIN_USER[@]}"); fi
+    B idle "${U[@]}" idle --sessions "$SESSIONS" --open-concurrency 16 --settle 3 --warmup 16
+  fi
+  if on idle200d; then B idle-200 "${LOGIN_USER[@]}" idle --sessions 200 --open-concurrency 16 --settle 3 --warmup 16; fi
+  if on login; then
+    B login-c8 "${LOGIN_USER[@]}" login --concurrency 8 --duration "$DUR" --max-logins 20000
+    for c in 1 4 16; do B "login-c$c" "${LOGIN_USER[@]}" login --concurrency $c --duration "$SWEEP_DUR" --max-logins 20000; done
+  fi
+  if on retr; then
+    for r in $(seq "$RUNS"); do
+      B retr-big --user big --password "$PW" retr
+      B retr-small-pipe --user small --password "$PW" retr --pipeline
+    done
+  fi
+  if on scale; then
+    first_open
+    B scale-bulk --user bulk --password "$PW" scale --repeat 3
+  fi
+  if on scale-sizes; then
+    B scale-alice --user alice --password "$( [ "$SERVER" = poplar ] && echo "$PW" || echo alice-Secret-1)" scale --repeat 3
+    B scale-small --user small --password "$PW" scale --repeat 3
+  fi
+  if on failures; then B failures "${FAIL_USER[@]}" failures --concurrency 8 --count "$FAIL_COUNT"; fi
+  exit 0
+fi
+
+# ------------------------------------------------------------------ outer
+[ -x "$TOOL" ] || { echo "no $TOOL: cargo build --release -p poplar-bench"; exit 2; }
+[ -x "$POPLAR_BIN" ] || { echo "no $POPLAR_BIN: cargo build --release -p poplar"; exit 2; }
+mkdir -p "$HERE/results"
+export OUT=${OUT:-$HERE/results/$(date +%F)-compare.jsonl}
+export RUN_ID=${RUN_ID:-cmp$(date +%Y%m%dT%H%M%S)}
+export TOOL SESSIONS DUR SWEEP_DUR RUNS PW PEER DOVECOT_FAIL_COUNT POPLAR_FAIL_COUNT
+SELF=$HERE/compare.sh
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+trap 'bash "$SHARED/dovecot/stop.sh" >/dev/null 2>&1 || true' EXIT
+echo "=== compare: run $RUN_ID, configs: $CONFIGS, raw JSON -> $OUT"
+
+# ---- machine limits (same run, same background load)
+python3 - "$OUT" "$RUN_ID" <<'EOF'
+import json, multiprocessing as mp, os, re, subprocess, sys, time
+out, run = sys.argv[1], sys.argv[2]
+rec = {"bench": "machine", "label": f"{run}/machine", "ts": time.time(),
+       "nproc": os.cpu_count(), "loadavg1": os.getloadavg()[0]}
+for alg in ("aes-128-gcm", "aes-256-gcm"):
+    o = subprocess.run(["timeout", "30", "openssl", "speed", "-evp", alg, "-seconds", "2", "-bytes", "16384"],
+                       capture_output=True, text=True).stdout
+    m = re.search(r"^%s\s+([\d.]+)k" % alg.upper(), o, re.M)
+    rec[alg.replace("-", "_") + "_MBps"] = round(float(m.group(1)) / 1000, 1) if m else None
+def worker(q, secs):
+    from argon2.low_level import hash_secret_raw, Type
+    n, end = 0, time.time() + secs
+    while time.time() < end:
+        hash_secret_raw(b"bench-Secret-0", os.urandom(16), time_cost=2, memory_cost=65536,
+                        parallelism=1, hash_len=32, type=Type.ID)
+        n += 1
+    q.put(n)
+try:
+    import argon2  # noqa
+    for threads in (1, 2):
+        q, secs = mp.Queue(), 5.0
+        t0 = time.time()
+        ps = [mp.Process(target=worker, args=(q, secs)) for _ in range(threads)]
+        [p.start() for p in ps]; [p.join(60) for p in ps]
+        rec[f"argon2id_64m_t2_{threads}proc_per_s"] = round(sum(q.get() for _ in ps) / (time.time() - t0), 2)
+except ImportError:
+    rec["argon2id_note"] = "argon2-cffi not installed (pip install argon2-cffi)"
+# The same with libsodium (Dovecot's argon2; AVX2 code), through ctypes: the faster of
+# the two implementations is the machine's rate the sign-in target is measured against.
+def sodium(q, secs):
+    import ctypes
+    s = ctypes.CDLL("libsodium.so.23"); s.sodium_init()
+    buf, pw, n, end = ctypes.create_string_buffer(32), b"bench-Secret-0", 0, time.time() + secs
+    while time.time() < end:
+        assert s.crypto_pwhash(buf, ctypes.c_ulonglong(32), pw, ctypes.c_ulonglong(len(pw)), os.urandom(16),
+                               ctypes.c_ulonglong(2), ctypes.c_size_t(64 << 20), ctypes.c_int(2)) == 0  # ARGON2ID13
+        n += 1
+    q.put(n)
+try:
+    import ctypes; ctypes.CDLL("libsodium.so.23")
+    for threads in (1, 2):
+        q, secs = mp.Queue(), 5.0
+        t0 = time.time()
+        ps = [mp.Process(target=sodium, args=(q, secs)) for _ in range(threads)]
+        [p.start() for p in ps]; [p.join(60) for p in ps]
+        rec[f"argon2id_64m_t2_{threads}proc_per_s_libsodium"] = round(sum(q.get() for _ in ps) / (time.time() - t0), 2)
+except OSError:
+    rec["libsodium_note"] = "libsodium.so.23 not found"
+rec["cpu"] = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+rec["mem_kib"] = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")))
+open(out, "a").write(json.dumps(rec) + "\n")
+print("machine:", {k: v for k, v in rec.items() if k not in ("label", "bench", "ts")})
+EOF
+
+for CFG in $CONFIGS; do
+  case "$CFG" in
+    equal)    SCHEME=ARGON2ID; PENV=(ARGON2_MEMORY_KIB=65536 ARGON2_ITERATIONS=2 IDLE_USERS=100 FAILURE_DELAY_MS=0)
+              SEC="login retr scale"; PSEC=(); DSEC="login retr scale" ;;
+    defaults) SCHEME=CRYPT;    PENV=(IDLE_USERS=$SESSIONS FAILURE_DELAY_MS=1000)
+              SEC="idle login retr scale scale-sizes failures"; DSEC="idle200d idle login retr scale scale-sizes failures" ;;
+    none) continue ;;   # CONFIGS=none: machine limits only (RUN_ID=... to add them to a run)
+    *) echo "unknown config $CFG"; continue ;;
+  esac
+  # The 64 MiB users live in their own BENCH_DIR; share the default one's maildrops.
+  if [ "$CFG" = equal ] && [ ! -e /tmp/poplar-bench-m65536/mail ] && [ -d /tmp/poplar-bench/mail ]; then
+    mkdir -p /tmp/poplar-bench-m65536 && ln -s /tmp/poplar-bench/mail /tmp/poplar-bench-m65536/mail
+  fi
+  echo "=== [$CFG] Dovecot, PEER_SCHEME=$SCHEME"
+  PEER_SCHEME=$SCHEME timeout 300 bash "$SHARED/dovecot/start.sh" | tail -2
+  timeout 1200 "$SELF" __run dovecot "$CFG" $DSEC
+  bash "$SHARED/dovecot/stop.sh" >/dev/null 2>&1
+  echo "=== [$CFG] Poplar ${PENV[*]}"
+  if [ "$CFG" = defaults ]; then   # idle on fresh servers: the allocator keeps what earlier sections grew
+    env "${PENV[@]}" timeout 600 "$HERE/run-poplar.sh" "$SELF" __run poplar "$CFG" idle200 | grep -v '^  \|^point\|^poplar:'
+  fi
+  env "${PENV[@]}" timeout 1200 "$HERE/run-poplar.sh" "$SELF" __run poplar "$CFG" $SEC | grep -v '^  \|^point\|^poplar:'
+done
+
+bash "$SHARED/dovecot/stop.sh" >/dev/null 2>&1 || true
+echo
+python3 "$HERE/charts.py" table "$OUT" "$RUN_ID" | tee "$HERE/results/$(date +%F)-compare-table.md"
+python3 "$HERE/charts.py" svg "$OUT" "$RUN_ID" "$HERE/results"
