@@ -103,7 +103,9 @@ impl Maildir {
         let overrides = load_overrides(&self.root)?;
         let started = std::time::SystemTime::now();
         let times = DirTimes::read(&self.root);
-        let mut found = match listing::load(&self.root, times) {
+        let cached = listing::load(&self.root, times);
+        let from_cache = cached.is_some();
+        let mut found: Vec<Found> = match cached {
             Some(cached) => cached
                 .into_iter()
                 .map(|c| {
@@ -118,24 +120,22 @@ impl Maildir {
                     }
                 })
                 .collect(),
-            None => {
-                let found = self.scan_files()?;
-                // Cache only a listing the directories still match after the scan.
-                if DirTimes::read(&self.root) == times {
-                    let files: Vec<CachedFile> = found
-                        .iter()
-                        .map(|f| CachedFile {
-                            mtime: f.mtime,
-                            size: f.size,
-                            path: f.path.clone(),
-                        })
-                        .collect();
-                    listing::save(&self.root, times, started, &files);
-                }
-                found
-            }
+            None => self.scan_files()?,
         };
+        // Saved in this order, a cached listing comes back already sorted.
         found.sort_by(|a, b| (a.mtime, &a.unique, &a.path).cmp(&(b.mtime, &b.unique, &b.path)));
+        // Cache only a listing the directories still match after the scan.
+        if !from_cache && DirTimes::read(&self.root) == times {
+            let files: Vec<CachedFile> = found
+                .iter()
+                .map(|f| CachedFile {
+                    mtime: f.mtime,
+                    size: f.size,
+                    path: f.path.clone(),
+                })
+                .collect();
+            listing::save(&self.root, times, started, &files);
+        }
         let mut uidls = UidlAssigner::new(overrides);
         Ok(found
             .into_iter()

@@ -5,7 +5,7 @@ use maildir::{Maildir, MessageEntry, StoreError};
 use pop3_proto::{DotStuffer, MessageMeta, OpenFailure};
 use tokio::io::{AsyncReadExt as _, AsyncWrite};
 
-use super::{CHUNK, Connection, OpenMaildrop};
+use super::{Connection, OpenMaildrop};
 
 impl Connection {
     pub(super) async fn open_maildrop(&mut self) -> Result<Vec<MessageMeta>, OpenFailure> {
@@ -86,14 +86,14 @@ impl Connection {
             Opened::Whole(bytes) => stuffer.encode(&bytes, &mut self.out),
             Opened::Stream(file) => {
                 let mut file = tokio::fs::File::from_std(file);
-                let mut chunk = vec![0u8; CHUNK];
+                let mut chunk = vec![0u8; MESSAGE_CHUNK];
                 while !stuffer.is_done() {
                     let n = file.read(&mut chunk).await?;
                     if n == 0 {
                         break;
                     }
                     stuffer.encode(&chunk[..n], &mut self.out);
-                    if self.out.len() >= CHUNK {
+                    if self.out.len() >= MESSAGE_CHUNK {
                         self.write_out(stream).await?;
                     }
                 }
@@ -147,6 +147,10 @@ impl Connection {
         }
     }
 }
+
+/// Large messages are read and written in chunks of this size: few blocking hops and
+/// write calls per megabyte, and still a bounded buffer per session.
+const MESSAGE_CHUNK: usize = 256 * 1024;
 
 /// Messages up to this size are read whole in the task that opens them: one hop to a
 /// blocking thread per message instead of one per read. Larger ones stream in chunks.
