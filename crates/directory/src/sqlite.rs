@@ -62,7 +62,25 @@ impl SqliteDirectory {
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        // Two processes opening a new database at once (two `poplar user add`, a server
+        // and the CLI) would both create the tables; an exclusive lock on a file beside
+        // the database makes the second wait and then find the migrations applied.
+        let lock_path = path.with_extension("db.lock");
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| DirectoryError::Unavailable(format!("migration lock: {e}")))?
+        .map_err(|e| DirectoryError::Unavailable(format!("migration lock: {e}")))?;
+        let migrated = MIGRATOR.run(&pool).await;
+        drop(lock);
+        migrated?;
         Ok(SqliteDirectory { pool })
     }
 
@@ -244,6 +262,18 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, DirectoryError::Unavailable(_)), "{err:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_opens_both_succeed() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("poplar.db");
+            let (a, b) = tokio::join!(SqliteDirectory::open(&path), SqliteDirectory::open(&path));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            a.add_user(&sample_user("alice")).await.unwrap();
+            assert!(b.find_user("alice").await.unwrap().is_some());
+        }
     }
 
     #[tokio::test]
