@@ -120,14 +120,17 @@ def worker(q, secs):
                         parallelism=1, hash_len=32, type=Type.ID)
         n += 1
     q.put(n)
-try:
-    import argon2  # noqa
+def rate(target, suffix):
+    """Hashes per second with 1 and with 2 processes running `target`."""
     for threads in (1, 2):
         q, secs = mp.Queue(), 5.0
         t0 = time.time()
-        ps = [mp.Process(target=worker, args=(q, secs)) for _ in range(threads)]
+        ps = [mp.Process(target=target, args=(q, secs)) for _ in range(threads)]
         [p.start() for p in ps]; [p.join(60) for p in ps]
-        rec[f"argon2id_64m_t2_{threads}proc_per_s"] = round(sum(q.get() for _ in ps) / (time.time() - t0), 2)
+        rec[f"argon2id_64m_t2_{threads}proc_per_s{suffix}"] = round(sum(q.get() for _ in ps) / (time.time() - t0), 2)
+try:
+    import argon2  # noqa
+    rate(worker, "")
 except ImportError:
     rec["argon2id_note"] = "argon2-cffi not installed (pip install argon2-cffi)"
 # The same with libsodium (Dovecot's argon2; AVX2 code), through ctypes: the faster of
@@ -143,12 +146,7 @@ def sodium(q, secs):
     q.put(n)
 try:
     import ctypes; ctypes.CDLL("libsodium.so.23")
-    for threads in (1, 2):
-        q, secs = mp.Queue(), 5.0
-        t0 = time.time()
-        ps = [mp.Process(target=sodium, args=(q, secs)) for _ in range(threads)]
-        [p.start() for p in ps]; [p.join(60) for p in ps]
-        rec[f"argon2id_64m_t2_{threads}proc_per_s_libsodium"] = round(sum(q.get() for _ in ps) / (time.time() - t0), 2)
+    rate(sodium, "_libsodium")
 except OSError:
     rec["libsodium_note"] = "libsodium.so.23 not found"
 rec["cpu"] = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
