@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::Maildir;
-use crate::size::crlf_size_of;
 
 /// Deliveries by this process: the `Q` part of a name. A process-wide counter is what
 /// the Maildir naming scheme asks for, so two deliveries in one microsecond differ.
@@ -50,7 +49,7 @@ impl Maildir {
         let final_path = self.root.join("new").join(format!(
             "{name},S={},W={}",
             message.len(),
-            crlf_size_of(message)
+            pop3_proto::crlf_size(message)
         ));
         if let Err(e) = written.and_then(|()| fs::rename(&tmp, &final_path)) {
             let _ = fs::remove_file(&tmp);

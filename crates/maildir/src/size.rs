@@ -21,16 +21,10 @@ pub(crate) fn crlf_size(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<u6
     }
 }
 
-/// The POP3 size of a message held in memory.
-pub(crate) fn crlf_size_of(message: &[u8]) -> u64 {
-    let mut buf = [0u8; 1024];
-    // Reading from a slice cannot fail.
-    crlf_size(&mut &message[..], &mut buf).unwrap_or(message.len() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pop3_proto::crlf_size as crlf_size_of;
 
     fn size_with_chunk(data: &[u8], chunk: usize) -> u64 {
         let mut buf = vec![0u8; chunk];
