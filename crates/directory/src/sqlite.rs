@@ -52,19 +52,12 @@ impl SqliteDirectory {
     /// exist. WAL journal, busy timeout 5 s, foreign keys on.
     pub async fn open(path: &Path) -> Result<Self, DirectoryError> {
         create_private_file(path)?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
-            .await?;
         // Two processes opening a new database at once (two `poplar user add`, a server
-        // and the CLI) would both create the tables; an exclusive lock on a file beside
-        // the database makes the second wait and then find the migrations applied.
+        // and the CLI) would both switch it to WAL and both create the tables; SQLite
+        // answers one of them "database is locked" at once for the journal-mode switch,
+        // without waiting out the busy timeout. An exclusive lock on a file beside the
+        // database, held from the first connection to the end of the migrations, makes
+        // the second wait and then find the file in WAL mode and the migrations applied.
         let lock_path = path.with_extension("db.lock");
         let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             let file = std::fs::OpenOptions::new()
@@ -78,6 +71,16 @@ impl SqliteDirectory {
         .await
         .map_err(|e| DirectoryError::Unavailable(format!("migration lock: {e}")))?
         .map_err(|e| DirectoryError::Unavailable(format!("migration lock: {e}")))?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
         let migrated = MIGRATOR.run(&pool).await;
         drop(lock);
         migrated?;
