@@ -201,10 +201,10 @@ async fn smart_lockout_keeps_familiar_networks_in() {
         f.try_pw("alice", "right password", "192.0.2.99").await,
         None
     );
-    // That success cleared the account's count: the lock is lifted everywhere.
+    // Those successes do not lift the lock for unfamiliar networks.
     assert_eq!(
         f.try_pw("alice", "right password", "203.0.50.7").await,
-        None
+        Some(Reason::Locked)
     );
 
     // Locks survive a restart: a new authenticator over the same database.

@@ -163,8 +163,9 @@ pub trait Directory: Send + Sync + 'static {
         failure: &FailureRecord<'_>,
     ) -> impl Future<Output = Result<FailureCounts, DirectoryError>> + Send;
 
-    /// A successful sign-in: forgets the (user, source) failures and the account's
-    /// unfamiliar-network failures, and marks the network familiar as of `now`.
+    /// A successful sign-in: forgets the (user, source) failures and marks the network
+    /// familiar as of `now`. The account's unfamiliar-network failures stay: a user
+    /// polling from home must not keep resetting the lock an attacker elsewhere earns.
     fn record_success(
         &self,
         user: &str,

@@ -339,7 +339,7 @@ async fn success_forgets_failures_and_remembers_the_network<D: Directory>(dir: &
         .unwrap();
     let state = dir.guard_state(&query("carol", src, 20_200)).await.unwrap();
     assert_eq!(state.failures, 0);
-    assert_eq!(state.account_failures, 0);
+    assert_eq!(state.account_failures, 2, "the account's count is kept");
     assert_eq!(state.network_last_success, Some(20_100));
     assert_eq!(state.last_success, Some(20_100));
     // Other sources keep their counts; other networks are not familiar.

@@ -2,8 +2,9 @@
 //! LOGIN-DELAY, decided here and remembered in the directory.
 //!
 //! Every sign-in goes through [`Guard::admit`] before its credential is checked and
-//! [`Guard::settle`] after. An attempt refused by `admit` spends no hash and records
-//! nothing; the server answers it with the same `-ERR [AUTH]`, after the same delay, as
+//! [`Guard::settle`] after. An attempt refused by `admit` spends no hash and extends
+//! no wait or lock (an attempt on a locked account still counts toward its source's
+//! ban); the server answers it with the same `-ERR [AUTH]`, after the same delay, as
 //! any other failure, so a guess made during a lock reveals nothing.
 
 mod clock;
@@ -126,21 +127,30 @@ impl<D: Directory> Guard<D> {
                 tracing::warn!(error = %err, "defence state lookup failed");
                 AuthFailure::Unavailable
             })?;
-        if let Err(refusal) = self.policy.gate(&state, now) {
-            return Err(AuthFailure::Rejected(match refusal {
-                Refusal::Banned => Reason::Banned,
-                Refusal::Locked => Reason::Locked,
-                Refusal::Throttled => Reason::Throttled,
-            }));
-        }
-        Ok(Ticket {
+        let ticket = Ticket {
             user: user.to_owned(),
             ip,
             familiar: self.policy.still_familiar(state.network_last_success, now),
             source,
             network,
             state,
-        })
+        };
+        match self.policy.gate(&ticket.state, now) {
+            Ok(()) => Ok(ticket),
+            Err(Refusal::Banned) => Err(AuthFailure::Rejected(Reason::Banned)),
+            Err(Refusal::Throttled) => Err(AuthFailure::Rejected(Reason::Throttled)),
+            Err(Refusal::Locked) => {
+                // A sprayer meets accounts its own spray has locked: each still counts
+                // as a failure of this source (toward its ban), but not toward the
+                // account's lock, which it must not keep extending.
+                let counting = Ticket {
+                    familiar: true,
+                    ..ticket
+                };
+                self.record_failure(&counting, None, now).await;
+                Err(AuthFailure::Rejected(Reason::Locked))
+            }
+        }
     }
 
     /// A keyed hash of a wrong secret, to recognise a client retrying the same stale

@@ -162,10 +162,6 @@ impl SqliteDirectory {
             .bind(source)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM account_failures WHERE user = ?1")
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
             "INSERT INTO familiar_networks (user, network, first_success, last_success) \
              VALUES (?1, ?2, ?3, ?3) \
