@@ -554,16 +554,19 @@ class Server:
         return self.data_dir / "tls" / "cert.pem"
 
     # -- connections
-    def plain(self, greet: bool = True) -> Conn:
-        s = socket.create_connection(("127.0.0.1", self.pop3_port), timeout=IO_TIMEOUT)
+    def plain(self, greet: bool = True, source: str | None = None) -> Conn:
+        """`source`: connect from this loopback address (anything in 127.0.0.0/8)."""
+        s = socket.create_connection(("127.0.0.1", self.pop3_port), timeout=IO_TIMEOUT,
+                                     source_address=(source, 0) if source else None)
         c = Conn(s, cafile=self.cert, server=self)
         if greet:
             g = c.read_greeting()
             assert g.startswith("+OK"), f"bad greeting {g!r}"
         return c
 
-    def tls(self, greet: bool = True, hostname: str = "localhost") -> Conn:
-        s = socket.create_connection(("127.0.0.1", self.pop3s_port), timeout=IO_TIMEOUT)
+    def tls(self, greet: bool = True, hostname: str = "localhost", source: str | None = None) -> Conn:
+        s = socket.create_connection(("127.0.0.1", self.pop3s_port), timeout=IO_TIMEOUT,
+                                     source_address=(source, 0) if source else None)
         s = tls_context(self.cert).wrap_socket(s, server_hostname=hostname)
         c = Conn(s, cafile=self.cert, server=self)
         c.transcript.append("-- TLS established (pop3s)")

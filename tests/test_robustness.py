@@ -101,8 +101,20 @@ def test_no_fd_leak(server):
     srv = server()
     srv.deliver(b"Subject: x\n\ny\n")
 
+    def targets():
+        d = f"/proc/{srv.pid}/fd"
+        out = []
+        for f in os.listdir(d):
+            try:
+                out.append(os.readlink(f"{d}/{f}"))
+            except OSError:
+                pass
+        return out
+
     def fds():
-        return len(os.listdir(f"/proc/{srv.pid}/fd"))
+        # The directory's connection pool opens up to 4 SQLite connections (file and
+        # WAL each) as sign-ins need them: bounded, checked below, not counted here.
+        return sum(1 for t in targets() if "poplar.db" not in t)
 
     with srv.session() as c:  # warm up
         c.quit()
@@ -123,8 +135,8 @@ def test_no_fd_leak(server):
     deadline = time.monotonic() + 5
     while fds() > before + 3 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert fds() <= before + 3, f"file descriptors grew from {before} to {fds()}: " \
-        f"{sorted(os.readlink(f'/proc/{srv.pid}/fd/{f}') for f in os.listdir(f'/proc/{srv.pid}/fd'))}"
+    assert fds() <= before + 3, f"file descriptors grew from {before} to {fds()}: {sorted(targets())}"
+    assert sum(1 for t in targets() if "poplar.db" in t) <= 2 * 4 + 1, sorted(targets())
     with srv.session() as c:
         c.quit()
 
@@ -222,7 +234,10 @@ def test_no_user_enumeration_by_timing(server):
     """An unknown user must cost about as much as a wrong password (a dummy hash is verified).
 
     With argon2 at 16 MiB the hash dominates; we compare medians with a wide margin."""
-    srv = server(auth={"argon2_memory_kib": 16384, "argon2_iterations": 2})
+    # Throttling would refuse alice's repeated failures without a hash (and so faster);
+    # this test is about the hash, so it is kept out of the way.
+    srv = server(auth={"argon2_memory_kib": 16384, "argon2_iterations": 2},
+                 defence={"throttle_after": 100})
 
     def attempt(user):
         with srv.tls() as c:

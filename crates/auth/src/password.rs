@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::BadInput;
 
 /// Longest prepared password, in bytes of UTF-8.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub const MAX_PASSWORD_BYTES: usize = 4096;
 
 /// Longest raw password worth preparing; soft hyphens and the like may shrink a raw
 /// password, but work on absurd input is refused up front.

@@ -56,6 +56,16 @@ pub enum UserCommand {
         #[arg(long)]
         maildir_root: Option<PathBuf>,
     },
+    /// Stop a user from signing in (their mail and settings are kept).
+    Disable {
+        /// User name.
+        name: String,
+    },
+    /// Let a disabled user sign in again.
+    Enable {
+        /// User name.
+        name: String,
+    },
     /// Remove a user from the directory (their Maildir is left in place).
     Del {
         /// User name.
@@ -156,6 +166,8 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
         UserCommand::Import { file, maildir_root } => {
             import(&file, maildir_root, config, dir).await?;
         }
+        UserCommand::Disable { name } => set_enabled(&policy, &dir, &name, false).await?,
+        UserCommand::Enable { name } => set_enabled(&policy, &dir, &name, true).await?,
         UserCommand::Del { name } => {
             let canonical = policy
                 .canonical(&name)
@@ -210,6 +222,25 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             );
         }
     }
+    Ok(())
+}
+
+async fn set_enabled(
+    policy: &auth::UsernamePolicy,
+    dir: &Dir,
+    name: &str,
+    enabled: bool,
+) -> anyhow::Result<()> {
+    let canonical = policy
+        .canonical(name)
+        .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+    if !dir.set_enabled(&canonical, enabled).await? {
+        bail!("no such user: {canonical}");
+    }
+    eprintln!(
+        "{canonical} {}",
+        if enabled { "enabled" } else { "disabled" }
+    );
     Ok(())
 }
 
