@@ -114,11 +114,17 @@ mod tests {
         );
         assert_eq!(prep("a\0b"), Err(BadInput::Prohibited));
         assert_eq!(prep("tab\there"), Err(BadInput::Prohibited));
-        assert_eq!(prep(&"a".repeat(1024)).map(|p| p.len()), Ok(1024));
-        assert_eq!(prep(&"a".repeat(1025)), Err(BadInput::TooLong));
+        assert_eq!(
+            prep(&"a".repeat(MAX_PASSWORD_BYTES)).map(|p| p.len()),
+            Ok(MAX_PASSWORD_BYTES)
+        );
+        assert_eq!(
+            prep(&"a".repeat(MAX_PASSWORD_BYTES + 1)),
+            Err(BadInput::TooLong)
+        );
         assert_eq!(prep(&"a".repeat(100_000)), Err(BadInput::TooLong));
         // Raw length above the cap but short after mapping: still within limits.
-        let padded = format!("{}{}", "\u{00AD}".repeat(600), "secret");
+        let padded = format!("{}{}", "\u{00AD}".repeat(2400), "secret");
         assert_eq!(prep(&padded).unwrap(), "secret");
     }
 
