@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::{Connection, Shared};
+use crate::reload::Reloader;
 use crate::tls::TlsSetup;
 use crate::{Dir, authenticator};
 
@@ -41,6 +42,7 @@ pub struct Server {
     listeners: Vec<(ListenerKind, TcpListener)>,
     shared: Arc<Shared>,
     fingerprint: String,
+    reloader: Reloader,
 }
 
 impl Server {
@@ -49,6 +51,7 @@ impl Server {
         let TlsSetup {
             config: tls_config,
             fingerprint,
+            store,
             ..
         } = crate::tls::load(&config)?;
         let mut listeners = Vec::new();
@@ -81,6 +84,7 @@ impl Server {
             listeners,
             shared,
             fingerprint,
+            reloader: Reloader::new(store),
         })
     }
 
@@ -92,15 +96,25 @@ impl Server {
             .collect()
     }
 
-    /// SHA-256 fingerprint of the served certificate.
+    /// SHA-256 fingerprint of the default certificate served at start.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// A handle that reloads certificates (on SIGHUP, say) while the server runs.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then lets open sessions finish for the
     /// grace period. A session in UPDATE always completes its deletions.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
+        let check_secs = self.shared.config.tls.reload_check_secs;
+        if check_secs > 0 {
+            let every = Duration::from_secs(check_secs);
+            tokio::spawn(self.reloader.watch_files(every, shutdown.clone()));
+        }
         for (kind, listener) in self.listeners {
             let shared = self.shared.clone();
             let shutdown = shutdown.clone();
