@@ -115,7 +115,7 @@ def default_config(data_dir: Path) -> dict:
         "limits": {
             "idle_timeout_auth_secs": 60,
             "idle_timeout_transaction_secs": 600,
-            "max_command_line": 1024,
+            "max_command_line": 255,
             "max_auth_line": 16384,
             "max_bad_commands": 10,
             "max_connections": 1000,

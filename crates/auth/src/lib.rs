@@ -16,6 +16,7 @@
 
 pub mod apop;
 mod authenticator;
+pub mod defence;
 mod hasher;
 pub mod legacy;
 mod password;

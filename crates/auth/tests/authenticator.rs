@@ -7,6 +7,21 @@ use auth::{AdminError, Argon2Params, AuthFailure, Authenticator, Reason, Usernam
 use directory::{Directory, SqliteDirectory};
 
 /// Cheap parameters so the suite runs fast in debug builds.
+/// Every attempt in these tests comes from here.
+const IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+/// These tests are about credentials, not the defence (tests/defence.rs): nothing is
+/// throttled, locked or banned however often they fail.
+fn without_defence<D: Directory>(auth: Authenticator<D>) -> Authenticator<D> {
+    let policy = auth::defence::LockoutPolicy {
+        throttle_after: u32::MAX,
+        lockout_threshold: u32::MAX,
+        ban_accounts: 0,
+        ..Default::default()
+    };
+    auth.with_defence(policy, Arc::new(auth::defence::SystemClock), b"test key")
+}
+
 const SMALL: Argon2Params = Argon2Params {
     memory_kib: 1024,
     iterations: 1,
@@ -24,7 +39,7 @@ async fn fixture_with(policy: UsernamePolicy, params: Argon2Params, slots: usize
     let dir = SqliteDirectory::open(&tmp.path().join("poplar.db"))
         .await
         .unwrap();
-    let auth = Authenticator::new(Arc::new(dir), policy, params, slots).unwrap();
+    let auth = without_defence(Authenticator::new(Arc::new(dir), policy, params, slots).unwrap());
     Fixture { auth, _tmp: tmp }
 }
 
@@ -47,7 +62,7 @@ async fn success_returns_the_identity() {
     assert_eq!(name, "alice");
     let id = f
         .auth
-        .verify_password("alice", b"correct horse")
+        .verify_password("alice", b"correct horse", IP)
         .await
         .unwrap();
     assert_eq!(id.user, "alice");
@@ -63,7 +78,7 @@ async fn wrong_password_is_rejected() {
         .unwrap();
     for wrong in [&b"correct horsE"[..], b"correct", b"correct horse ", b"x"] {
         assert_eq!(
-            f.auth.verify_password("alice", wrong).await,
+            f.auth.verify_password("alice", wrong, IP).await,
             rejected(Reason::BadPassword)
         );
     }
@@ -73,7 +88,7 @@ async fn wrong_password_is_rejected() {
 async fn unknown_user_is_rejected() {
     let f = fixture().await;
     assert_eq!(
-        f.auth.verify_password("nobody", b"whatever").await,
+        f.auth.verify_password("nobody", b"whatever", IP).await,
         rejected(Reason::UnknownUser)
     );
 }
@@ -94,7 +109,7 @@ async fn bad_input_is_rejected() {
         ("alice", b"p\x07w"),
     ] {
         assert_eq!(
-            f.auth.verify_password(user, pass).await,
+            f.auth.verify_password(user, pass, IP).await,
             rejected(Reason::BadInput),
             "{user:?}"
         );
@@ -116,15 +131,15 @@ async fn disabled_user_is_rejected_only_after_the_password_check() {
             .unwrap()
     );
     assert_eq!(
-        f.auth.verify_password("alice", b"pw").await,
+        f.auth.verify_password("alice", b"pw", IP).await,
         rejected(Reason::Disabled)
     );
     assert_eq!(
-        f.auth.verify_password("alice", b"wrong").await,
+        f.auth.verify_password("alice", b"wrong", IP).await,
         rejected(Reason::BadPassword)
     );
     assert!(f.auth.directory().set_enabled("alice", true).await.unwrap());
-    assert!(f.auth.verify_password("alice", b"pw").await.is_ok());
+    assert!(f.auth.verify_password("alice", b"pw", IP).await.is_ok());
 }
 
 #[tokio::test]
@@ -141,7 +156,7 @@ async fn names_are_canonical_everywhere() {
         .unwrap();
     assert_eq!(name, "alice@example.org");
     for raw in ["alice", "ALICE", "Alice@Example.ORG", "alice@example.org"] {
-        let id = f.auth.verify_password(raw, b"pw").await.unwrap();
+        let id = f.auth.verify_password(raw, b"pw", IP).await.unwrap();
         assert_eq!(id.user, "alice@example.org", "{raw}");
     }
     assert_eq!(
@@ -149,12 +164,12 @@ async fn names_are_canonical_everywhere() {
         Err(AdminError::Exists)
     );
     assert_eq!(
-        f.auth.verify_password("alice@other.org", b"pw").await,
+        f.auth.verify_password("alice@other.org", b"pw", IP).await,
         rejected(Reason::UnknownUser)
     );
     // set_password accepts raw and canonical names alike.
     assert!(f.auth.set_password("Alice", b"new").await.unwrap());
-    assert!(f.auth.verify_password("alice", b"new").await.is_ok());
+    assert!(f.auth.verify_password("alice", b"new", IP).await.is_ok());
 }
 
 #[tokio::test]
@@ -180,13 +195,14 @@ async fn utf8_names_and_passwords() {
         .verify_password(
             "jo\u{0308}rg",
             "pa\u{0308}sswo\u{0308}rd with spaces".as_bytes(),
+            IP,
         )
         .await
         .unwrap();
     assert_eq!(id.user, "jörg");
     assert_eq!(
         f.auth
-            .verify_password("jörg", "passwörd with spaces".as_bytes())
+            .verify_password("jörg", "passwörd with spaces".as_bytes(), IP)
             .await,
         rejected(Reason::BadPassword)
     );
@@ -205,17 +221,22 @@ async fn passwords_are_saslprepped_the_same_way_on_every_path() {
         .await
         .unwrap();
     // ...verify with their SASLprep forms, and the other way round.
-    assert!(f.auth.verify_password("bob", b"top secret").await.is_ok());
+    assert!(
+        f.auth
+            .verify_password("bob", b"top secret", IP)
+            .await
+            .is_ok()
+    );
     assert!(
         f.auth
             .set_password("bob", "I\u{00AD}X".as_bytes())
             .await
             .unwrap()
     );
-    assert!(f.auth.verify_password("bob", b"IX").await.is_ok());
+    assert!(f.auth.verify_password("bob", b"IX", IP).await.is_ok());
     assert!(
         f.auth
-            .verify_password("bob", "\u{2168}".as_bytes())
+            .verify_password("bob", "\u{2168}".as_bytes(), IP)
             .await
             .is_ok()
     );
@@ -274,15 +295,15 @@ async fn stored_hash_is_argon2id_and_upgraded_when_parameters_change() {
         2,
     )
     .unwrap();
-    upgraded.verify_password("dave", b"pw").await.unwrap();
+    upgraded.verify_password("dave", b"pw", IP).await.unwrap();
     let new = f.auth.directory().find_user("dave").await.unwrap().unwrap();
     assert!(
         new.password_hash
             .starts_with("$argon2id$v=19$m=2048,t=2,p=1$")
     );
     // Both authenticators still accept the password.
-    assert!(upgraded.verify_password("dave", b"pw").await.is_ok());
-    assert!(f.auth.verify_password("dave", b"pw").await.is_ok());
+    assert!(upgraded.verify_password("dave", b"pw", IP).await.is_ok());
+    assert!(f.auth.verify_password("dave", b"pw", IP).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +323,7 @@ async fn many_concurrent_verifications_finish() {
                 2 => ("nobody", b"pw"),
                 _ => ("", b"pw"),
             };
-            (i % 4, auth.verify_password(user, pw).await)
+            (i % 4, auth.verify_password(user, pw, IP).await)
         });
     }
     let mut done = 0;
@@ -330,10 +351,10 @@ async fn cancelled_verifications_release_their_slot() {
     for _ in 0..5 {
         // Dropped at its first poll that is pending: the blocking task keeps the slot
         // until it ends, then gives it back.
-        let attempt = f.auth.verify_password("frank", b"pw");
+        let attempt = f.auth.verify_password("frank", b"pw", IP);
         let _ = tokio::time::timeout(std::time::Duration::from_micros(1), attempt).await;
     }
-    assert!(f.auth.verify_password("frank", b"pw").await.is_ok());
+    assert!(f.auth.verify_password("frank", b"pw", IP).await.is_ok());
 }
 
 #[tokio::test]
@@ -355,13 +376,13 @@ async fn default_parameters_work() {
             .password_hash
             .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
     );
-    assert!(f.auth.verify_password("grace", b"pw").await.is_ok());
+    assert!(f.auth.verify_password("grace", b"pw", IP).await.is_ok());
     assert_eq!(
-        f.auth.verify_password("grace", b"nope").await,
+        f.auth.verify_password("grace", b"nope", IP).await,
         rejected(Reason::BadPassword)
     );
     assert_eq!(
-        f.auth.verify_password("nobody", b"pw").await,
+        f.auth.verify_password("nobody", b"pw", IP).await,
         rejected(Reason::UnknownUser)
     );
 }

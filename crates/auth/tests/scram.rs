@@ -7,6 +7,21 @@ use auth::{Argon2Params, AuthFailure, Authenticator, Reason, UsernamePolicy};
 use directory::{Directory, SqliteDirectory, UserRecord};
 use sasl::ScramKeys;
 
+/// Every attempt in these tests comes from here.
+const IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+/// These tests are about credentials, not the defence (tests/defence.rs): nothing is
+/// throttled, locked or banned however often they fail.
+fn without_defence<D: Directory>(auth: Authenticator<D>) -> Authenticator<D> {
+    let policy = auth::defence::LockoutPolicy {
+        throttle_after: u32::MAX,
+        lockout_threshold: u32::MAX,
+        ban_accounts: 0,
+        ..Default::default()
+    };
+    auth.with_defence(policy, Arc::new(auth::defence::SystemClock), b"test key")
+}
+
 const SMALL: Argon2Params = Argon2Params {
     memory_kib: 1024,
     iterations: 1,
@@ -24,9 +39,11 @@ async fn fixture() -> (
             .await
             .unwrap(),
     );
-    let auth = Authenticator::new(dir.clone(), UsernamePolicy::default(), SMALL, 2)
-        .unwrap()
-        .with_scram(4096, b"server secret".to_vec());
+    let auth = without_defence(
+        Authenticator::new(dir.clone(), UsernamePolicy::default(), SMALL, 2)
+            .unwrap()
+            .with_scram(4096, b"server secret".to_vec()),
+    );
     (auth, dir, tmp)
 }
 
@@ -37,22 +54,22 @@ async fn keys_derive_from_the_prepared_password() {
     auth.add_user("alice", "I\u{00AD}X".as_bytes(), "/m".into())
         .await
         .unwrap();
-    let lookup = auth.scram_lookup("alice").await.unwrap();
+    let lookup = auth.scram_lookup("alice", IP).await.unwrap();
     let expected = ScramKeys::derive("IX", &lookup.keys.salt, 4096);
     assert_eq!(lookup.keys, expected);
-    let id = auth.scram_confirm(lookup, None, true).unwrap();
+    let id = auth.scram_confirm(lookup, None, true).await.unwrap();
     assert_eq!(id.user, "alice");
 }
 
 #[tokio::test]
 async fn unknown_users_get_stable_fake_keys_and_fail() {
     let (auth, _dir, _tmp) = fixture().await;
-    let a = auth.scram_lookup("ghost").await.unwrap();
-    let b = auth.scram_lookup("ghost").await.unwrap();
+    let a = auth.scram_lookup("ghost", IP).await.unwrap();
+    let b = auth.scram_lookup("ghost", IP).await.unwrap();
     assert_eq!(a.keys, b.keys);
     assert_eq!(a.keys.iterations, 4096);
     assert_eq!(
-        auth.scram_confirm(a, None, true),
+        auth.scram_confirm(a, None, true).await,
         Err(AuthFailure::Rejected(Reason::UnknownUser))
     );
 }
@@ -61,22 +78,22 @@ async fn unknown_users_get_stable_fake_keys_and_fail() {
 async fn confirm_checks_proof_account_and_authzid() {
     let (auth, dir, _tmp) = fixture().await;
     auth.add_user("bob", b"pw", "/m".into()).await.unwrap();
-    let lookup = auth.scram_lookup("bob").await.unwrap();
+    let lookup = auth.scram_lookup("bob", IP).await.unwrap();
     assert_eq!(
-        auth.scram_confirm(lookup, None, false),
+        auth.scram_confirm(lookup, None, false).await,
         Err(AuthFailure::Rejected(Reason::BadPassword))
     );
-    let lookup = auth.scram_lookup("bob").await.unwrap();
+    let lookup = auth.scram_lookup("bob", IP).await.unwrap();
     assert_eq!(
-        auth.scram_confirm(lookup, Some("carol"), true),
+        auth.scram_confirm(lookup, Some("carol"), true).await,
         Err(AuthFailure::Rejected(Reason::AuthzidMismatch))
     );
-    let lookup = auth.scram_lookup("bob").await.unwrap();
-    assert!(auth.scram_confirm(lookup, Some("bob"), true).is_ok());
+    let lookup = auth.scram_lookup("bob", IP).await.unwrap();
+    assert!(auth.scram_confirm(lookup, Some("bob"), true).await.is_ok());
     dir.set_enabled("bob", false).await.unwrap();
-    let lookup = auth.scram_lookup("bob").await.unwrap();
+    let lookup = auth.scram_lookup("bob", IP).await.unwrap();
     assert_eq!(
-        auth.scram_confirm(lookup, None, true),
+        auth.scram_confirm(lookup, None, true).await,
         Err(AuthFailure::Rejected(Reason::Disabled))
     );
 }
@@ -92,13 +109,13 @@ async fn accounts_without_keys_get_them_at_the_next_password_sign_in() {
     dir.set_credentials("carol", &record.password_hash, None)
         .await
         .unwrap();
-    let lookup = auth.scram_lookup("carol").await.unwrap();
+    let lookup = auth.scram_lookup("carol", IP).await.unwrap();
     assert_eq!(
-        auth.scram_confirm(lookup, None, true),
+        auth.scram_confirm(lookup, None, true).await,
         Err(AuthFailure::Rejected(Reason::BadPassword)),
         "no keys: SCRAM cannot succeed yet"
     );
-    auth.verify_password("carol", b"secret words")
+    auth.verify_password("carol", b"secret words", IP)
         .await
         .unwrap();
     let after = dir.find_user("carol").await.unwrap().unwrap();
@@ -119,5 +136,5 @@ async fn without_scram_no_keys_are_stored() {
     auth.add_user("dave", b"pw", "/m".into()).await.unwrap();
     let UserRecord { scram_sha256, .. } = dir.find_user("dave").await.unwrap().unwrap();
     assert_eq!(scram_sha256, None);
-    assert!(auth.scram_lookup("dave").await.is_err());
+    assert!(auth.scram_lookup("dave", IP).await.is_err());
 }

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod defence;
 mod sqlite;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod testing;
@@ -20,6 +21,10 @@ pub mod testing;
 use std::fmt;
 use std::future::Future;
 
+pub use defence::{
+    AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
+    LockoutState, Millis, SourceFailures,
+};
 pub use sqlite::SqliteDirectory;
 
 /// One user of the POP3 service, as the directory stores it.
@@ -37,6 +42,8 @@ pub struct UserRecord {
     pub scram_sha256: Option<String>,
     /// The user's APOP secret, encrypted at rest; `None` when APOP is off for them.
     pub apop_secret: Option<String>,
+    /// Networks the user may sign in from (comma-separated CIDRs); `None`: anywhere.
+    pub allowed_networks: Option<String>,
 }
 
 // A hand-written Debug so the password hash never reaches a log line: a hash is an
@@ -52,6 +59,11 @@ impl fmt::Debug for UserRecord {
                 "scram_sha256",
                 &self.scram_sha256.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "apop_secret",
+                &self.apop_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allowed_networks", &self.allowed_networks)
             .finish()
     }
 }
@@ -130,6 +142,79 @@ pub trait Directory: Send + Sync + 'static {
 
     /// All users, ordered by name (byte order of the canonical name).
     fn list_users(&self) -> impl Future<Output = Result<Vec<UserRecord>, DirectoryError>> + Send;
+
+    /// Sets or clears the networks a user may sign in from; `false` if no such user.
+    fn set_allowed_networks(
+        &self,
+        name: &str,
+        networks: Option<&str>,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// The defence state of one attempt, read before its credential is checked.
+    fn guard_state(
+        &self,
+        query: &GuardQuery<'_>,
+    ) -> impl Future<Output = Result<GuardState, DirectoryError>> + Send;
+
+    /// Counts one failure, atomically: a repeat of a recent wrong secret counts
+    /// nothing; counts older than `forget_before` start again.
+    fn record_failure(
+        &self,
+        failure: &FailureRecord<'_>,
+    ) -> impl Future<Output = Result<FailureCounts, DirectoryError>> + Send;
+
+    /// A successful sign-in: forgets the (user, source) failures and marks the network
+    /// familiar as of `now`. The account's unfamiliar-network failures stay: a user
+    /// polling from home must not keep resetting the lock an attacker elsewhere earns.
+    fn record_success(
+        &self,
+        user: &str,
+        source: &str,
+        network: &str,
+        now: Millis,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// Bans `source` until `until` (extending an existing ban, never shortening it).
+    fn ban_source(
+        &self,
+        source: &str,
+        now: Millis,
+        until: Millis,
+        accounts: u32,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// Until when `source` is banned, if it is at `now`.
+    fn source_ban(
+        &self,
+        source: &str,
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<Millis>, DirectoryError>> + Send;
+
+    /// Whether some user signed in from `network` since `since` (a shared NAT).
+    fn network_familiar_to_anyone(
+        &self,
+        network: &str,
+        since: Millis,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Failure counts seen since `since` and bans in force at `now`.
+    fn lockout_state(
+        &self,
+        now: Millis,
+        since: Millis,
+    ) -> impl Future<Output = Result<LockoutState, DirectoryError>> + Send;
+
+    /// Lifts locks, counts and bans; the number of rows removed.
+    fn clear_lockouts(
+        &self,
+        target: ClearTarget<'_>,
+    ) -> impl Future<Output = Result<u64, DirectoryError>> + Send;
+
+    /// Forgets failure counts last seen before `before` and bans over by then.
+    fn prune_defence(
+        &self,
+        before: Millis,
+    ) -> impl Future<Output = Result<u64, DirectoryError>> + Send;
 }
 
 #[cfg(test)]

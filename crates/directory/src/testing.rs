@@ -4,7 +4,9 @@
 //! SQLite today and PostgreSQL later are held to the same behaviour. Enabled in this
 //! crate's tests and, for other crates, by the `test-suite` feature.
 
-use crate::{Directory, DirectoryError, UserRecord};
+use crate::{
+    ClearTarget, Directory, DirectoryError, FailureRecord, GuardQuery, GuardState, UserRecord,
+};
 
 /// A user with a recognisable hash and Maildir derived from `name`, enabled.
 pub fn sample_user(name: &str) -> UserRecord {
@@ -15,6 +17,7 @@ pub fn sample_user(name: &str) -> UserRecord {
         maildir: format!("/var/mail/poplar/{name}/Maildir"),
         scram_sha256: None,
         apop_secret: None,
+        allowed_networks: None,
     }
 }
 
@@ -31,6 +34,11 @@ pub async fn conformance<D: Directory>(dir: &D) {
     set_enabled(dir).await;
     delete(dir).await;
     list_is_ordered_by_name(dir).await;
+    allowed_networks(dir).await;
+    failures_are_counted(dir).await;
+    success_forgets_failures_and_remembers_the_network(dir).await;
+    bans(dir).await;
+    lockouts_are_listed_cleared_and_pruned(dir).await;
 }
 
 async fn starts_empty<D: Directory>(dir: &D) {
@@ -172,4 +180,302 @@ async fn set_apop_secret<D: Directory>(dir: &D) {
         None
     );
     assert!(!dir.set_apop_secret("nobody", None).await.unwrap());
+}
+
+async fn allowed_networks<D: Directory>(dir: &D) {
+    assert_eq!(
+        dir.find_user("bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .allowed_networks,
+        None
+    );
+    assert!(
+        dir.set_allowed_networks("bob", Some("192.0.2.0/24,2001:db8::/32"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        dir.find_user("bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .allowed_networks
+            .as_deref(),
+        Some("192.0.2.0/24,2001:db8::/32")
+    );
+    assert!(dir.set_allowed_networks("bob", None).await.unwrap());
+    assert_eq!(
+        dir.find_user("bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .allowed_networks,
+        None
+    );
+    assert!(!dir.set_allowed_networks("nobody", None).await.unwrap());
+}
+
+fn query<'a>(user: &'a str, source: &'a str, now: i64) -> GuardQuery<'a> {
+    GuardQuery {
+        user,
+        source,
+        network: "198.51.100.0/24",
+        now,
+        forget_before: now - 1_000,
+    }
+}
+
+fn failure<'a>(
+    user: &'a str,
+    source: &'a str,
+    attempt: Option<&'a str>,
+    now: i64,
+) -> FailureRecord<'a> {
+    FailureRecord {
+        user,
+        source,
+        attempt,
+        unfamiliar: true,
+        now,
+        forget_before: now - 1_000,
+        remember: 2,
+        spray_since: now - 500,
+    }
+}
+
+async fn failures_are_counted<D: Directory>(dir: &D) {
+    let src = "198.51.100.7";
+    assert_eq!(
+        dir.guard_state(&query("carol", src, 10_000)).await.unwrap(),
+        GuardState::default()
+    );
+    let c = dir
+        .record_failure(&failure("carol", src, Some("h1"), 10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            c.repeated,
+            c.failures,
+            c.account_failures,
+            c.accounts_from_source
+        ),
+        (false, 1, 1, 1)
+    );
+    // The same wrong secret again counts nothing.
+    let c = dir
+        .record_failure(&failure("carol", src, Some("h1"), 10_100))
+        .await
+        .unwrap();
+    assert_eq!((c.repeated, c.failures, c.account_failures), (true, 1, 1));
+    // New secrets count; only the last `remember` (2) are kept.
+    dir.record_failure(&failure("carol", src, Some("h2"), 10_200))
+        .await
+        .unwrap();
+    dir.record_failure(&failure("carol", src, Some("h3"), 10_300))
+        .await
+        .unwrap();
+    let c = dir
+        .record_failure(&failure("carol", src, Some("h1"), 10_400))
+        .await
+        .unwrap();
+    assert_eq!((c.repeated, c.failures, c.account_failures), (false, 4, 4));
+    // Mechanisms without a comparable secret always count.
+    let c = dir
+        .record_failure(&failure("carol", src, None, 10_500))
+        .await
+        .unwrap();
+    assert_eq!(c.failures, 5);
+    // A failure from a familiar network counts for (user, source) but not the account.
+    let mut familiar = failure("carol", src, None, 10_600);
+    familiar.unfamiliar = false;
+    let c = dir.record_failure(&familiar).await.unwrap();
+    assert_eq!((c.failures, c.account_failures), (6, 5));
+    let state = dir.guard_state(&query("carol", src, 10_700)).await.unwrap();
+    assert_eq!((state.failures, state.last_failure), (6, Some(10_600)));
+    assert_eq!(
+        (state.account_failures, state.account_last_failure),
+        (5, Some(10_500))
+    );
+    // Other names failed from the same source count toward spraying, within the window.
+    dir.record_failure(&failure("nobody-1", src, None, 10_650))
+        .await
+        .unwrap();
+    let c = dir
+        .record_failure(&failure("nobody-2", src, None, 10_700))
+        .await
+        .unwrap();
+    assert_eq!(c.accounts_from_source, 3);
+    let c = dir
+        .record_failure(&failure("nobody-3", src, None, 11_180))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.accounts_from_source, 2,
+        "failures before spray_since are not counted"
+    );
+    // Counts last seen before forget_before start again from zero.
+    let state = dir.guard_state(&query("carol", src, 11_700)).await.unwrap();
+    assert_eq!((state.failures, state.account_failures), (0, 0));
+    let c = dir
+        .record_failure(&failure("carol", src, Some("h1"), 11_700))
+        .await
+        .unwrap();
+    assert_eq!((c.repeated, c.failures, c.account_failures), (false, 1, 1));
+}
+
+async fn success_forgets_failures_and_remembers_the_network<D: Directory>(dir: &D) {
+    let src = "198.51.100.8";
+    dir.record_failure(&failure("carol", src, None, 20_000))
+        .await
+        .unwrap();
+    dir.record_failure(&failure("carol", "203.0.113.9", None, 20_000))
+        .await
+        .unwrap();
+    dir.record_success("carol", src, "198.51.100.0/24", 20_100)
+        .await
+        .unwrap();
+    let state = dir.guard_state(&query("carol", src, 20_200)).await.unwrap();
+    assert_eq!(state.failures, 0);
+    assert_eq!(state.account_failures, 2, "the account's count is kept");
+    assert_eq!(state.network_last_success, Some(20_100));
+    assert_eq!(state.last_success, Some(20_100));
+    // Other sources keep their counts; other networks are not familiar.
+    let other = dir
+        .guard_state(&GuardQuery {
+            network: "203.0.113.0/24",
+            ..query("carol", "203.0.113.9", 20_200)
+        })
+        .await
+        .unwrap();
+    assert_eq!(other.failures, 1);
+    assert_eq!(other.network_last_success, None);
+    assert_eq!(other.last_success, Some(20_100));
+    // A later success moves the time on, an out-of-order earlier one does not.
+    dir.record_success("carol", src, "198.51.100.0/24", 20_500)
+        .await
+        .unwrap();
+    dir.record_success("carol", src, "198.51.100.0/24", 20_300)
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.guard_state(&query("carol", src, 20_600))
+            .await
+            .unwrap()
+            .network_last_success,
+        Some(20_500)
+    );
+    assert!(
+        dir.network_familiar_to_anyone("198.51.100.0/24", 20_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !dir.network_familiar_to_anyone("198.51.100.0/24", 20_501)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !dir.network_familiar_to_anyone("203.0.113.0/24", 0)
+            .await
+            .unwrap()
+    );
+    // Deleting the user forgets its networks.
+    dir.add_user(&sample_user("dave")).await.unwrap();
+    dir.record_success("dave", "192.0.2.1", "192.0.2.0/24", 20_000)
+        .await
+        .unwrap();
+    assert!(
+        dir.network_familiar_to_anyone("192.0.2.0/24", 0)
+            .await
+            .unwrap()
+    );
+    assert!(dir.delete_user("dave").await.unwrap());
+    assert!(
+        !dir.network_familiar_to_anyone("192.0.2.0/24", 0)
+            .await
+            .unwrap()
+    );
+}
+
+async fn bans<D: Directory>(dir: &D) {
+    let src = "203.0.113.50";
+    assert_eq!(dir.source_ban(src, 30_000).await.unwrap(), None);
+    dir.ban_source(src, 30_000, 31_000, 12).await.unwrap();
+    assert_eq!(dir.source_ban(src, 30_500).await.unwrap(), Some(31_000));
+    assert_eq!(dir.source_ban(src, 31_000).await.unwrap(), None);
+    // Extended, never shortened.
+    dir.ban_source(src, 30_100, 32_000, 3).await.unwrap();
+    dir.ban_source(src, 30_200, 31_500, 3).await.unwrap();
+    assert_eq!(dir.source_ban(src, 30_500).await.unwrap(), Some(32_000));
+    assert_eq!(
+        dir.guard_state(&query("carol", src, 30_500))
+            .await
+            .unwrap()
+            .source_banned_until,
+        Some(32_000)
+    );
+    let listed = dir.lockout_state(30_500, 0).await.unwrap();
+    let ban = listed.bans.iter().find(|b| b.source == src).unwrap();
+    assert_eq!(
+        (ban.banned_at, ban.banned_until, ban.accounts),
+        (30_000, 32_000, 12)
+    );
+}
+
+async fn lockouts_are_listed_cleared_and_pruned<D: Directory>(dir: &D) {
+    dir.record_failure(&failure("carol", "203.0.113.10", None, 30_400))
+        .await
+        .unwrap();
+    let state = dir.lockout_state(30_500, 0).await.unwrap();
+    assert!(
+        state
+            .sources
+            .iter()
+            .any(|s| s.user == "carol" && s.source == "203.0.113.9")
+    );
+    assert!(state.accounts.iter().any(|a| a.user == "carol"));
+    // Newest first.
+    let times: Vec<i64> = state.sources.iter().map(|s| s.last_failure).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+
+    assert!(
+        dir.clear_lockouts(ClearTarget::User("carol"))
+            .await
+            .unwrap()
+            > 0
+    );
+    let state = dir.lockout_state(30_500, 0).await.unwrap();
+    assert!(!state.sources.iter().any(|s| s.user == "carol"));
+    assert!(!state.accounts.iter().any(|a| a.user == "carol"));
+    assert!(state.sources.iter().any(|s| s.user == "nobody-3"));
+
+    assert!(
+        dir.clear_lockouts(ClearTarget::Source("203.0.113.50"))
+            .await
+            .unwrap()
+            > 0
+    );
+    assert_eq!(dir.source_ban("203.0.113.50", 30_500).await.unwrap(), None);
+
+    dir.ban_source("203.0.113.51", 40_000, 41_000, 10)
+        .await
+        .unwrap();
+    dir.record_failure(&failure("erin", "203.0.113.51", None, 40_000))
+        .await
+        .unwrap();
+    assert!(dir.prune_defence(39_000).await.unwrap() > 0);
+    let state = dir.lockout_state(40_000, 0).await.unwrap();
+    assert!(
+        state.sources.iter().all(|s| s.last_failure >= 39_000),
+        "{state:?}"
+    );
+    assert_eq!(state.bans.len(), 1);
+    dir.clear_lockouts(ClearTarget::All).await.unwrap();
+    assert_eq!(
+        dir.lockout_state(40_000, 0).await.unwrap(),
+        Default::default()
+    );
 }

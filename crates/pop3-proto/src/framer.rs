@@ -135,8 +135,13 @@ impl LineFramer {
     }
 }
 
+/// Lines that carry a credential get the larger cap: `AUTH` with an initial response,
+/// and `PASS`, whose passphrase may run to 64 characters and more (NIST SP 800-63B asks
+/// that long passphrases be allowed; in UTF-8 that outgrows 255 octets).
 fn starts_with_auth(line: &[u8]) -> bool {
-    line.len() >= 5 && line[..4].eq_ignore_ascii_case(b"AUTH") && line[4] == b' '
+    line.len() >= 5
+        && (line[..4].eq_ignore_ascii_case(b"AUTH") || line[..4].eq_ignore_ascii_case(b"PASS"))
+        && line[4] == b' '
 }
 
 #[cfg(test)]

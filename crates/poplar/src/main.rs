@@ -1,9 +1,10 @@
 //! `poplar`: the one binary. A thin shell over the server, auth, directory and maildir
-//! crates: `serve`, `user add|passwd|del|list`, `config check`.
+//! crates: `serve`, `user ...`, `lockout list|clear`, `import ...`, `config check`.
 #![forbid(unsafe_code)]
 
 mod demo;
 mod import;
+mod lockout;
 mod user;
 
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Show and lift sign-in locks, throttles and address bans.
+    #[command(subcommand)]
+    Lockout(lockout::LockoutCommand),
     /// Bring state over from a previous server.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -112,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { demo } => serve(config, demo).await,
         Command::User(cmd) => user::run(cmd, &config, open_directory(&config).await?).await,
+        Command::Lockout(cmd) => lockout::run(cmd, &config, open_directory(&config).await?).await,
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);

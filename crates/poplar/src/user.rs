@@ -63,6 +63,17 @@ pub enum UserCommand {
     },
     /// List users, one per line.
     List,
+    /// Show or set the networks a user may sign in from. Sign-ins from elsewhere fail
+    /// exactly like a wrong password.
+    Networks {
+        /// User name.
+        name: String,
+        /// CIDRs (or single addresses) to allow; none: show the current list.
+        networks: Vec<String>,
+        /// Allow every address again.
+        #[arg(long, conflicts_with = "networks")]
+        any: bool,
+    },
 }
 
 pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Result<()> {
@@ -158,6 +169,45 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             for user in dir.list_users().await? {
                 println!("{}", user.name);
             }
+        }
+        UserCommand::Networks {
+            name,
+            networks,
+            any,
+        } => {
+            let canonical = policy
+                .canonical(&name)
+                .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            if networks.is_empty() && !any {
+                let Some(user) = dir.find_user(&canonical).await? else {
+                    bail!("no such user: {canonical}");
+                };
+                match user.allowed_networks {
+                    Some(list) => println!("{list}"),
+                    None => println!("any"),
+                }
+                return Ok(());
+            }
+            let list = if any {
+                None
+            } else {
+                let parsed = networks
+                    .iter()
+                    .map(|n| auth::defence::parse_network(n).map(|n| n.to_string()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                Some(parsed.join(","))
+            };
+            if !dir
+                .set_allowed_networks(&canonical, list.as_deref())
+                .await?
+            {
+                bail!("no such user: {canonical}");
+            }
+            eprintln!(
+                "{canonical} may sign in from {}",
+                list.as_deref().unwrap_or("any address")
+            );
         }
     }
     Ok(())

@@ -35,6 +35,110 @@ pub struct Config {
     pub sasl: Sasl,
     /// APOP (RFC 1939 section 7), the legacy digest sign-in.
     pub apop: Apop,
+    /// Throttling, smart lockout, bans and LOGIN-DELAY.
+    pub defence: Defence,
+    /// Which addresses may connect at all.
+    pub access: Access,
+}
+
+/// The sign-in defence (see the auth crate's `LockoutPolicy`). Counts are kept in the
+/// directory, so a restart does not reset them; `poplar lockout list|clear` shows and
+/// lifts them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defence {
+    /// Failures per (user, address) answered without delay; IPv6 addresses are
+    /// grouped by /64.
+    pub throttle_after: u32,
+    /// Seconds the next attempt waits after the first failure beyond those; each
+    /// further failure doubles it.
+    pub throttle_base_secs: u64,
+    /// The longest wait, seconds.
+    pub throttle_max_secs: u64,
+    /// Recent wrong passwords remembered (as keyed hashes) per (user, address): a
+    /// client retrying the same stale password counts once.
+    pub remember_wrong_passwords: usize,
+    /// Failures from networks an account has not signed in from that lock it for
+    /// such networks (it stays open from familiar ones). At most 100 (NIST SP 800-63B).
+    pub lockout_threshold: u32,
+    /// Minutes such a lock lasts after the last failure.
+    pub lockout_minutes: u64,
+    /// Days a network (IPv4 /24, IPv6 /64) stays familiar after a successful sign-in.
+    pub familiar_days: u64,
+    /// Distinct accounts one address may fail on within `ban_window_minutes` before it
+    /// is banned; 0 disables bans.
+    pub ban_accounts: u32,
+    /// The window for `ban_accounts`, minutes.
+    pub ban_window_minutes: u64,
+    /// Minutes a ban lasts.
+    pub ban_minutes: u64,
+    /// Hours after which untouched failure counts are forgotten.
+    pub forget_after_hours: u64,
+    /// Minimum seconds between two successful sign-ins of one user (RFC 2449
+    /// LOGIN-DELAY, advertised in CAPA); 0 for none.
+    pub login_delay_secs: u32,
+}
+
+impl Default for Defence {
+    fn default() -> Self {
+        let p = auth::defence::LockoutPolicy::default();
+        let minutes = |d: std::time::Duration| d.as_secs() / 60;
+        Defence {
+            throttle_after: p.throttle_after,
+            throttle_base_secs: p.throttle_base.as_secs(),
+            throttle_max_secs: p.throttle_max.as_secs(),
+            remember_wrong_passwords: p.remember_wrong_secrets,
+            lockout_threshold: p.lockout_threshold,
+            lockout_minutes: minutes(p.lockout_for),
+            familiar_days: p.familiar_for.as_secs() / 86400,
+            ban_accounts: p.ban_accounts,
+            ban_window_minutes: minutes(p.ban_window),
+            ban_minutes: minutes(p.ban_for),
+            forget_after_hours: p.forget_after.as_secs() / 3600,
+            login_delay_secs: 0,
+        }
+    }
+}
+
+impl Defence {
+    /// The policy these settings describe.
+    pub fn policy(&self) -> auth::defence::LockoutPolicy {
+        use std::time::Duration;
+        auth::defence::LockoutPolicy {
+            throttle_after: self.throttle_after,
+            throttle_base: Duration::from_secs(self.throttle_base_secs),
+            throttle_max: Duration::from_secs(self.throttle_max_secs),
+            remember_wrong_secrets: self.remember_wrong_passwords,
+            lockout_threshold: self.lockout_threshold,
+            lockout_for: Duration::from_secs(self.lockout_minutes.saturating_mul(60)),
+            familiar_for: Duration::from_secs(self.familiar_days.saturating_mul(86400)),
+            ban_accounts: self.ban_accounts,
+            ban_window: Duration::from_secs(self.ban_window_minutes.saturating_mul(60)),
+            ban_for: Duration::from_secs(self.ban_minutes.saturating_mul(60)),
+            forget_after: Duration::from_secs(self.forget_after_hours.saturating_mul(3600)),
+            login_delay: Duration::from_secs(u64::from(self.login_delay_secs)),
+        }
+    }
+}
+
+/// Addresses allowed to connect, checked before the greeting. Refused connections get
+/// one `-ERR [SYS/PERM]` line on the plain port and are closed at once on the TLS port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Access {
+    /// When not empty, only these networks may connect.
+    pub allow: Vec<IpNet>,
+    /// These networks may never connect (checked first).
+    pub deny: Vec<IpNet>,
+}
+
+impl Access {
+    /// Whether `peer` may connect.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        !self.deny.iter().any(|n| n.contains(&peer))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&peer)))
+    }
 }
 
 /// Listening sockets.
@@ -143,14 +247,24 @@ pub struct Limits {
     pub idle_timeout_auth_secs: u64,
     /// Idle time allowed after sign-in, seconds (RFC 1939 asks for at least 600).
     pub idle_timeout_transaction_secs: u64,
-    /// Longest ordinary command line, CRLF included (RFC 2449 says 255 suffice).
+    /// Longest ordinary command line, CRLF included (RFC 2449 section 4 limits clients
+    /// to 255 octets).
     pub max_command_line: usize,
-    /// Longest AUTH line or SASL continuation line (OAuth tokens run to several KB).
+    /// Longest AUTH or PASS line, or SASL continuation line (OAuth tokens run to
+    /// several KB; passphrases may be long).
     pub max_auth_line: usize,
     /// Syntax errors tolerated per connection before it is closed.
     pub max_bad_commands: u32,
     /// Connections served at once; more are refused with `-ERR [SYS/TEMP]`.
     pub max_connections: usize,
+    /// Connections served at once from one address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// Commands one session may send before it is closed.
+    pub max_commands: u64,
+    /// Seconds a client has to finish a line it has started (against slowloris).
+    pub line_timeout_secs: u64,
+    /// Seconds from the greeting to a successful sign-in.
+    pub auth_timeout_secs: u64,
     /// Seconds that open sessions get to finish after SIGTERM before they are cut
     /// (an UPDATE in progress always completes).
     pub shutdown_grace_secs: u64,
@@ -226,6 +340,8 @@ impl Default for Config {
             store: Store::default(),
             sasl: Sasl::default(),
             apop: Apop::default(),
+            defence: Defence::default(),
+            access: Access::default(),
         }
     }
 }
@@ -259,10 +375,14 @@ impl Default for Limits {
         Self {
             idle_timeout_auth_secs: 60,
             idle_timeout_transaction_secs: 600,
-            max_command_line: 1024,
+            max_command_line: 255,
             max_auth_line: 16384,
             max_bad_commands: 10,
             max_connections: 1000,
+            max_connections_per_address: 50,
+            max_commands: 1_000_000,
+            line_timeout_secs: 30,
+            auth_timeout_secs: 300,
             shutdown_grace_secs: 10,
         }
     }
@@ -345,6 +465,23 @@ impl Config {
         if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
             return bad("auth.argon2_memory_kib must be at least 8 and argon2_iterations positive");
         }
+        if self.limits.max_connections_per_address == 0 || self.limits.max_commands == 0 {
+            return bad(
+                "limits.max_connections_per_address and limits.max_commands must be positive",
+            );
+        }
+        if self.limits.line_timeout_secs == 0 || self.limits.auth_timeout_secs == 0 {
+            return bad("limits.line_timeout_secs and limits.auth_timeout_secs must be positive");
+        }
+        let d = &self.defence;
+        if d.lockout_threshold == 0 || d.lockout_threshold > 100 {
+            return bad(
+                "defence.lockout_threshold must be between 1 and 100 (NIST SP 800-63B allows at most 100 consecutive failures)",
+            );
+        }
+        if d.throttle_base_secs > d.throttle_max_secs {
+            return bad("defence.throttle_base_secs must not exceed defence.throttle_max_secs");
+        }
         Ok(())
     }
 
@@ -421,6 +558,15 @@ impl Config {
         if self.apop.enabled {
             w.push(
                 "apop.enabled: APOP relies on MD5 and a recoverable secret; prefer SCRAM-SHA-256"
+                    .into(),
+            );
+        }
+        if self.defence.throttle_max_secs == 0 {
+            w.push("defence.throttle_max_secs = 0: password guessing is not slowed down".into());
+        }
+        if self.defence.ban_accounts == 0 {
+            w.push(
+                "defence.ban_accounts = 0: addresses spraying many accounts are never banned"
                     .into(),
             );
         }

@@ -34,8 +34,17 @@ pub fn username_policy(config: &Config) -> UsernamePolicy {
     }
 }
 
-/// Builds the authenticator the config describes.
+/// Builds the authenticator the config describes, on the system clock.
 pub fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authenticator<Dir>> {
+    authenticator_with_clock(config, dir, Arc::new(auth::defence::SystemClock))
+}
+
+/// Builds the authenticator the config describes; every defence rule reads `clock`.
+pub fn authenticator_with_clock(
+    config: &Config,
+    dir: Arc<Dir>,
+    clock: Arc<dyn auth::defence::Clock>,
+) -> anyhow::Result<Authenticator<Dir>> {
     let params = auth::Argon2Params {
         memory_kib: config.auth.argon2_memory_kib,
         iterations: config.auth.argon2_iterations,
@@ -43,7 +52,9 @@ pub fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authentic
     };
     let auth = Authenticator::new(dir, username_policy(config), params, config.hash_slots())?;
     let key = secrets::server_key(&config.server_key_path())?;
-    let auth = auth.with_apop(&key);
+    let auth = auth
+        .with_apop(&key)
+        .with_defence(config.defence.policy(), clock, &key);
     if !config.sasl.scram_enabled() {
         return Ok(auth);
     }

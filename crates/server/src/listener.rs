@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::conn::{Connection, Shared};
 use crate::reload::Reloader;
 use crate::tls::TlsSetup;
-use crate::{Dir, authenticator};
+use crate::{Dir, authenticator_with_clock};
 
 /// Which protocol a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,16 @@ pub struct Server {
 impl Server {
     /// Loads TLS and binds every configured socket.
     pub async fn bind(config: Config, dir: Arc<Dir>) -> anyhow::Result<Self> {
+        Self::bind_with_clock(config, dir, Arc::new(auth::defence::SystemClock)).await
+    }
+
+    /// [`Server::bind`] with the clock every time-dependent defence rule reads, so
+    /// tests can move time instead of waiting.
+    pub async fn bind_with_clock(
+        config: Config,
+        dir: Arc<Dir>,
+        clock: Arc<dyn auth::defence::Clock>,
+    ) -> anyhow::Result<Self> {
         let TlsSetup {
             config: tls_config,
             fingerprint,
@@ -73,9 +83,10 @@ impl Server {
                 .with_context(|| format!("binding {} on {addr}", kind.name()))?;
             listeners.push((kind, listener));
         }
-        let auth = authenticator(&config, dir)?;
+        let auth = authenticator_with_clock(&config, dir, clock)?;
         let shared = Arc::new(Shared {
             auth,
+            per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
             acceptor: TlsAcceptor::from(tls_config),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             config,
@@ -115,6 +126,18 @@ impl Server {
             let every = Duration::from_secs(check_secs);
             tokio::spawn(self.reloader.watch_files(every, shutdown.clone()));
         }
+        // Old failure counts and expired bans are dropped hourly.
+        let pruning = self.shared.clone();
+        let stop_pruning = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = stop_pruning.cancelled() => return,
+                    _ = every.tick() => pruning.auth.guard().prune().await,
+                }
+            }
+        });
         for (kind, listener) in self.listeners {
             let shared = self.shared.clone();
             let shutdown = shutdown.clone();
@@ -153,28 +176,96 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        if !shared.config.access.allows(peer.ip()) {
+            tracing::info!(peer = %peer, "connection refused by the access rules");
+            tracker.spawn(refuse(stream, kind, Refused::Denied));
+            continue;
+        }
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-            tracker.spawn(refuse(stream, kind));
+            tracing::warn!(peer = %peer, "connection limit reached; refusing a connection");
+            tracker.spawn(refuse(stream, kind, Refused::Busy));
+            continue;
+        };
+        let Some(slot) = AddressSlot::take(&shared, peer) else {
+            tracing::info!(peer = %peer, "too many connections from one address");
+            tracker.spawn(refuse(stream, kind, Refused::Busy));
             continue;
         };
         let conn = Connection::new(shared.clone(), peer, kind, shutdown.clone());
+        let shared = shared.clone();
         tracker.spawn(async move {
-            conn.run(stream).await;
+            // The ban check reads the directory: in the connection's task, so a slow
+            // lookup never holds up the accept loop.
+            if shared.auth.guard().connection_allowed(peer.ip()).await {
+                conn.run(stream).await;
+            } else {
+                tracing::info!(peer = %peer, "connection from a banned address refused");
+                refuse(stream, kind, Refused::Banned).await;
+            }
+            drop(slot);
             drop(permit);
         });
     }
 }
 
-/// Over the connection limit: one line on the plain port, then close. On the TLS port
-/// the connection is just closed: a handshake would cost what the limit saves.
-async fn refuse(mut stream: TcpStream, kind: ListenerKind) {
-    tracing::warn!("connection limit reached; refusing a connection");
+/// Why a connection is refused before the greeting.
+#[derive(Clone, Copy)]
+enum Refused {
+    Busy,
+    Denied,
+    Banned,
+}
+
+/// One line on the plain port, then close. On the TLS port the connection is just
+/// closed: a handshake would cost what the refusal saves.
+async fn refuse(mut stream: TcpStream, kind: ListenerKind, why: Refused) {
     if kind == ListenerKind::Pop3s {
         return;
     }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        stream.write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n"),
-    )
-    .await;
+    let line: &[u8] = match why {
+        Refused::Busy => b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
+        Refused::Denied => b"-ERR [SYS/PERM] connections from your address are not accepted\r\n",
+        Refused::Banned => {
+            b"-ERR [SYS/TEMP] too many failed sign-ins from your address, try again later\r\n"
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(line)).await;
+}
+
+/// A connection counted against its address's limit until dropped.
+struct AddressSlot {
+    shared: Arc<Shared>,
+    key: String,
+}
+
+impl AddressSlot {
+    fn take(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Self> {
+        let key = auth::defence::source_key(peer.ip());
+        let mut counts = shared.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(key.clone()).or_insert(0);
+        if *n >= shared.config.limits.max_connections_per_address {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            shared: shared.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .shared
+            .per_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
 }

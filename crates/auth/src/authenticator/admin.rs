@@ -105,6 +105,7 @@ impl<D: Directory> Authenticator<D> {
             maildir,
             scram_sha256,
             apop_secret: None,
+            allowed_networks: None,
         };
         self.dir.add_user(&record).await?;
         Ok(record.name)

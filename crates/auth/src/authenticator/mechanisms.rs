@@ -1,81 +1,133 @@
 //! The mechanisms that do not present a password: SCRAM (keys looked up, proof checked
 //! by the `sasl` crate), EXTERNAL (a TLS client certificate) and APOP (an MD5 digest).
+//! Each runs between the guard's `admit` and `settle`, as passwords do.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use directory::Directory;
+use directory::{Directory, UserRecord};
 use sasl::ScramKeys;
 
-use super::{AuthFailure, Authenticator, Identity, Reason, ScramLookup};
+use super::{AuthFailure, Authenticator, Identity, Reason, ScramAccount, ScramLookup};
+
+fn identity(record: UserRecord) -> Identity {
+    Identity {
+        user: record.name,
+        maildir: PathBuf::from(record.maildir),
+        allowed_networks: record.allowed_networks,
+    }
+}
 
 impl<D: Directory> Authenticator<D> {
-    /// The SCRAM keys to run an exchange with. An unknown, malformed or keyless user
-    /// gets fake keys that look the same from outside, and fails only at the proof.
-    pub async fn scram_lookup(&self, raw_user: &str) -> Result<ScramLookup, AuthFailure> {
+    /// The SCRAM keys to run an exchange with. An unknown, malformed or keyless user,
+    /// and an attempt the guard refuses, get fake keys that look the same from outside
+    /// and fail only at the proof.
+    pub async fn scram_lookup(
+        &self,
+        raw_user: &str,
+        source: IpAddr,
+    ) -> Result<ScramLookup, AuthFailure> {
         let Some(scram) = &self.scram else {
             return Err(AuthFailure::Unavailable);
         };
         let fake = |name: &str| ScramKeys::fake(&scram.server_secret, name, scram.iterations);
+        let refused = |name: &str, reason| ScramLookup {
+            keys: fake(name),
+            account: None,
+            reason_if_absent: reason,
+            ticket: None,
+        };
+        let ticket = match self.guard.admit(&self.guard_name(raw_user), source).await {
+            Ok(ticket) => ticket,
+            Err(AuthFailure::Rejected(reason)) => return Ok(refused(raw_user, reason)),
+            Err(other) => return Err(other),
+        };
         let Ok(user) = self.policy.canonical(raw_user) else {
             return Ok(ScramLookup {
-                keys: fake(raw_user),
-                account: None,
-                reason_if_absent: Reason::BadInput,
+                ticket: Some(ticket),
+                ..refused(raw_user, Reason::BadInput)
             });
         };
         let record = self.lookup(&user).await?;
         let Some(record) = record else {
             return Ok(ScramLookup {
-                keys: fake(&user),
-                account: None,
-                reason_if_absent: Reason::UnknownUser,
+                ticket: Some(ticket),
+                ..refused(&user, Reason::UnknownUser)
             });
         };
         match record.scram_sha256.as_deref().and_then(ScramKeys::parse) {
             Some(keys) => Ok(ScramLookup {
                 keys,
-                account: Some((record.name, record.enabled, record.maildir)),
+                account: Some(ScramAccount {
+                    name: record.name,
+                    enabled: record.enabled,
+                    maildir: record.maildir,
+                    allowed_networks: record.allowed_networks,
+                }),
                 reason_if_absent: Reason::UnknownUser,
+                ticket: Some(ticket),
             }),
             // No keys yet (an imported account): the exchange cannot succeed until a
             // plaintext-style sign-in derives them.
             None => Ok(ScramLookup {
-                keys: fake(&user),
-                account: None,
-                reason_if_absent: Reason::BadPassword,
+                ticket: Some(ticket),
+                ..refused(&user, Reason::BadPassword)
             }),
         }
     }
 
     /// The second half of a SCRAM sign-in: the proof was checked against
-    /// `lookup.keys`; decide about the account.
-    pub fn scram_confirm(
+    /// `lookup.keys`; decide about the account and record the outcome.
+    pub async fn scram_confirm(
         &self,
         lookup: ScramLookup,
         authzid: Option<&str>,
         proof_ok: bool,
     ) -> Result<Identity, AuthFailure> {
-        let Some((user, enabled, maildir)) = lookup.account else {
-            return Err(AuthFailure::Rejected(lookup.reason_if_absent));
+        let ScramLookup {
+            account,
+            reason_if_absent,
+            ticket,
+            ..
+        } = lookup;
+        let result = match account {
+            None => Err(AuthFailure::Rejected(reason_if_absent)),
+            Some(_) if !proof_ok => Err(AuthFailure::Rejected(Reason::BadPassword)),
+            Some(a) if !a.enabled => Err(AuthFailure::Rejected(Reason::Disabled)),
+            Some(a) if !self.authzid_allowed(authzid, &a.name) => {
+                Err(AuthFailure::Rejected(Reason::AuthzidMismatch))
+            }
+            Some(a) => Ok(Identity {
+                user: a.name,
+                maildir: PathBuf::from(a.maildir),
+                allowed_networks: a.allowed_networks,
+            }),
         };
-        if !proof_ok {
-            return Err(AuthFailure::Rejected(Reason::BadPassword));
+        match ticket {
+            // A SCRAM proof changes with every nonce: no attempt hash to compare.
+            Some(ticket) => self.guard.settle(ticket, result, None).await,
+            // Refused by the guard at lookup: nothing to record.
+            None => result,
         }
-        if !enabled {
-            return Err(AuthFailure::Rejected(Reason::Disabled));
-        }
-        if !self.authzid_allowed(authzid, &user) {
-            return Err(AuthFailure::Rejected(Reason::AuthzidMismatch));
-        }
-        Ok(Identity {
-            user,
-            maildir: PathBuf::from(maildir),
-        })
     }
 
     /// EXTERNAL: `cert_user` is the user name the verified TLS client certificate maps
     /// to (by the configured rule). The account must exist and be enabled.
     pub async fn verify_external(
+        &self,
+        cert_user: &str,
+        authzid: Option<&str>,
+        source: IpAddr,
+    ) -> Result<Identity, AuthFailure> {
+        let ticket = self
+            .guard
+            .admit(&self.guard_name(cert_user), source)
+            .await?;
+        let result = self.check_external(cert_user, authzid).await;
+        self.guard.settle(ticket, result, None).await
+    }
+
+    async fn check_external(
         &self,
         cert_user: &str,
         authzid: Option<&str>,
@@ -93,15 +145,25 @@ impl<D: Directory> Authenticator<D> {
         if !self.authzid_allowed(authzid, &record.name) {
             return Err(AuthFailure::Rejected(Reason::AuthzidMismatch));
         }
-        Ok(Identity {
-            user: record.name,
-            maildir: PathBuf::from(record.maildir),
-        })
+        Ok(identity(record))
     }
 
     /// Checks an APOP digest over `timestamp`. Users without an APOP secret fail with
     /// the same public answer as any other failure.
     pub async fn verify_apop(
+        &self,
+        raw_user: &str,
+        timestamp: &str,
+        digest: &str,
+        source: IpAddr,
+    ) -> Result<Identity, AuthFailure> {
+        let ticket = self.guard.admit(&self.guard_name(raw_user), source).await?;
+        let result = self.check_apop(raw_user, timestamp, digest).await;
+        // The digest covers a fresh timestamp each time: nothing to compare.
+        self.guard.settle(ticket, result, None).await
+    }
+
+    async fn check_apop(
         &self,
         raw_user: &str,
         timestamp: &str,
@@ -130,9 +192,6 @@ impl<D: Directory> Authenticator<D> {
         if !record.enabled {
             return Err(AuthFailure::Rejected(Reason::Disabled));
         }
-        Ok(Identity {
-            user: record.name,
-            maildir: PathBuf::from(record.maildir),
-        })
+        Ok(identity(record))
     }
 }

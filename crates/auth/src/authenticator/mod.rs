@@ -8,6 +8,7 @@
 //! disabled or real. Hashing runs on a fixed pool of `max_concurrent_hashes` threads
 //! (see `pool.rs`), so the memory in use is bounded by `memory_kib × threads`.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use directory::{Directory, DirectoryError, UserRecord};
 use sasl::ScramKeys;
 
 use crate::apop::ApopVault;
+use crate::defence::{Clock, Guard, LockoutPolicy, SystemClock, Ticket};
 
 mod admin;
 mod mechanisms;
@@ -31,6 +33,9 @@ pub struct Identity {
     pub user: String,
     /// The user's Maildir.
     pub maildir: PathBuf,
+    /// The networks the account may sign in from (comma-separated CIDRs), checked by
+    /// the guard; `None`: anywhere.
+    pub allowed_networks: Option<String>,
 }
 
 /// Why a sign-in failed.
@@ -46,6 +51,10 @@ pub enum AuthFailure {
     /// The directory or the hashing machinery failed; try again later.
     #[error("authentication temporarily unavailable")]
     Unavailable,
+    /// The credentials were right, but the user signed in less than the policy's
+    /// LOGIN-DELAY ago (RFC 2449 `[LOGIN-DELAY]`). Only ever said after a proof.
+    #[error("signed in too recently")]
+    LoginDelay,
 }
 
 /// The private reason behind [`AuthFailure::Rejected`].
@@ -63,6 +72,30 @@ pub enum Reason {
     AuthzidMismatch,
     /// APOP for a user who has no APOP secret.
     NoApopSecret,
+    /// This (user, address) failed too often and must wait; nothing was checked.
+    Throttled,
+    /// The account is locked for unfamiliar networks; nothing was checked.
+    Locked,
+    /// The address is banned for failing across many accounts; nothing was checked.
+    Banned,
+    /// The address is outside the networks the account may sign in from.
+    IpDenied,
+}
+
+impl Reason {
+    /// Every reason, for exhaustive tests and reports.
+    pub const ALL: [Reason; 10] = [
+        Reason::BadInput,
+        Reason::UnknownUser,
+        Reason::BadPassword,
+        Reason::Disabled,
+        Reason::AuthzidMismatch,
+        Reason::NoApopSecret,
+        Reason::Throttled,
+        Reason::Locked,
+        Reason::Banned,
+        Reason::IpDenied,
+    ];
 }
 
 impl Reason {
@@ -75,6 +108,10 @@ impl Reason {
             Reason::Disabled => "disabled",
             Reason::AuthzidMismatch => "authzid_mismatch",
             Reason::NoApopSecret => "no_apop_secret",
+            Reason::Throttled => "throttled",
+            Reason::Locked => "locked",
+            Reason::Banned => "banned",
+            Reason::IpDenied => "ip_denied",
         }
     }
 }
@@ -133,8 +170,18 @@ struct Scram {
 pub struct ScramLookup {
     /// Real keys, or fake ones indistinguishable from real ones.
     pub keys: ScramKeys,
-    account: Option<(String, bool, String)>,
+    account: Option<ScramAccount>,
     reason_if_absent: Reason,
+    ticket: Option<Ticket>,
+}
+
+/// The account a SCRAM lookup found.
+#[derive(Debug)]
+struct ScramAccount {
+    name: String,
+    enabled: bool,
+    maildir: String,
+    allowed_networks: Option<String>,
 }
 
 /// Decides who someone is, from a user name and a password.
@@ -145,6 +192,7 @@ pub struct Authenticator<D> {
     pool: Arc<crate::pool::HashPool>,
     scram: Option<Scram>,
     apop: Option<Arc<ApopVault>>,
+    guard: Arc<Guard<D>>,
 }
 
 // By hand: a derive would demand `D: Clone`, but only the `Arc` is cloned.
@@ -157,6 +205,7 @@ impl<D> Clone for Authenticator<D> {
             pool: Arc::clone(&self.pool),
             scram: self.scram.clone(),
             apop: self.apop.clone(),
+            guard: Arc::clone(&self.guard),
         }
     }
 }
@@ -172,13 +221,53 @@ impl<D: Directory> Authenticator<D> {
         params: Argon2Params,
         max_concurrent_hashes: usize,
     ) -> Result<Self, InvalidParams> {
+        let mut key = [0u8; 32];
+        // The default guard's key only has to be unpredictable; the server replaces it
+        // with one derived from its persistent key (`with_defence`).
+        let _ = getrandom::fill(&mut key);
+        let guard = Arc::new(Guard::new(
+            Arc::clone(&dir),
+            LockoutPolicy::default(),
+            Arc::new(SystemClock),
+            &key,
+        ));
         Ok(Authenticator {
+            guard,
             dir,
             policy,
             hasher: Arc::new(PasswordHasher::new(params)?),
             pool: crate::pool::HashPool::new(max_concurrent_hashes),
             scram: None,
             apop: None,
+        })
+    }
+
+    /// Sets the sign-in defence: its policy, the clock every rule reads, and the
+    /// server key that keys the hashes of wrong secrets.
+    pub fn with_defence(
+        mut self,
+        policy: LockoutPolicy,
+        clock: Arc<dyn Clock>,
+        server_key: &[u8],
+    ) -> Self {
+        self.guard = Arc::new(Guard::new(Arc::clone(&self.dir), policy, clock, server_key));
+        self
+    }
+
+    /// The sign-in defence.
+    pub fn guard(&self) -> &Guard<D> {
+        &self.guard
+    }
+
+    /// The name failures are counted under: the canonical name, or (bounded) the name
+    /// as given when it has none.
+    fn guard_name(&self, raw_user: &str) -> String {
+        self.policy.canonical(raw_user).unwrap_or_else(|_| {
+            let mut end = raw_user.len().min(crate::MAX_USERNAME_BYTES);
+            while !raw_user.is_char_boundary(end) {
+                end -= 1;
+            }
+            raw_user[..end].to_owned()
         })
     }
 
@@ -219,13 +308,31 @@ impl<D: Directory> Authenticator<D> {
         &self.dir
     }
 
-    /// Checks a user name and password, as USER/PASS, PLAIN and LOGIN present them.
+    /// Checks a user name and password from `source`, as USER/PASS, PLAIN and LOGIN
+    /// present them, under the sign-in defence (throttling, lockout, bans, per-user
+    /// networks, LOGIN-DELAY).
+    pub async fn verify_password(
+        &self,
+        raw_user: &str,
+        raw_password: &[u8],
+        source: IpAddr,
+    ) -> Result<Identity, AuthFailure> {
+        let name = self.guard_name(raw_user);
+        let ticket = self.guard.admit(&name, source).await?;
+        let result = self.check_password(raw_user, raw_password).await;
+        let attempt = result
+            .is_err()
+            .then(|| self.guard.attempt_hash(&name, raw_password));
+        self.guard.settle(ticket, result, attempt).await
+    }
+
+    /// Checks a user name and password, with no defence around it.
     ///
     /// Every outcome spends one argon2 verification, so the time taken does not say
     /// which [`Reason`] applied. A password that does not match a disabled account is
     /// reported as [`Reason::BadPassword`]; [`Reason::Disabled`] means the password was
     /// right. On success, a hash with outdated parameters is replaced (best effort).
-    pub async fn verify_password(
+    async fn check_password(
         &self,
         raw_user: &str,
         raw_password: &[u8],
@@ -257,6 +364,7 @@ impl<D: Directory> Authenticator<D> {
             enabled,
             maildir,
             scram_sha256,
+            allowed_networks,
             ..
         } = record;
         let scram_stale = self.scram.as_ref().is_some_and(|s| {
@@ -300,6 +408,7 @@ impl<D: Directory> Authenticator<D> {
         Ok(Identity {
             user: name,
             maildir: PathBuf::from(maildir),
+            allowed_networks,
         })
     }
 

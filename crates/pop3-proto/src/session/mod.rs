@@ -61,6 +61,9 @@ pub enum AuthOutcome {
     Rejected,
     /// The credentials could not be checked now.
     Unavailable,
+    /// The credentials were right, but the user signed in too recently (RFC 2449
+    /// LOGIN-DELAY). Only ever reported after a successful proof.
+    LoginDelay,
 }
 
 /// Why the maildrop could not be opened.
@@ -368,6 +371,11 @@ impl Session {
                 out,
                 Some(RespCode::SysTemp),
                 "sign-in is temporarily unavailable, try again later",
+            ),
+            AuthOutcome::LoginDelay => response::err(
+                out,
+                Some(RespCode::LoginDelay),
+                "signed in too recently, try again later",
             ),
         }
         self.state = State::Authorization { user: None };

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub auth: Authenticator<Dir>,
     pub acceptor: TlsAcceptor,
     pub connections: Arc<Semaphore>,
+    /// Open connections per source address (IPv6: per /64).
+    pub per_address: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// The signed-in user's open maildrop.
@@ -45,6 +47,14 @@ struct OpenMaildrop {
     entries: Vec<MessageEntry>,
     /// Held for the whole session: the lock behind `[IN-USE]`.
     _guard: MaildropGuard,
+}
+
+/// Which timer ended a wait for input.
+#[derive(Clone, Copy)]
+enum Timeout {
+    Idle,
+    Line,
+    SignIn,
 }
 
 /// How one leg of the connection (before or after STLS) ended.
@@ -71,6 +81,12 @@ pub(crate) struct Connection {
     scram: Option<auth::ScramLookup>,
     /// The user a verified TLS client certificate names, or why it names none.
     cert_identity: Option<Result<String, &'static str>>,
+    /// When the connection was accepted (the sign-in timer starts here).
+    started: tokio::time::Instant,
+    /// When the line now in the framer began arriving.
+    partial_since: Option<tokio::time::Instant>,
+    /// Command lines received.
+    commands: u64,
 }
 
 impl Connection {
@@ -82,7 +98,11 @@ impl Connection {
     ) -> Self {
         let limits = &shared.config.limits;
         let session = Session::new(SessionConfig {
-            capabilities: Capabilities::default(),
+            capabilities: Capabilities {
+                login_delay_secs: (shared.config.defence.login_delay_secs > 0)
+                    .then_some(shared.config.defence.login_delay_secs),
+                ..Capabilities::default()
+            },
             tls_active: kind == ListenerKind::Pop3s,
             stls_offered: kind == ListenerKind::Pop3,
             plaintext_allowed: shared.config.plaintext_allowed(peer.ip()),
@@ -110,6 +130,9 @@ impl Connection {
             tls: false,
             scram: None,
             cert_identity: None,
+            started: tokio::time::Instant::now(),
+            partial_since: None,
+            commands: 0,
         }
     }
 
@@ -190,6 +213,18 @@ impl Connection {
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
             while let Some(frame) = self.framer.next_frame(self.session.expects_sasl_response()) {
+                self.commands += 1;
+                self.partial_since = None;
+                if self.commands > self.shared.config.limits.max_commands {
+                    // Not in UPDATE: nothing is deleted, the maildrop lock is released.
+                    pop3_proto::response::err(
+                        &mut self.out,
+                        None,
+                        "too many commands in one session, closing connection",
+                    );
+                    self.flush(stream).await?;
+                    return Ok(Leg::Closed);
+                }
                 let action = match frame {
                     Frame::Line(line) => self.session.handle_line(&line, &mut self.out),
                     Frame::TooLong => self.session.line_too_long(&mut self.out),
@@ -217,11 +252,30 @@ impl Connection {
             }
 
             let limits = &self.shared.config.limits;
+            let now = tokio::time::Instant::now();
             let idle = Duration::from_secs(if self.session.in_transaction() {
                 limits.idle_timeout_transaction_secs
             } else {
                 limits.idle_timeout_auth_secs
             });
+            // The earliest of: the idle timer; the time to finish a line already begun
+            // (a slowloris client trickling bytes never resets it); the time to sign in.
+            let mut deadline = (now + idle, Timeout::Idle);
+            if self.framer.has_buffered() {
+                let since = *self.partial_since.get_or_insert(now);
+                let line_end = since + Duration::from_secs(limits.line_timeout_secs);
+                if line_end < deadline.0 {
+                    deadline = (line_end, Timeout::Line);
+                }
+            } else {
+                self.partial_since = None;
+            }
+            if !self.session.in_transaction() {
+                let auth_end = self.started + Duration::from_secs(limits.auth_timeout_secs);
+                if auth_end < deadline.0 {
+                    deadline = (auth_end, Timeout::SignIn);
+                }
+            }
             let read = tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     // Not in UPDATE here (UPDATE never waits for input): nothing is deleted.
@@ -229,16 +283,18 @@ impl Connection {
                     self.flush(stream).await?;
                     return Ok(Leg::Closed);
                 }
-                read = tokio::time::timeout(idle, stream.read(&mut buf)) => read,
+                read = tokio::time::timeout_at(deadline.0, stream.read(&mut buf)) => read,
             };
             match read {
                 Err(_) => {
                     // RFC 1939 section 3: the autologout timer closes without UPDATE.
-                    pop3_proto::response::err(
-                        &mut self.out,
-                        None,
-                        "idle for too long, closing connection",
-                    );
+                    let text = match deadline.1 {
+                        Timeout::Idle => "idle for too long, closing connection",
+                        Timeout::Line => "command line not completed in time, closing connection",
+                        Timeout::SignIn => "sign-in not completed in time, closing connection",
+                    };
+                    tracing::debug!(peer = %self.peer, text, "connection timed out");
+                    pop3_proto::response::err(&mut self.out, None, text);
                     self.flush(stream).await?;
                     return Ok(Leg::Closed);
                 }

@@ -1,6 +1,10 @@
 //! Sign-in on a connection: hands credentials to the `auth` crate, the one place that
 //! decides, and turns its verdict into the session's outcome. Every failure, whatever
-//! its private reason, waits the same delay and gets the same public answer.
+//! its private reason, gets the same public answer at the same time: `failure_delay_ms`
+//! after the attempt began, whether it spent a hash or was refused unchecked by the
+//! defence (throttled, locked, banned).
+
+use tokio::time::Instant;
 
 use auth::{AuthFailure, Identity};
 use pop3_proto::{Action, AuthOutcome, AuthRequest};
@@ -10,10 +14,11 @@ use super::Connection;
 impl Connection {
     /// USER/PASS, PLAIN and LOGIN.
     pub(super) async fn authenticate(&mut self, req: AuthRequest) -> AuthOutcome {
+        let started = Instant::now();
         let result = self
             .shared
             .auth
-            .verify_password(&req.user, req.password.expose())
+            .verify_password(&req.user, req.password.expose(), self.peer.ip())
             .await
             .and_then(|identity| {
                 // Checked after the hash, so a mismatch costs the same time as a
@@ -28,14 +33,20 @@ impl Connection {
                     Err(AuthFailure::Rejected(auth::Reason::AuthzidMismatch))
                 }
             });
-        self.verdict(result, &req.user, req.mechanism).await
+        self.verdict(result, &req.user, req.mechanism, started)
+            .await
     }
 
     /// EXTERNAL: the user the TLS client certificate names.
     pub(super) async fn external(&mut self, authzid: Option<&str>) -> AuthOutcome {
+        let started = Instant::now();
         let (shown, result) = match self.cert_identity.clone() {
             Some(Ok(user)) => {
-                let result = self.shared.auth.verify_external(&user, authzid).await;
+                let result = self
+                    .shared
+                    .auth
+                    .verify_external(&user, authzid, self.peer.ip())
+                    .await;
                 (user, result)
             }
             Some(Err(why)) => {
@@ -50,18 +61,23 @@ impl Connection {
                 Err(AuthFailure::Rejected(auth::Reason::BadInput)),
             ),
         };
-        self.verdict(result, &shown, "EXTERNAL").await
+        self.verdict(result, &shown, "EXTERNAL", started).await
     }
 
     /// APOP: the digest over this connection's greeting timestamp.
     pub(super) async fn apop(&mut self, user: &str, timestamp: &str, digest: &str) -> AuthOutcome {
-        let result = self.shared.auth.verify_apop(user, timestamp, digest).await;
-        self.verdict(result, user, "APOP").await
+        let started = Instant::now();
+        let result = self
+            .shared
+            .auth
+            .verify_apop(user, timestamp, digest, self.peer.ip())
+            .await;
+        self.verdict(result, user, "APOP", started).await
     }
 
     /// SCRAM, first half: the keys to answer the client-first message with.
     pub(super) async fn lookup_scram(&mut self, user: &str) -> Action {
-        match self.shared.auth.scram_lookup(user).await {
+        match self.shared.auth.scram_lookup(user, self.peer.ip()).await {
             Ok(lookup) => {
                 let action = self.session.scram_keys(&lookup.keys, &mut self.out);
                 self.scram = Some(lookup);
@@ -81,11 +97,17 @@ impl Connection {
         proof_ok: bool,
         mechanism: &'static str,
     ) -> AuthOutcome {
+        let started = Instant::now();
         let result = match self.scram.take() {
-            Some(lookup) => self.shared.auth.scram_confirm(lookup, authzid, proof_ok),
+            Some(lookup) => {
+                self.shared
+                    .auth
+                    .scram_confirm(lookup, authzid, proof_ok)
+                    .await
+            }
             None => Err(AuthFailure::Unavailable),
         };
-        self.verdict(result, user, mechanism).await
+        self.verdict(result, user, mechanism, started).await
     }
 
     async fn verdict(
@@ -93,6 +115,7 @@ impl Connection {
         result: Result<Identity, AuthFailure>,
         raw_user: &str,
         mechanism: &'static str,
+        started: Instant,
     ) -> AuthOutcome {
         match result {
             Ok(identity) => {
@@ -103,11 +126,15 @@ impl Connection {
             }
             Err(AuthFailure::Rejected(reason)) => {
                 tracing::info!(peer = %self.peer, user = %raw_user.escape_debug(), mechanism, reason = reason.as_str(), "sign-in failed");
-                let ms = self.shared.config.auth.failure_delay_ms;
-                if ms > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                }
+                let delay =
+                    std::time::Duration::from_millis(self.shared.config.auth.failure_delay_ms);
+                // A sleep, not a blocked thread: other sessions go on meanwhile.
+                tokio::time::sleep_until(started + delay).await;
                 AuthOutcome::Rejected
+            }
+            Err(AuthFailure::LoginDelay) => {
+                tracing::info!(peer = %self.peer, user = %raw_user.escape_debug(), mechanism, "sign-in refused: LOGIN-DELAY");
+                AuthOutcome::LoginDelay
             }
             Err(AuthFailure::Unavailable) => {
                 tracing::warn!(peer = %self.peer, mechanism, "sign-in could not be checked now");

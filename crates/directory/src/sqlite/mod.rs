@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+use crate::defence::{
+    ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState, LockoutState, Millis,
+};
 use crate::{Directory, DirectoryError, UserRecord};
+
+mod defence;
 
 /// The migrations for SQLite, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -22,10 +27,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 4;
 
 /// Columns read into a [`UserRecord`], in the order of [`row_to_record`]'s tuple.
-type UserRow = (String, String, bool, String, Option<String>, Option<String>);
+type UserRow = (
+    String,
+    String,
+    bool,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 fn row_to_record(
-    (name, password_hash, enabled, maildir, scram_sha256, apop_secret): UserRow,
+    (name, password_hash, enabled, maildir, scram_sha256, apop_secret, allowed_networks): UserRow,
 ) -> UserRecord {
     UserRecord {
         name,
@@ -34,6 +47,7 @@ fn row_to_record(
         maildir,
         scram_sha256,
         apop_secret,
+        allowed_networks,
     }
 }
 
@@ -121,7 +135,7 @@ fn create_private_file(_path: &Path) -> Result<(), DirectoryError> {
 impl Directory for SqliteDirectory {
     async fn find_user(&self, name: &str) -> Result<Option<UserRecord>, DirectoryError> {
         let row: Option<UserRow> = sqlx::query_as(
-            "SELECT name, password_hash, enabled, maildir, scram_sha256, apop_secret FROM users WHERE name = ?1",
+            "SELECT name, password_hash, enabled, maildir, scram_sha256, apop_secret, allowed_networks FROM users WHERE name = ?1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -131,8 +145,8 @@ impl Directory for SqliteDirectory {
 
     async fn add_user(&self, user: &UserRecord) -> Result<(), DirectoryError> {
         sqlx::query(
-            "INSERT INTO users (name, password_hash, enabled, maildir, scram_sha256, apop_secret) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO users (name, password_hash, enabled, maildir, scram_sha256, apop_secret, \
+             allowed_networks) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(&user.name)
         .bind(&user.password_hash)
@@ -140,6 +154,7 @@ impl Directory for SqliteDirectory {
         .bind(&user.maildir)
         .bind(&user.scram_sha256)
         .bind(&user.apop_secret)
+        .bind(&user.allowed_networks)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -201,11 +216,90 @@ impl Directory for SqliteDirectory {
 
     async fn list_users(&self) -> Result<Vec<UserRecord>, DirectoryError> {
         let rows: Vec<UserRow> = sqlx::query_as(
-            "SELECT name, password_hash, enabled, maildir, scram_sha256, apop_secret FROM users ORDER BY name",
+            "SELECT name, password_hash, enabled, maildir, scram_sha256, apop_secret, allowed_networks FROM users ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(row_to_record).collect())
+    }
+
+    async fn set_allowed_networks(
+        &self,
+        name: &str,
+        networks: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        let done = sqlx::query(
+            "UPDATE users SET allowed_networks = ?2, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE name = ?1",
+        )
+        .bind(name)
+        .bind(networks)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn guard_state(&self, query: &GuardQuery<'_>) -> Result<GuardState, DirectoryError> {
+        self.guard_state_impl(query).await
+    }
+
+    async fn record_failure(
+        &self,
+        failure: &FailureRecord<'_>,
+    ) -> Result<FailureCounts, DirectoryError> {
+        self.record_failure_impl(failure).await
+    }
+
+    async fn record_success(
+        &self,
+        user: &str,
+        source: &str,
+        network: &str,
+        now: Millis,
+    ) -> Result<(), DirectoryError> {
+        self.record_success_impl(user, source, network, now).await
+    }
+
+    async fn ban_source(
+        &self,
+        source: &str,
+        now: Millis,
+        until: Millis,
+        accounts: u32,
+    ) -> Result<(), DirectoryError> {
+        self.ban_source_impl(source, now, until, accounts).await
+    }
+
+    async fn source_ban(
+        &self,
+        source: &str,
+        now: Millis,
+    ) -> Result<Option<Millis>, DirectoryError> {
+        self.source_ban_impl(source, now).await
+    }
+
+    async fn network_familiar_to_anyone(
+        &self,
+        network: &str,
+        since: Millis,
+    ) -> Result<bool, DirectoryError> {
+        self.network_familiar_to_anyone_impl(network, since).await
+    }
+
+    async fn lockout_state(
+        &self,
+        now: Millis,
+        since: Millis,
+    ) -> Result<LockoutState, DirectoryError> {
+        self.lockout_state_impl(now, since).await
+    }
+
+    async fn clear_lockouts(&self, target: ClearTarget<'_>) -> Result<u64, DirectoryError> {
+        self.clear_lockouts_impl(target).await
+    }
+
+    async fn prune_defence(&self, before: Millis) -> Result<u64, DirectoryError> {
+        self.prune_defence_impl(before).await
     }
 }
 

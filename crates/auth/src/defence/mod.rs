@@ -1,0 +1,317 @@
+//! The sign-in defence: throttling, smart lockout, bans, per-user networks and
+//! LOGIN-DELAY, decided here and remembered in the directory.
+//!
+//! Every sign-in goes through [`Guard::admit`] before its credential is checked and
+//! [`Guard::settle`] after. An attempt refused by `admit` spends no hash and extends
+//! no wait or lock (an attempt on a locked account still counts toward its source's
+//! ban); the server answers it with the same `-ERR [AUTH]`, after the same delay, as
+//! any other failure, so a guess made during a lock reveals nothing.
+
+mod clock;
+mod policy;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use directory::{Directory, FailureRecord, GuardQuery, GuardState, Millis};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use ipnet::IpNet;
+use sha2::Sha256;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+use policy::ms;
+pub use policy::{LockoutPolicy, Refusal, network_key, source_key};
+
+use crate::{AuthFailure, Identity, Reason};
+
+/// Successes refresh a familiar network's time at most this often (fewer writes for
+/// clients that poll every minute).
+const FAMILIAR_REFRESH: Millis = 60 * 60 * 1000;
+
+/// One attempt between [`Guard::admit`] and [`Guard::settle`].
+#[derive(Debug)]
+pub struct Ticket {
+    user: String,
+    ip: IpAddr,
+    source: String,
+    network: String,
+    state: GuardState,
+    familiar: bool,
+}
+
+/// Applies a [`LockoutPolicy`] over a directory, with one clock.
+pub struct Guard<D> {
+    dir: Arc<D>,
+    policy: LockoutPolicy,
+    clock: Arc<dyn Clock>,
+    /// Keys the hashes of wrong secrets (never stored in the clear).
+    attempt_key: [u8; 32],
+}
+
+impl<D> std::fmt::Debug for Guard<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Directory> Guard<D> {
+    /// A guard; `server_key` keys the hashes of wrong secrets.
+    pub fn new(
+        dir: Arc<D>,
+        policy: LockoutPolicy,
+        clock: Arc<dyn Clock>,
+        server_key: &[u8],
+    ) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(server_key).expect("HMAC takes any key");
+        mac.update(b"poplar attempt hash v1");
+        Guard {
+            dir,
+            policy,
+            clock,
+            attempt_key: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &LockoutPolicy {
+        &self.policy
+    }
+
+    /// The clock every rule reads.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// Whether a connection from `ip` may be served at all: not while its address is
+    /// banned, unless its network is familiar to some account (a shared NAT; then only
+    /// sign-ins to accounts it is not familiar to are refused, by [`Guard::admit`]).
+    pub async fn connection_allowed(&self, ip: IpAddr) -> bool {
+        let now = self.now();
+        match self.dir.source_ban(&source_key(ip), now).await {
+            Ok(None) => true,
+            Ok(Some(_)) => {
+                let since = now.saturating_sub(ms(self.policy.familiar_for));
+                // A directory failure lets the connection in: its sign-ins are gated
+                // again one by one.
+                self.dir
+                    .network_familiar_to_anyone(&network_key(ip), since)
+                    .await
+                    .unwrap_or(true)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "ban lookup failed");
+                true
+            }
+        }
+    }
+
+    /// Reads the state of `user` (canonical, or as given when it has no canonical
+    /// form) from `ip`, and refuses the attempt if the policy says so.
+    pub async fn admit(&self, user: &str, ip: IpAddr) -> Result<Ticket, AuthFailure> {
+        let now = self.now();
+        let source = source_key(ip);
+        let network = network_key(ip);
+        let state = self
+            .dir
+            .guard_state(&GuardQuery {
+                user,
+                source: &source,
+                network: &network,
+                now,
+                forget_before: now.saturating_sub(ms(self.policy.forget_after)),
+            })
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "defence state lookup failed");
+                AuthFailure::Unavailable
+            })?;
+        let ticket = Ticket {
+            user: user.to_owned(),
+            ip,
+            familiar: self.policy.still_familiar(state.network_last_success, now),
+            source,
+            network,
+            state,
+        };
+        match self.policy.gate(&ticket.state, now) {
+            Ok(()) => Ok(ticket),
+            Err(Refusal::Banned) => Err(AuthFailure::Rejected(Reason::Banned)),
+            Err(Refusal::Throttled) => Err(AuthFailure::Rejected(Reason::Throttled)),
+            Err(Refusal::Locked) => {
+                // A sprayer meets accounts its own spray has locked: each still counts
+                // as a failure of this source (toward its ban), but not toward the
+                // account's lock, which it must not keep extending.
+                let counting = Ticket {
+                    familiar: true,
+                    ..ticket
+                };
+                self.record_failure(&counting, None, now).await;
+                Err(AuthFailure::Rejected(Reason::Locked))
+            }
+        }
+    }
+
+    /// A keyed hash of a wrong secret, to recognise a client retrying the same stale
+    /// password. Truncated to 128 bits; useless without the server key.
+    pub fn attempt_hash(&self, user: &str, secret: &[u8]) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.attempt_key).expect("HMAC takes any key");
+        mac.update(user.as_bytes());
+        mac.update(&[0]);
+        mac.update(secret);
+        let tag = mac.finalize().into_bytes();
+        tag[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Applies the per-user network list and LOGIN-DELAY to a verified identity, then
+    /// records the outcome. `attempt` is the keyed hash of the secret, for mechanisms
+    /// whose secret repeats across attempts (passwords).
+    pub async fn settle(
+        &self,
+        ticket: Ticket,
+        result: Result<Identity, AuthFailure>,
+        attempt: Option<String>,
+    ) -> Result<Identity, AuthFailure> {
+        let now = self.now();
+        let result = result.and_then(|identity| {
+            if !network_allowed(identity.allowed_networks.as_deref(), ticket.ip) {
+                Err(AuthFailure::Rejected(Reason::IpDenied))
+            } else {
+                Ok(identity)
+            }
+        });
+        match result {
+            Ok(identity) => {
+                if self.policy.too_soon(ticket.state.last_success, now) {
+                    return Err(AuthFailure::LoginDelay);
+                }
+                self.record_success(&ticket, &identity, now).await;
+                Ok(identity)
+            }
+            Err(AuthFailure::Rejected(reason)) => {
+                self.record_failure(&ticket, attempt.as_deref(), now).await;
+                Err(AuthFailure::Rejected(reason))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn record_success(&self, ticket: &Ticket, identity: &Identity, now: Millis) {
+        let s = &ticket.state;
+        let fresh = s
+            .network_last_success
+            .is_some_and(|t| now.saturating_sub(t) < FAMILIAR_REFRESH);
+        if fresh && s.failures == 0 && s.account_failures == 0 {
+            return;
+        }
+        if let Err(err) = self
+            .dir
+            .record_success(&identity.user, &ticket.source, &ticket.network, now)
+            .await
+        {
+            tracing::warn!(error = %err, "could not record a successful sign-in");
+        }
+    }
+
+    async fn record_failure(&self, ticket: &Ticket, attempt: Option<&str>, now: Millis) {
+        let p = &self.policy;
+        let counts = match self
+            .dir
+            .record_failure(&FailureRecord {
+                user: &ticket.user,
+                source: &ticket.source,
+                attempt,
+                unfamiliar: !ticket.familiar,
+                now,
+                forget_before: now.saturating_sub(ms(p.forget_after)),
+                remember: p.remember_wrong_secrets,
+                spray_since: now.saturating_sub(ms(p.ban_window)),
+            })
+            .await
+        {
+            Ok(counts) => counts,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not record a failed sign-in");
+                return;
+            }
+        };
+        if counts.repeated {
+            tracing::debug!(source = %ticket.source, "repeated wrong secret counted once");
+            return;
+        }
+        if p.ban_accounts > 0 && counts.accounts_from_source >= p.ban_accounts {
+            let until = now.saturating_add(ms(p.ban_for));
+            match self
+                .dir
+                .ban_source(&ticket.source, now, until, counts.accounts_from_source)
+                .await
+            {
+                Ok(()) => tracing::warn!(
+                    source = %ticket.source,
+                    accounts = counts.accounts_from_source,
+                    "source banned for failing across many accounts"
+                ),
+                Err(err) => tracing::warn!(error = %err, "could not store a ban"),
+            }
+        }
+        if !ticket.familiar && counts.account_failures == p.lockout_threshold {
+            tracing::warn!(user = %ticket.user, "account locked for unfamiliar networks");
+        }
+    }
+
+    /// Forgets counts and bans that no longer matter.
+    pub async fn prune(&self) {
+        let before = self
+            .now()
+            .saturating_sub(ms(self.policy.forget_after.max(self.policy.ban_for)));
+        if let Err(err) = self.dir.prune_defence(before).await {
+            tracing::warn!(error = %err, "could not prune the defence tables");
+        }
+    }
+}
+
+/// Whether `ip` is inside a comma-separated CIDR list; `None` allows everything, and an
+/// entry that does not parse allows nothing (the CLI validates lists when they are set).
+pub fn network_allowed(list: Option<&str>, ip: IpAddr) -> bool {
+    let Some(list) = list else {
+        return true;
+    };
+    let ip = ip.to_canonical();
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .filter_map(|e| parse_network(e).ok())
+        .any(|net| net.contains(&ip))
+}
+
+/// A CIDR, or a single address as its /32 or /128.
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("not a network: {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_lists() {
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(network_allowed(None, ip));
+        assert!(network_allowed(Some("10.0.0.0/8, 192.0.2.0/24"), ip));
+        assert!(!network_allowed(Some("10.0.0.0/8"), ip));
+        assert!(
+            !network_allowed(Some(""), ip),
+            "an empty list allows nothing"
+        );
+        assert!(network_allowed(Some("192.0.2.9"), ip));
+        let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+        assert!(network_allowed(Some("192.0.2.0/24"), mapped));
+        assert!(parse_network("2001:db8::/32").is_ok());
+        assert!(parse_network("nonsense").is_err());
+    }
+}

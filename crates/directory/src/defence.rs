@@ -1,0 +1,141 @@
+//! What the directory remembers for the sign-in defence: failures per (user, source),
+//! failures per account from unfamiliar networks, familiar networks per user, and
+//! banned sources. The `auth` crate's lockout policy decides what the numbers mean;
+//! the directory only counts, atomically, so that several nodes sharing one database
+//! never lose an update.
+//!
+//! Sources and networks arrive as strings already reduced by the caller (IPv4 /32 or
+//! IPv6 /64 for sources, IPv4 /24 or IPv6 /64 for networks); times are milliseconds
+//! since the Unix epoch from the server's one clock.
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// What a sign-in attempt needs to know before any credential is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GuardState {
+    /// Failures remembered for this (user, source).
+    pub failures: u32,
+    /// When the last of them happened.
+    pub last_failure: Option<Millis>,
+    /// Failures from unfamiliar networks remembered for the account.
+    pub account_failures: u32,
+    /// When the last of them happened.
+    pub account_last_failure: Option<Millis>,
+    /// The last successful sign-in of this user from this network, if it is familiar.
+    pub network_last_success: Option<Millis>,
+    /// The user's last successful sign-in from anywhere (for LOGIN-DELAY).
+    pub last_success: Option<Millis>,
+    /// The source is banned until then.
+    pub source_banned_until: Option<Millis>,
+}
+
+/// The key of a [`GuardState`] lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardQuery<'a> {
+    /// User name as the policy canonicalised it (or as given, when it could not be).
+    pub user: &'a str,
+    /// Source address key.
+    pub source: &'a str,
+    /// Network key of the source.
+    pub network: &'a str,
+    /// Now.
+    pub now: Millis,
+    /// Failures last seen before this are forgotten.
+    pub forget_before: Millis,
+}
+
+/// One failed sign-in to remember.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureRecord<'a> {
+    /// User name (canonical, or as given).
+    pub user: &'a str,
+    /// Source address key.
+    pub source: &'a str,
+    /// A keyed hash of the wrong secret (never the secret), when the mechanism sent
+    /// one that can be compared across attempts.
+    pub attempt: Option<&'a str>,
+    /// The source's network is not familiar to the account: the failure also counts
+    /// toward the account's lock for unfamiliar networks.
+    pub unfamiliar: bool,
+    /// Now.
+    pub now: Millis,
+    /// Counts whose last failure is older than this start again from zero.
+    pub forget_before: Millis,
+    /// How many recent wrong secrets to remember per (user, source).
+    pub remember: usize,
+    /// Distinct accounts failed from the source are counted since this time.
+    pub spray_since: Millis,
+}
+
+/// The counts after a failure was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureCounts {
+    /// The wrong secret was one of the recent ones: nothing was counted.
+    pub repeated: bool,
+    /// Failures for this (user, source).
+    pub failures: u32,
+    /// Unfamiliar-network failures for the account.
+    pub account_failures: u32,
+    /// Distinct user names failed from the source since `spray_since`.
+    pub accounts_from_source: u32,
+}
+
+/// A row of `poplar lockout list`: failures per (user, source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFailures {
+    /// User name.
+    pub user: String,
+    /// Source address key.
+    pub source: String,
+    /// Failures counted.
+    pub failures: u32,
+    /// Last failure.
+    pub last_failure: Millis,
+}
+
+/// A row of `poplar lockout list`: an account's unfamiliar-network failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountFailures {
+    /// User name.
+    pub user: String,
+    /// Failures counted.
+    pub failures: u32,
+    /// Last failure.
+    pub last_failure: Millis,
+}
+
+/// A banned source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    /// Source address key.
+    pub source: String,
+    /// When it was banned.
+    pub banned_at: Millis,
+    /// Until when.
+    pub banned_until: Millis,
+    /// Accounts it had failed on.
+    pub accounts: u32,
+}
+
+/// Everything the defence remembers that is still in force or counting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockoutState {
+    /// Failures per (user, source), newest first.
+    pub sources: Vec<SourceFailures>,
+    /// Failures per account from unfamiliar networks, newest first.
+    pub accounts: Vec<AccountFailures>,
+    /// Bans not yet expired, newest first.
+    pub bans: Vec<Ban>,
+}
+
+/// What `poplar lockout clear` lifts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClearTarget<'a> {
+    /// Every failure count of this user and its account lock.
+    User(&'a str),
+    /// The ban of this source and its failure counts.
+    Source(&'a str),
+    /// Everything.
+    All,
+}
