@@ -33,7 +33,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server until SIGTERM or SIGINT.
+    /// Run the server until SIGTERM or SIGINT; SIGHUP reloads certificates.
     Serve {
         /// First run only: create user `demo` with a random password (printed once)
         /// and a few sample messages.
@@ -145,6 +145,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     // SIGTERM as soon as it sees `ready` always gets a graceful shutdown.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let addrs = server.local_addrs();
     for (kind, addr) in &addrs {
         println!("listening {} {addr}", kind.name());
@@ -154,6 +155,17 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         demo::print_instructions(&config, &addrs, &password);
     }
     println!("ready");
+
+    // SIGHUP: the general reload hook (certificates today). Sessions stay open.
+    let reloader = server.reloader();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            let reloader = reloader.clone();
+            // `reload` logs its outcome; a failure keeps the previous certificates.
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
+    });
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

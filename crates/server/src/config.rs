@@ -153,13 +153,17 @@ pub struct Listen {
 
 /// Certificate and key in PEM files. With neither set, a self-signed ECDSA P-256
 /// certificate is made once in `<data_dir>/tls/`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
-    /// Certificate chain (leaf first).
+    /// Certificate chain (leaf first): the default certificate, served to clients that
+    /// send no SNI or a name no entry of `certificates` covers.
     pub cert: Option<PathBuf>,
     /// Private key (PKCS#8, PKCS#1 or SEC1).
     pub key: Option<PathBuf>,
+    /// Seconds between checks of the certificate and key files for changes (a reload
+    /// follows); 0 turns the check off. SIGHUP always reloads.
+    pub reload_check_secs: u64,
     /// CA bundle (PEM) for TLS client certificates. When set, clients may present a
     /// certificate issued by it and sign in with SASL EXTERNAL; clients without one
     /// are still served.
@@ -170,6 +174,34 @@ pub struct Tls {
     /// SHA-256 fingerprints (hex, colons optional) of client certificates that must no
     /// longer sign in.
     pub revoked_client_certs: Vec<String>,
+    /// More certificates, each served to clients whose SNI matches one of its SAN DNS
+    /// names (`*.example.org` covers one label). Last, so TOML writes it after the
+    /// plain keys.
+    pub certificates: Vec<SniCertificate>,
+}
+
+/// A certificate chosen by SNI (`[[tls.certificates]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    /// Certificate chain (leaf first); its SAN DNS names select it.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            reload_check_secs: 5,
+            client_ca: None,
+            client_identity: ClientIdentity::default(),
+            revoked_client_certs: Vec::new(),
+            certificates: Vec::new(),
+        }
+    }
 }
 
 /// Which part of a client certificate names the user.
@@ -492,14 +524,17 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         for net in &self.auth.plaintext_networks {
-            let loopback = match net {
-                IpNet::V4(n) => n.network().is_loopback() && n.prefix_len() >= 8,
-                IpNet::V6(n) => n.network().is_loopback(),
-            };
-            if !loopback {
-                w.push(format!(
-                    "auth.plaintext_networks includes {net}: passwords from there may cross the network unencrypted"
-                ));
+            match NetScope::of(net) {
+                NetScope::Loopback => {}
+                NetScope::Private => w.push(format!(
+                    "auth.plaintext_networks includes {net}: passwords from there cross the local network unencrypted; narrow it to the hosts that need it, or have them use STLS"
+                )),
+                NetScope::Public if net.prefix_len() == 0 => w.push(format!(
+                    "auth.plaintext_networks includes {net}, every address: passwords may cross the internet unencrypted; remove it and have clients use STLS or POP3S"
+                )),
+                NetScope::Public => w.push(format!(
+                    "auth.plaintext_networks includes {net}, which reaches beyond loopback and private networks: passwords may cross the internet unencrypted; remove it and have clients use STLS or POP3S"
+                )),
             }
         }
         let public = self
@@ -538,7 +573,43 @@ impl Config {
         if self.limits.idle_timeout_transaction_secs < 600 {
             w.push("limits.idle_timeout_transaction_secs is below RFC 1939's 10 minutes".into());
         }
+        w.extend(crate::tls::check::warnings(self));
         w
+    }
+}
+
+/// How far a network reaches, for the warning about plaintext passwords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetScope {
+    Loopback,
+    /// RFC 1918, RFC 4193 unique-local and link-local addresses.
+    Private,
+    Public,
+}
+
+impl NetScope {
+    fn of(net: &IpNet) -> Self {
+        const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+        const PRIVATE: [&str; 6] = [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "169.254.0.0/16",
+            "fc00::/7",
+            "fe80::/10",
+        ];
+        let within = |list: &[&str]| {
+            list.iter()
+                .filter_map(|n| n.parse::<IpNet>().ok())
+                .any(|outer| outer.contains(net))
+        };
+        if within(&LOOPBACK) {
+            NetScope::Loopback
+        } else if within(&PRIVATE) {
+            NetScope::Private
+        } else {
+            NetScope::Public
+        }
     }
 }
 
@@ -586,5 +657,64 @@ mod tests {
         assert!(c.plaintext_allowed("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!c.plaintext_allowed("192.0.2.1".parse().unwrap()));
         assert_eq!(c.warnings().len(), 1);
+    }
+
+    #[test]
+    fn plaintext_networks_warn_by_reach() {
+        let warn = |nets: &str| {
+            let c: Config =
+                toml::from_str(&format!("[auth]\nplaintext_networks = [{nets}]\n")).unwrap();
+            c.warnings()
+        };
+        assert!(warn(r#""127.0.0.1/32", "::1/128""#).is_empty());
+        let w = warn(r#""192.168.1.0/24""#);
+        assert!(
+            w[0].contains("local network") && w[0].contains("STLS"),
+            "{w:?}"
+        );
+        let w = warn(r#""0.0.0.0/0""#);
+        assert!(
+            w[0].contains("every address") && w[0].contains("remove it"),
+            "{w:?}"
+        );
+        let w = warn(r#""::/0""#);
+        assert!(w[0].contains("every address"), "{w:?}");
+        // Wider than a private range, or public.
+        for net in [
+            r#""10.0.0.0/7""#,
+            r#""198.51.100.0/24""#,
+            r#""2001:db8::/32""#,
+        ] {
+            let w = warn(net);
+            assert!(w[0].contains("beyond loopback and private"), "{net}: {w:?}");
+        }
+    }
+
+    #[test]
+    fn apop_and_self_signed_on_the_network_warn_with_advice() {
+        let c: Config = toml::from_str("[apop]\nenabled = true\n").unwrap();
+        assert!(c.warnings()[0].contains("prefer SCRAM-SHA-256"));
+        let c: Config = toml::from_str("[listen]\npop3s = [\"0.0.0.0:995\"]\n").unwrap();
+        let w = c.warnings();
+        assert!(
+            w[0].contains("self-signed") && w[0].contains("set tls.cert"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn sni_certificates_parse_as_an_array_of_tables() {
+        let c: Config = toml::from_str(
+            "[tls]\nreload_check_secs = 0\n[[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n[[tls.certificates]]\ncert = \"b.pem\"\nkey = \"b.key\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.reload_check_secs, 0);
+        assert_eq!(c.tls.certificates.len(), 2);
+        assert_eq!(c.tls.certificates[1].key, PathBuf::from("b.key"));
+        // And they survive `config check`'s printing.
+        let printed = toml::to_string_pretty(&c).unwrap();
+        let again: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(again.tls.certificates, c.tls.certificates);
+        assert!(toml::from_str::<Config>("[[tls.certificates]]\ncert = \"a.pem\"\n").is_err());
     }
 }

@@ -8,11 +8,13 @@
 pub mod config;
 mod conn;
 mod listener;
+mod reload;
 mod secrets;
 pub mod tls;
 
 pub use config::Config;
 pub use listener::{ListenerKind, Server};
+pub use reload::Reloader;
 
 use std::sync::Arc;
 

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::{Connection, Shared};
+use crate::reload::Reloader;
 use crate::tls::TlsSetup;
 use crate::{Dir, authenticator_with_clock};
 
@@ -41,6 +42,7 @@ pub struct Server {
     listeners: Vec<(ListenerKind, TcpListener)>,
     shared: Arc<Shared>,
     fingerprint: String,
+    reloader: Reloader,
 }
 
 impl Server {
@@ -59,6 +61,7 @@ impl Server {
         let TlsSetup {
             config: tls_config,
             fingerprint,
+            store,
             ..
         } = crate::tls::load(&config)?;
         let mut listeners = Vec::new();
@@ -92,6 +95,7 @@ impl Server {
             listeners,
             shared,
             fingerprint,
+            reloader: Reloader::new(store),
         })
     }
 
@@ -103,15 +107,25 @@ impl Server {
             .collect()
     }
 
-    /// SHA-256 fingerprint of the served certificate.
+    /// SHA-256 fingerprint of the default certificate served at start.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// A handle that reloads certificates (on SIGHUP, say) while the server runs.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then lets open sessions finish for the
     /// grace period. A session in UPDATE always completes its deletions.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
+        let check_secs = self.shared.config.tls.reload_check_secs;
+        if check_secs > 0 {
+            let every = Duration::from_secs(check_secs);
+            tokio::spawn(self.reloader.watch_files(every, shutdown.clone()));
+        }
         // Old failure counts and expired bans are dropped hourly.
         let pruning = self.shared.clone();
         let stop_pruning = shutdown.clone();

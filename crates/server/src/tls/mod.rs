@@ -1,9 +1,15 @@
-//! TLS for both listeners: rustls with TLS 1.2 and 1.3 only, aws-lc-rs as the one
-//! crypto provider, ALPN `pop3` (RFC 8314 section 7.4 reserves it for POP3 over TLS).
+//! TLS for both listeners: rustls with TLS 1.2 and 1.3 only, forward-secret AEAD
+//! suites only, aws-lc-rs as the one crypto provider, ALPN `pop3` (RFC 8314 section 7.4
+//! reserves it for POP3 over TLS), a certificate chosen by SNI (RFC 6066 section 3) and
+//! certificates reloaded without a restart (see [`store`]).
 //!
 //! With no certificate configured, a self-signed ECDSA P-256 certificate for
 //! `localhost`, `127.0.0.1` and the configured host name is made once into the data
 //! folder; its key file is created with mode 0600.
+
+mod certs;
+pub mod check;
+mod store;
 
 use std::fs;
 use std::io::Write as _;
@@ -11,12 +17,15 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
-use rustls::ServerConfig;
-use rustls::crypto::aws_lc_rs;
+use anyhow::Context as _;
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
+use rustls::{ServerConfig, SupportedCipherSuite};
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
+
+pub use certs::{CertSet, CertSource, LoadedCert, name_matches};
+pub use store::{CertStore, sources};
 
 use crate::config::Config;
 
@@ -24,36 +33,54 @@ use crate::config::Config;
 pub struct TlsSetup {
     /// The rustls configuration shared by every connection.
     pub config: Arc<ServerConfig>,
-    /// SHA-256 of the leaf certificate, as colon-separated hex.
+    /// The certificates it serves, and their reload.
+    pub store: Arc<CertStore>,
+    /// SHA-256 of the default leaf certificate at start, as colon-separated hex.
     pub fingerprint: String,
-    /// Where the certificate came from.
+    /// Where the default certificate came from.
     pub cert_path: PathBuf,
 }
 
-/// Loads the configured certificate, or makes the self-signed one on first start.
+/// The cipher suites Poplar offers, pinned here rather than taken from the provider's
+/// default so that a dependency update cannot widen them unnoticed.
+///
+/// rustls implements no CBC, RC4, 3DES, NULL or EXPORT suite and no static-RSA key
+/// exchange at all; aws-lc-rs' default list (rustls 0.23.46) is exactly the nine
+/// below. TLS 1.3 suites are all AEAD with (EC)DHE; for TLS 1.2 only ECDHE with AES-GCM
+/// or ChaCha20-Poly1305 remains, so every session has forward secrecy. AES-256 comes
+/// first; a client without AES hardware may still choose ChaCha20.
+pub fn cipher_suites() -> Vec<SupportedCipherSuite> {
+    use aws_lc_rs::cipher_suite as cs;
+    vec![
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
+}
+
+/// aws-lc-rs with [`cipher_suites`]; its key exchange groups are kept (X25519MLKEM768
+/// first, then X25519, P-256, P-384: all ephemeral).
+pub fn provider() -> CryptoProvider {
+    CryptoProvider {
+        cipher_suites: cipher_suites(),
+        ..aws_lc_rs::default_provider()
+    }
+}
+
+/// Loads the configured certificates (making the self-signed one on first start) and
+/// builds the rustls configuration around them.
 pub fn load(config: &Config) -> anyhow::Result<TlsSetup> {
-    let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
-        (Some(c), Some(k)) => (c.clone(), k.clone()),
-        _ => {
-            let dir = config.data_dir.join("tls");
-            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-            if !c.exists() || !k.exists() {
-                self_signed(&dir, &c, &k, &config.hostname)?;
-            }
-            (c, k)
-        }
-    };
-    let certs = CertificateDer::pem_file_iter(&cert_path)
-        .with_context(|| format!("reading certificate {}", cert_path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing certificate {}", cert_path.display()))?;
-    let Some(leaf) = certs.first() else {
-        bail!("no certificate in {}", cert_path.display());
-    };
-    let fingerprint = hex_colon(&Sha256::digest(leaf.as_ref()));
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .with_context(|| format!("reading private key {}", key_path.display()))?;
-    let provider = Arc::new(aws_lc_rs::default_provider());
+    let provider = Arc::new(provider());
+    let store = Arc::new(CertStore::open(config, provider.clone())?);
+    let current = store.current();
+    let fingerprint = current.default_cert().fingerprint.clone();
+    let cert_path = sources(config)[0].cert.clone();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?;
@@ -77,18 +104,22 @@ pub fn load(config: &Config) -> anyhow::Result<TlsSetup> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut server = builder
-        .with_single_cert(certs, key)
-        .context("certificate and key do not match")?;
+    let mut server = builder.with_cert_resolver(store.resolver());
     server.alpn_protocols = vec![b"pop3".to_vec()];
     Ok(TlsSetup {
         config: Arc::new(server),
+        store,
         fingerprint,
         cert_path,
     })
 }
 
-fn self_signed(dir: &Path, cert: &Path, key: &Path, hostname: &str) -> anyhow::Result<()> {
+pub(crate) fn self_signed(
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    hostname: &str,
+) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     if !names.iter().any(|n| n == hostname) {
@@ -177,6 +208,43 @@ fn hex_colon(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suites_are_tls13_or_tls12_ecdhe_aead() {
+        let suites = cipher_suites();
+        assert_eq!(suites.len(), 9);
+        for suite in &suites {
+            let name = format!("{:?}", suite.suite());
+            let tls13 = suite.version().version == rustls::ProtocolVersion::TLSv1_3;
+            let aead = name.contains("_GCM_") || name.contains("_CHACHA20_POLY1305_");
+            assert!(aead && !name.contains("CBC"), "{name}");
+            assert!(tls13 || name.starts_with("TLS_ECDHE_"), "{name}");
+        }
+        // Every pinned suite exists in the provider: a rename upstream fails here.
+        let available = aws_lc_rs::ALL_CIPHER_SUITES;
+        assert!(suites.iter().all(|s| available.contains(s)));
+        // What the provider would offer by default is no wider than our list: if a
+        // new default appears, decide about it here.
+        for s in aws_lc_rs::DEFAULT_CIPHER_SUITES {
+            assert!(suites.contains(s), "new provider default {:?}", s.suite());
+        }
+    }
+
+    #[test]
+    fn server_config_pins_versions_suites_and_alpn() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let setup = load(&config).unwrap();
+        assert_eq!(setup.config.alpn_protocols, vec![b"pop3".to_vec()]);
+        assert_eq!(
+            setup.config.crypto_provider().cipher_suites,
+            cipher_suites()
+        );
+        assert_eq!(setup.cert_path, dir.path().join("tls/cert.pem"));
+    }
 
     #[test]
     fn makes_a_self_signed_certificate_once() {

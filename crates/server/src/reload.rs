@@ -1,0 +1,42 @@
+//! Run-time reload: what `SIGHUP` re-reads without a restart or a dropped session.
+//!
+//! Today that is the certificates and keys (every `tls.cert`/`tls.key` and
+//! `tls.certificates` pair); the configuration file itself is read only at start. Later
+//! reloadable parts (the audit log's file, rules) join [`Reloader::reload`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::tls::CertStore;
+
+/// A handle to reload the running server; cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    certs: Arc<CertStore>,
+}
+
+impl Reloader {
+    pub(crate) fn new(certs: Arc<CertStore>) -> Self {
+        Self { certs }
+    }
+
+    /// Re-reads every certificate and key pair and swaps them in at once for new
+    /// handshakes; on any failure keeps serving the previous ones. The outcome is
+    /// logged (never key material). Blocking: small file reads.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        self.certs.reload()
+    }
+
+    /// SHA-256 fingerprint of the default certificate new handshakes get.
+    pub fn fingerprint(&self) -> String {
+        self.certs.current().default_cert().fingerprint.clone()
+    }
+
+    /// Reloads the certificates whenever their files change, checking every `every`,
+    /// until `shutdown`.
+    pub(crate) async fn watch_files(self, every: Duration, shutdown: CancellationToken) {
+        self.certs.watch(every, shutdown).await;
+    }
+}

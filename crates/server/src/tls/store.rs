@@ -1,0 +1,328 @@
+//! The served certificates and their reload, on request (SIGHUP) or when the files
+//! change, without dropping a session.
+//!
+//! A reload reads every configured pair again and swaps the whole set at once, or
+//! nothing: if one pair fails (unreadable, malformed, key and certificate apart, as
+//! during a renewal that has written one file of two) the previous set keeps serving
+//! and the error is logged. Open sessions never notice; new handshakes get the new set.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rustls::crypto::CryptoProvider;
+use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::certs::{CertResolver, CertSet, CertSource, load_pair};
+use crate::config::Config;
+
+/// The certificate Poplar makes itself when none is configured.
+#[derive(Debug, Clone)]
+struct SelfSigned {
+    hostname: String,
+}
+
+/// The certificate files, the set loaded from them and the way to load it again.
+pub struct CertStore {
+    /// The default certificate first, then those chosen by SNI.
+    sources: Vec<CertSource>,
+    /// Set when the default is Poplar's own self-signed one, made again if deleted.
+    self_signed: Option<SelfSigned>,
+    provider: Arc<CryptoProvider>,
+    resolver: Arc<CertResolver>,
+    /// The files as they were when last read. Held for a whole reload, so a SIGHUP and
+    /// a file change never load at once.
+    last_read: Mutex<Stamps>,
+}
+
+/// One version of a file: the SHA-256 of its contents. Unlike a modification time it
+/// cannot miss a same-size rewrite within one clock tick, and reading a few small files
+/// every few seconds costs next to nothing.
+type FileStamp = [u8; 32];
+
+/// One stamp per file, `None` where the file is missing or unreadable.
+type Stamps = Vec<Option<FileStamp>>;
+
+/// The certificate files a configuration names: the default (configured, or the
+/// self-signed one in `<data_dir>/tls/`) first, then `tls.certificates` in order.
+pub fn sources(config: &Config) -> Vec<CertSource> {
+    let default = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => CertSource {
+            label: "tls.cert".into(),
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => {
+            let dir = config.data_dir.join("tls");
+            CertSource {
+                label: "self-signed certificate".into(),
+                cert: dir.join("cert.pem"),
+                key: dir.join("key.pem"),
+            }
+        }
+    };
+    let extra = config
+        .tls
+        .certificates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CertSource {
+            label: format!("tls.certificates[{i}]"),
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        });
+    std::iter::once(default).chain(extra).collect()
+}
+
+impl CertStore {
+    /// Loads every configured pair (making the self-signed default on first start).
+    /// Any failure here is fatal: the server does not start without its certificates.
+    pub fn open(config: &Config, provider: Arc<CryptoProvider>) -> anyhow::Result<Self> {
+        let self_signed = config.tls.cert.is_none().then(|| SelfSigned {
+            hostname: config.hostname.clone(),
+        });
+        let sources = sources(config);
+        ensure_self_signed(&sources, self_signed.as_ref())?;
+        let stamps = stamps(&sources);
+        let set = load_set(&sources, &provider)?;
+        Ok(Self {
+            sources,
+            self_signed,
+            provider,
+            resolver: Arc::new(CertResolver::new(set)),
+            last_read: Mutex::new(stamps),
+        })
+    }
+
+    /// The rustls resolver serving the current set.
+    pub fn resolver(&self) -> Arc<CertResolver> {
+        self.resolver.clone()
+    }
+
+    /// The set new handshakes use now.
+    pub fn current(&self) -> Arc<CertSet> {
+        self.resolver.current()
+    }
+
+    /// Reads every pair again and swaps the set in, or keeps the old one and says why.
+    /// Blocking (small file reads): call it off the async executor.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let mut last_read = self
+            .last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let loaded = ensure_self_signed(&self.sources, self.self_signed.as_ref()).and_then(|()| {
+            // Taken before reading: a file that changes while we read is read again later.
+            *last_read = stamps(&self.sources);
+            load_set(&self.sources, &self.provider)
+        });
+        match loaded {
+            Ok(set) => {
+                tracing::info!(
+                    certificate_sha256 = %set.default_cert().fingerprint,
+                    sni_certificates = set.extra().len(),
+                    "certificates reloaded"
+                );
+                self.resolver.replace(set);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "certificate reload failed; still serving the previous certificates"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a certificate or key file differs from when it was last read.
+    fn files_changed(&self) -> Option<Stamps> {
+        let now = stamps(&self.sources);
+        let last_read = self
+            .last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (*last_read != now).then_some(now)
+    }
+
+    /// Checks the files every `every` and reloads when they have changed and then stood
+    /// still for a moment (a renewal writes the certificate and key one after the
+    /// other), until `shutdown`.
+    pub async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let settle = every.min(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let Some(seen) = self.files_changed() else {
+                continue;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(settle) => {}
+            }
+            if self.files_changed().as_ref() != Some(&seen) {
+                continue; // still being written: look again next time
+            }
+            tracing::info!("certificate files changed; reloading");
+            let store = self.clone();
+            // The outcome is logged by `reload`.
+            let _ = tokio::task::spawn_blocking(move || store.reload()).await;
+        }
+    }
+}
+
+/// Makes Poplar's own certificate when it is the default and missing (first start, or
+/// deleted to have a new one made).
+fn ensure_self_signed(
+    sources: &[CertSource],
+    self_signed: Option<&SelfSigned>,
+) -> anyhow::Result<()> {
+    let (Some(own), Some(default)) = (self_signed, sources.first()) else {
+        return Ok(());
+    };
+    if default.cert.exists() && default.key.exists() {
+        return Ok(());
+    }
+    let dir = default
+        .cert
+        .parent()
+        .context("self-signed certificate folder")?;
+    super::self_signed(dir, &default.cert, &default.key, &own.hostname)
+}
+
+fn load_set(sources: &[CertSource], provider: &CryptoProvider) -> anyhow::Result<CertSet> {
+    let (default, extra) = sources.split_first().context("no certificate configured")?;
+    let default = load_pair(default, provider)?;
+    let extra = extra
+        .iter()
+        .map(|s| load_pair(s, provider))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(CertSet::new(default, extra))
+}
+
+fn stamps(sources: &[CertSource]) -> Stamps {
+    // Reading follows symlinks, so certbot's switch of `live/` links counts.
+    let stamp = |path: &PathBuf| std::fs::read(path).ok().map(|b| Sha256::digest(&b).into());
+    sources
+        .iter()
+        .flat_map(|s| [stamp(&s.cert), stamp(&s.key)])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::certs::tests::write_pair;
+    use super::*;
+    use crate::config::SniCertificate;
+
+    fn store_for(dir: &std::path::Path) -> (Config, CertStore) {
+        let default = write_pair(dir, "default", &["localhost"]);
+        let sni = write_pair(dir, "sni", &["mail.one.test"]);
+        let mut config = Config {
+            data_dir: dir.join("data"),
+            ..Config::default()
+        };
+        config.tls.cert = Some(default.cert);
+        config.tls.key = Some(default.key);
+        config.tls.certificates = vec![SniCertificate {
+            cert: sni.cert,
+            key: sni.key,
+        }];
+        let store = CertStore::open(&config, Arc::new(super::super::provider())).unwrap();
+        (config, store)
+    }
+
+    #[test]
+    fn reload_swaps_in_renewed_files_and_keeps_the_old_set_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, store) = store_for(dir.path());
+        let before = store.current();
+        assert!(store.files_changed().is_none());
+
+        // Renewal of the SNI certificate.
+        write_pair(dir.path(), "sni", &["mail.one.test"]);
+        assert!(store.files_changed().is_some());
+        store.reload().unwrap();
+        assert!(store.files_changed().is_none());
+        let renewed = store.current();
+        assert_eq!(
+            renewed.default_cert().fingerprint,
+            before.default_cert().fingerprint
+        );
+        assert_ne!(
+            renewed.extra()[0].fingerprint,
+            before.extra()[0].fingerprint
+        );
+
+        // A certificate written without its key: refused, the renewed set stays.
+        let other = write_pair(dir.path(), "other", &["mail.one.test"]);
+        std::fs::copy(&other.cert, dir.path().join("sni.cert.pem")).unwrap();
+        let err = format!("{:#}", store.reload().unwrap_err());
+        assert!(err.contains("tls.certificates[0]"), "{err}");
+        assert!(Arc::ptr_eq(&store.current(), &renewed));
+        // The failed attempt is remembered: no retry until the files change again.
+        assert!(store.files_changed().is_none());
+        std::fs::copy(&other.key, dir.path().join("sni.key.pem")).unwrap();
+        assert!(store.files_changed().is_some());
+        store.reload().unwrap();
+        assert_eq!(store.current().extra()[0].fingerprint, {
+            let p = super::super::provider();
+            load_pair(&other, &p).unwrap().fingerprint
+        });
+    }
+
+    #[test]
+    fn a_missing_file_fails_the_reload_but_not_the_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, store) = store_for(dir.path());
+        let before = store.current();
+        std::fs::remove_file(config.tls.key.as_ref().unwrap()).unwrap();
+        assert!(store.reload().is_err());
+        assert!(Arc::ptr_eq(&store.current(), &before));
+    }
+
+    #[test]
+    fn the_self_signed_default_is_made_again_if_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let store = CertStore::open(&config, Arc::new(super::super::provider())).unwrap();
+        // Made at open, before the files were first looked at: not a change.
+        assert!(store.files_changed().is_none());
+        let first = store.current().default_cert().fingerprint.clone();
+        std::fs::remove_file(dir.path().join("tls/cert.pem")).unwrap();
+        store.reload().unwrap();
+        assert_ne!(store.current().default_cert().fingerprint, first);
+    }
+
+    #[tokio::test]
+    async fn watch_reloads_changed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, store) = store_for(dir.path());
+        let store = Arc::new(store);
+        let before = store.current().extra()[0].fingerprint.clone();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(
+            store
+                .clone()
+                .watch(Duration::from_millis(20), shutdown.clone()),
+        );
+        write_pair(dir.path(), "sni", &["mail.one.test"]);
+        for _ in 0..500 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if store.current().extra()[0].fingerprint != before {
+                break;
+            }
+        }
+        assert_ne!(store.current().extra()[0].fingerprint, before);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}

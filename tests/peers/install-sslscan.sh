@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs Debian's sslscan, the TLS scanner behind tests/test_tls_scan.py and
+# scripts/tls-scan. Idempotent; needs root (apt-get) only when sslscan is missing.
+set -euo pipefail
+if command -v sslscan >/dev/null; then
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends sslscan >/dev/null
