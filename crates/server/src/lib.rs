@@ -8,11 +8,14 @@
 pub mod config;
 mod conn;
 mod listener;
+pub mod process;
 mod secrets;
+mod sockets;
 pub mod tls;
 
 pub use config::Config;
 pub use listener::{ListenerKind, Server};
+pub use sockets::Sockets;
 
 use std::sync::Arc;
 
