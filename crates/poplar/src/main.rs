@@ -63,23 +63,35 @@ enum ConfigCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("poplar: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
+    match start(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("poplar: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Binds `serve`'s sockets and switches to `[process] user` before the runtime starts
+/// its threads, so the drop happens in a single-threaded process and every thread made
+/// afterwards inherits it. Commands that touch the data folder switch too, so files
+/// they create as root (the directory, the server key, Maildirs) belong to that user.
+fn start(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(cli.config.as_ref())?;
+    let sockets = match cli.command {
+        Command::Serve { .. } => Some(server::Sockets::bind(&config)?),
+        _ => None,
+    };
+    // `config check` reads nothing but the file, so it keeps the caller's identity.
+    let touches_data = !matches!(cli.command, Command::Config(_));
+    if touches_data && let Some(identity) = server::process::Identity::resolve(&config.process)? {
+        identity.switch_to()?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(run(cli.command, config, sockets))
 }
 
 fn init_logging() {
@@ -103,24 +115,33 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 }
 
 async fn open_directory(config: &Config) -> anyhow::Result<Arc<Dir>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
+    server::process::prepare_data_dir(&config.data_dir)?;
     let dir = Dir::open(&config.directory_path())
         .await
         .with_context(|| format!("opening directory {}", config.directory_path().display()))?;
     Ok(Arc::new(dir))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = load_config(cli.config.as_ref())?;
-    match cli.command {
-        Command::Serve { demo } => serve(config, demo).await,
+async fn run(
+    command: Command,
+    config: Config,
+    sockets: Option<server::Sockets>,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { demo } => {
+            let sockets = sockets.context("serve without bound sockets")?;
+            serve(config, demo, sockets).await
+        }
         Command::User(cmd) => user::run(cmd, &config, open_directory(&config).await?).await,
         Command::Lockout(cmd) => lockout::run(cmd, &config, open_directory(&config).await?).await,
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);
-            let warnings = config.warnings();
+            let mut warnings = config.warnings();
+            warnings.extend(server::process::root_warning(&config.process));
+            if let Err(e) = server::process::Identity::resolve(&config.process) {
+                warnings.push(format!("{e:#}"));
+            }
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
@@ -130,8 +151,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
-    for w in config.warnings() {
+async fn serve(config: Config, demo: bool, sockets: server::Sockets) -> anyhow::Result<()> {
+    let process_warning = server::process::root_warning(&config.process);
+    for w in config.warnings().into_iter().chain(process_warning) {
         tracing::warn!("{w}");
     }
     let dir = open_directory(&config).await?;
@@ -140,7 +162,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    let server = server::Server::bind(config.clone(), dir).await?;
+    let server = server::Server::start(config.clone(), dir, sockets).await?;
     // Signal handlers go in before `ready` is printed, so a supervisor that sends
     // SIGTERM as soon as it sees `ready` always gets a graceful shutdown.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -23,6 +23,8 @@ pub struct Config {
     pub hostname: String,
     /// Listening sockets.
     pub listen: Listen,
+    /// The user and group to run as once the sockets are bound.
+    pub process: crate::process::Process,
     /// Certificate and key.
     pub tls: Tls,
     /// Sign-in rules.
@@ -334,6 +336,7 @@ impl Default for Config {
             data_dir: PathBuf::from("poplar-data"),
             hostname: "localhost".into(),
             listen: Listen::default(),
+            process: crate::process::Process::default(),
             tls: Tls::default(),
             auth: Auth::default(),
             limits: Limits::default(),
@@ -433,6 +436,7 @@ impl Config {
         if self.listen.pop3.is_empty() && self.listen.pop3s.is_empty() {
             return bad("no listeners: set listen.pop3 or listen.pop3s");
         }
+        self.process.validate().map_err(ConfigError::Invalid)?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together");
         }

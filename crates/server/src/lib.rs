@@ -8,13 +8,16 @@
 pub mod config;
 mod conn;
 mod listener;
+pub mod process;
 mod reload;
 mod secrets;
+mod sockets;
 pub mod tls;
 
 pub use config::Config;
 pub use listener::{ListenerKind, Server};
 pub use reload::Reloader;
+pub use sockets::Sockets;
 
 use std::sync::Arc;
 

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -15,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::conn::{Connection, Shared};
 use crate::reload::Reloader;
+use crate::sockets::Sockets;
 use crate::tls::TlsSetup;
 use crate::{Dir, authenticator_with_clock};
 
@@ -46,7 +46,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Loads TLS and binds every configured socket.
+    /// Binds every configured socket and starts, for callers that keep their privileges.
+    /// `poplar serve` binds with [`Sockets::bind`], drops them, then calls [`Server::start`].
     pub async fn bind(config: Config, dir: Arc<Dir>) -> anyhow::Result<Self> {
         Self::bind_with_clock(config, dir, Arc::new(auth::defence::SystemClock)).await
     }
@@ -58,31 +59,31 @@ impl Server {
         dir: Arc<Dir>,
         clock: Arc<dyn auth::defence::Clock>,
     ) -> anyhow::Result<Self> {
+        let sockets = Sockets::bind(&config)?;
+        Self::start_with_clock(config, dir, sockets, clock).await
+    }
+
+    /// Loads TLS (making the self-signed certificate on first start) and takes over the
+    /// sockets bound earlier by [`Sockets::bind`]. `poplar serve` calls it after the
+    /// privilege drop, so what it creates belongs to the user it serves as.
+    pub async fn start(config: Config, dir: Arc<Dir>, sockets: Sockets) -> anyhow::Result<Self> {
+        Self::start_with_clock(config, dir, sockets, Arc::new(auth::defence::SystemClock)).await
+    }
+
+    /// [`Server::start`] with the clock the defence rules read.
+    pub async fn start_with_clock(
+        config: Config,
+        dir: Arc<Dir>,
+        sockets: Sockets,
+        clock: Arc<dyn auth::defence::Clock>,
+    ) -> anyhow::Result<Self> {
         let TlsSetup {
             config: tls_config,
             fingerprint,
             store,
             ..
         } = crate::tls::load(&config)?;
-        let mut listeners = Vec::new();
-        let sockets = config
-            .listen
-            .pop3
-            .iter()
-            .map(|a| (ListenerKind::Pop3, *a))
-            .chain(
-                config
-                    .listen
-                    .pop3s
-                    .iter()
-                    .map(|a| (ListenerKind::Pop3s, *a)),
-            );
-        for (kind, addr) in sockets {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {} on {addr}", kind.name()))?;
-            listeners.push((kind, listener));
-        }
+        let listeners = sockets.into_tokio()?;
         let auth = authenticator_with_clock(&config, dir, clock)?;
         let shared = Arc::new(Shared {
             auth,
