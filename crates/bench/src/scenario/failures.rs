@@ -1,5 +1,7 @@
 //! `failures`: how fast, and how alike, failed sign-ins are answered, by reason:
-//! a wrong password for an existing user, an unknown user, a malformed AUTH PLAIN.
+//! a wrong password for an existing user, an unknown user, a malformed AUTH PLAIN, and
+//! (given accounts the operator prepared) a locked or disabled account with a wrong or
+//! with the right password.
 //! Reasons are interleaved so that throttling or drift hits all of them alike. A
 //! server that does not leak whether an account exists answers the first two with the
 //! same text in the same time.
@@ -24,6 +26,14 @@ pub enum Reason {
     UnknownUser,
     /// AUTH PLAIN whose initial response is not base64.
     MalformedPlain,
+    /// The locked account (--locked-user) with a wrong password.
+    LockedWrong,
+    /// The locked account with its right password (--locked-password).
+    LockedRight,
+    /// The disabled account (--disabled-user) with a wrong password.
+    DisabledWrong,
+    /// The disabled account with its right password (--disabled-password).
+    DisabledRight,
 }
 
 impl Reason {
@@ -32,6 +42,10 @@ impl Reason {
             Reason::WrongPassword => "wrong-password",
             Reason::UnknownUser => "unknown-user",
             Reason::MalformedPlain => "malformed-plain",
+            Reason::LockedWrong => "locked-wrong",
+            Reason::LockedRight => "locked-right",
+            Reason::DisabledWrong => "disabled-wrong",
+            Reason::DisabledRight => "disabled-right",
         }
     }
 }
@@ -49,6 +63,18 @@ pub struct Args {
     /// Stop after this many seconds even if attempts remain.
     #[arg(long, default_value_t = 300.0)]
     duration: f64,
+    /// An account the server holds locked (for locked-wrong, locked-right).
+    #[arg(long, default_value = "")]
+    locked_user: String,
+    /// Its right password.
+    #[arg(long, default_value = "")]
+    locked_password: String,
+    /// An account the server holds disabled (for disabled-wrong, disabled-right).
+    #[arg(long, default_value = "")]
+    disabled_user: String,
+    /// Its right password.
+    #[arg(long, default_value = "")]
+    disabled_password: String,
 }
 
 #[derive(Default)]
@@ -63,12 +89,22 @@ struct PerReason {
 }
 
 /// One attempt: connect, then the timed credential exchange.
-async fn attempt(d: &Dialer, reason: Reason, k: u64, out: &mut PerReason) -> Result<(), Pop3Error> {
+async fn attempt(
+    d: &Dialer,
+    a: &Args,
+    reason: Reason,
+    k: u64,
+    out: &mut PerReason,
+) -> Result<(), Pop3Error> {
     let mut c = d.connect(SMALL_CHUNK).await?;
     let (user, password) = match reason {
         Reason::WrongPassword => (d.users.name(k), format!("{}-wrong{k}", d.password)),
         Reason::UnknownUser => (format!("nosuchuser-{k}-x7q"), d.password.clone()),
         Reason::MalformedPlain => (String::new(), String::new()),
+        Reason::LockedWrong => (a.locked_user.clone(), format!("wrong{k}")),
+        Reason::LockedRight => (a.locked_user.clone(), a.locked_password.clone()),
+        Reason::DisabledWrong => (a.disabled_user.clone(), format!("wrong{k}")),
+        Reason::DisabledRight => (a.disabled_user.clone(), a.disabled_password.clone()),
     };
     let line = match (reason, d.auth) {
         (Reason::MalformedPlain, _) => "AUTH PLAIN !!not*base64!!".to_string(),
@@ -112,7 +148,21 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     if reasons.is_empty() {
         anyhow::bail!("failures: no --reasons");
     }
+    let locked = reasons
+        .iter()
+        .any(|r| matches!(r, Reason::LockedWrong | Reason::LockedRight));
+    let disabled = reasons
+        .iter()
+        .any(|r| matches!(r, Reason::DisabledWrong | Reason::DisabledRight));
+    if (locked && (a.locked_user.is_empty() || a.locked_password.is_empty()))
+        || (disabled && (a.disabled_user.is_empty() || a.disabled_password.is_empty()))
+    {
+        anyhow::bail!(
+            "failures: the locked-* and disabled-* reasons need --locked-user/--locked-password and --disabled-user/--disabled-password"
+        );
+    }
     let reasons = Arc::new(reasons);
+    let a = Arc::new(a);
     let d = Arc::new(Dialer::new(env));
     let total = a.count * reasons.len() as u64;
     let next = Arc::new(AtomicU64::new(0));
@@ -120,7 +170,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     let meter = Meter::start(env.server_pid);
     let mut workers = Vec::new();
     for _ in 0..a.concurrency.max(1) {
-        let (d, next, reasons) = (d.clone(), next.clone(), reasons.clone());
+        let (d, next, reasons, a) = (d.clone(), next.clone(), reasons.clone(), a.clone());
         workers.push(tokio::spawn(async move {
             let mut per: BTreeMap<Reason, PerReason> = BTreeMap::new();
             while Instant::now() < stop_at {
@@ -130,7 +180,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
                 }
                 let reason = reasons[(k % reasons.len() as u64) as usize];
                 let out = per.entry(reason).or_default();
-                if let Err(e) = attempt(&d, reason, k / reasons.len() as u64, out).await {
+                if let Err(e) = attempt(&d, &a, reason, k / reasons.len() as u64, out).await {
                     out.errors.add(e.key());
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -168,6 +218,9 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     let mut ok = true;
     let mut p50s = BTreeMap::new();
     let mut by_reason = Map::new();
+    // The set of -ERR texts each reason drew: a server that leaks nothing gives every
+    // reason the same set.
+    let mut reply_sets = std::collections::BTreeSet::new();
     for (reason, p) in all {
         let n = p.latency.len();
         let s = p.latency.summary();
@@ -193,6 +246,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
         r.insert("errors".into(), p.errors.json());
         by_reason.insert(reason.name().into(), Value::Object(r));
         ok &= p.unexpected_ok == 0 && p.errors.total() == 0;
+        reply_sets.insert(p.replies.keys().cloned().collect::<Vec<_>>());
         for (text, count) in &p.replies {
             println!("    {} reply x{count}: {text}", reason.name());
         }
@@ -205,6 +259,12 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
         println!("  p50 gap wrong-password - unknown-user: {:+.2} ms", w - u);
         res.insert("p50_gap_wrong_vs_unknown_ms".into(), round(w - u, 2));
     }
+    let identical = reply_sets.len() == 1;
+    println!(
+        "  replies identical across reasons: {}",
+        if identical { "yes" } else { "NO" }
+    );
+    res.insert("replies_identical".into(), json!(identical));
     println!("  {}", m.line().trim());
     res.insert("reasons".into(), Value::Object(by_reason));
     m.put(&mut res);
