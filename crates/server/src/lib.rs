@@ -5,6 +5,7 @@
 //! connection, a cancellation token for shutdown and a task tracker to wait on.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 mod conn;
 mod listener;

@@ -16,7 +16,7 @@ use directory::{Directory, DirectoryError, UserRecord};
 use sasl::ScramKeys;
 
 use crate::apop::ApopVault;
-use crate::defence::{Clock, Guard, LockoutPolicy, SystemClock, Ticket};
+use crate::defence::{Clock, DefenceEvents, Guard, LockoutPolicy, SystemClock, Ticket};
 
 mod admin;
 mod mechanisms;
@@ -230,6 +230,7 @@ impl<D: Directory> Authenticator<D> {
             LockoutPolicy::default(),
             Arc::new(SystemClock),
             &key,
+            None,
         ));
         Ok(Authenticator {
             guard,
@@ -245,12 +246,29 @@ impl<D: Directory> Authenticator<D> {
     /// Sets the sign-in defence: its policy, the clock every rule reads, and the
     /// server key that keys the hashes of wrong secrets.
     pub fn with_defence(
-        mut self,
+        self,
         policy: LockoutPolicy,
         clock: Arc<dyn Clock>,
         server_key: &[u8],
     ) -> Self {
-        self.guard = Arc::new(Guard::new(Arc::clone(&self.dir), policy, clock, server_key));
+        self.with_defence_events(policy, clock, server_key, None)
+    }
+
+    /// [`Authenticator::with_defence`], telling `events` about bans and locks.
+    pub fn with_defence_events(
+        mut self,
+        policy: LockoutPolicy,
+        clock: Arc<dyn Clock>,
+        server_key: &[u8],
+        events: Option<Arc<dyn DefenceEvents>>,
+    ) -> Self {
+        self.guard = Arc::new(Guard::new(
+            Arc::clone(&self.dir),
+            policy,
+            clock,
+            server_key,
+            events,
+        ));
         self
     }
 

@@ -39,11 +39,20 @@ pub struct Ticket {
     familiar: bool,
 }
 
+/// Told when the defence bans an address or locks an account (the audit log).
+pub trait DefenceEvents: Send + Sync + 'static {
+    /// `source` is banned until `until` for failing on `accounts` accounts.
+    fn banned(&self, source: &str, accounts: u32, until: Millis);
+    /// `user` is locked for unfamiliar networks until `until`.
+    fn locked(&self, user: &str, failures: u32, until: Millis);
+}
+
 /// Applies a [`LockoutPolicy`] over a directory, with one clock.
 pub struct Guard<D> {
     dir: Arc<D>,
     policy: LockoutPolicy,
     clock: Arc<dyn Clock>,
+    events: Option<Arc<dyn DefenceEvents>>,
     /// Keys the hashes of wrong secrets (never stored in the clear).
     attempt_key: [u8; 32],
 }
@@ -63,6 +72,7 @@ impl<D: Directory> Guard<D> {
         policy: LockoutPolicy,
         clock: Arc<dyn Clock>,
         server_key: &[u8],
+        events: Option<Arc<dyn DefenceEvents>>,
     ) -> Self {
         let mut mac = Hmac::<Sha256>::new_from_slice(server_key).expect("HMAC takes any key");
         mac.update(b"poplar attempt hash v1");
@@ -70,6 +80,7 @@ impl<D: Directory> Guard<D> {
             dir,
             policy,
             clock,
+            events,
             attempt_key: mac.finalize().into_bytes().into(),
         }
     }
@@ -248,16 +259,27 @@ impl<D: Directory> Guard<D> {
                 .ban_source(&ticket.source, now, until, counts.accounts_from_source)
                 .await
             {
-                Ok(()) => tracing::warn!(
-                    source = %ticket.source,
-                    accounts = counts.accounts_from_source,
-                    "source banned for failing across many accounts"
-                ),
+                Ok(()) => {
+                    tracing::warn!(
+                        source = %ticket.source,
+                        accounts = counts.accounts_from_source,
+                        "source banned for failing across many accounts"
+                    );
+                    if let Some(events) = &self.events {
+                        events.banned(&ticket.source, counts.accounts_from_source, until);
+                    }
+                }
                 Err(err) => tracing::warn!(error = %err, "could not store a ban"),
             }
         }
         if !ticket.familiar && counts.account_failures == p.lockout_threshold {
             tracing::warn!(user = %ticket.user, "account locked for unfamiliar networks");
+            if let (Some(events), Some(until)) = (
+                &self.events,
+                p.locked_until(counts.account_failures, Some(now)),
+            ) {
+                events.locked(&ticket.user, counts.account_failures, until);
+            }
         }
     }
 
