@@ -5,12 +5,15 @@
 //! (section 7); [`Maildir::open_message`] opens one for RETR or TOP even if another
 //! program renamed it; [`Maildir::delete`] commits DELE in the UPDATE state (section 6);
 //! [`Maildir::lock`] takes the exclusive maildrop lock (section 8); [`Maildir::deliver`]
-//! adds a message as a delivery agent would.
+//! adds a message as a delivery agent would. [`Maildir::mark_retrieved`] and
+//! [`Maildir::expire_retrieved`] enforce a retention period for retrieved messages
+//! (RFC 2449 section 6.7, EXPIRE).
 //!
 //! Everything here is synchronous `std::fs`; the server runs it on a blocking thread.
 
 #![forbid(unsafe_code)]
 
+mod atomic;
 mod deliver;
 mod index;
 mod listing;
@@ -18,6 +21,7 @@ mod locate;
 mod lock;
 pub mod migrate;
 mod name;
+mod retention;
 mod scan;
 mod size;
 #[cfg(test)]
@@ -30,6 +34,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 pub use lock::{LOCK_FILE, LocalLock, MaildropGuard, MaildropLock};
+pub use retention::{MarkError, RETRIEVED_FILE};
 pub use uidl::is_valid_uidl;
 
 /// A Maildir: a root folder with `new/`, `cur/` and `tmp/`.

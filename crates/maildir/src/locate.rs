@@ -18,7 +18,7 @@ use crate::{DeleteError, Maildir, MessageEntry, StoreError};
 const OPEN_ATTEMPTS: usize = 3;
 
 /// Regular files in `new/` and `cur/` by unique part: (base name before `:`, path).
-type UniqueIndex = HashMap<String, Vec<(String, PathBuf)>>;
+pub(crate) type UniqueIndex = HashMap<String, Vec<(String, PathBuf)>>;
 
 impl Maildir {
     /// Opens a scanned message for reading, following it if it was renamed meanwhile.
@@ -99,6 +99,21 @@ impl Maildir {
                 failed,
                 first_error,
             }),
+        }
+    }
+
+    /// Where `entry` is now: its scanned path if a regular file is still there, else
+    /// the file it was renamed to (through the index, built on first use), else `None`.
+    pub(crate) fn current_path(
+        &self,
+        index: &mut Option<UniqueIndex>,
+        entry: &MessageEntry,
+    ) -> io::Result<Option<PathBuf>> {
+        match fs::symlink_metadata(&entry.path) {
+            Ok(meta) if meta.is_file() => Ok(Some(entry.path.clone())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.locate(index, entry),
+            Err(e) => Err(e),
         }
     }
 

@@ -52,6 +52,40 @@ fn is_field_key(key: &str) -> bool {
     !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// The standard Maildir flag for a message that has been read ("seen").
+pub(crate) const SEEN: char = 'S';
+
+/// The flags of a name with the standard `:2,FLAGS` info, or `None` without it (no
+/// info, or the experimental `:1,` semantics).
+fn flags(name: &str) -> Option<&str> {
+    name.split_once(':')?.1.strip_prefix("2,")
+}
+
+/// Whether the name carries `flag` in its `:2,` info.
+pub(crate) fn has_flag(name: &str, flag: char) -> bool {
+    flags(name).is_some_and(|f| f.contains(flag))
+}
+
+/// The name with `flag` added to its `:2,` info, flags kept in ASCII order as the
+/// Maildir specification asks; a name without info gets `:2,<flag>`. The base (and so
+/// the unique part and the UIDL) never changes. `None` for an info Poplar does not
+/// know how to change (not `2,`).
+pub(crate) fn with_flag(name: &str, flag: char) -> Option<String> {
+    let Some((base, _)) = name.split_once(':') else {
+        return Some(format!("{name}:2,{flag}"));
+    };
+    let current = flags(name)?;
+    if current.contains(flag) {
+        return Some(name.to_owned());
+    }
+    let at = current.find(|c| c > flag).unwrap_or(current.len());
+    Some(format!(
+        "{base}:2,{}{flag}{}",
+        &current[..at],
+        &current[at..]
+    ))
+}
+
 /// Whether a directory entry name should be ignored (hidden files such as `.Trash`).
 pub(crate) fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
@@ -92,6 +126,34 @@ mod tests {
         let p = parse_name("123.abc,def.host,S=x:2,");
         assert_eq!(p.unique, "123.abc,def.host");
         assert_eq!(p.size, None);
+    }
+
+    #[test]
+    fn seen_flag_is_added_in_order_and_keeps_the_base() {
+        assert_eq!(with_flag("1.a.host", SEEN).as_deref(), Some("1.a.host:2,S"));
+        assert_eq!(
+            with_flag("1.a.host:2,", SEEN).as_deref(),
+            Some("1.a.host:2,S")
+        );
+        assert_eq!(
+            with_flag("1.a.host,S=4:2,FRT", SEEN).as_deref(),
+            Some("1.a.host,S=4:2,FRST")
+        );
+        // Dovecot keywords are lowercase letters, after the uppercase flags.
+        assert_eq!(with_flag("1.a:2,Pab", SEEN).as_deref(), Some("1.a:2,PSab"));
+        assert_eq!(with_flag("1.a:2,RS", SEEN).as_deref(), Some("1.a:2,RS"));
+        assert_eq!(with_flag("1.a:1,whatever", SEEN), None);
+        for name in ["1.a.host", "1.a.host,S=4:2,FRT", "1.a:2,Pab"] {
+            let flagged = with_flag(name, SEEN).unwrap();
+            assert!(has_flag(&flagged, SEEN));
+            assert_eq!(parse_name(&flagged).base, parse_name(name).base);
+            assert_eq!(parse_name(&flagged).unique, parse_name(name).unique);
+        }
+        assert!(!has_flag("1.a.host", SEEN));
+        assert!(!has_flag("1.a.host:2,FR", SEEN));
+        assert!(!has_flag("1.a.host:1,S", SEEN));
+        // An S in the base (a host name) is not a flag.
+        assert!(!has_flag("1.S.host", SEEN));
     }
 
     #[test]

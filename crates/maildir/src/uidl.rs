@@ -6,9 +6,8 @@
 //! `<unique> <uidl>`) keep the UIDLs a previous POP3 server handed out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -89,28 +88,7 @@ pub(crate) fn save_overrides(root: &Path, pairs: &[(String, String)]) -> io::Res
         text.push_str(uidl);
         text.push('\n');
     }
-    // Write beside the target and rename over it, so readers see the old or the new
-    // file, never half of one.
-    let tmp = root.join(format!(
-        ".{OVERRIDE_FILE}.{}.{:016x}.tmp",
-        std::process::id(),
-        getrandom::u64().map_err(io::Error::other)?
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, root.join(OVERRIDE_FILE))?;
-        File::open(root)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic::replace(root, OVERRIDE_FILE, &text)
 }
 
 /// Hands out UIDLs for one scan, in scan order, so that every UIDL is distinct.

@@ -10,7 +10,10 @@ use crate::response;
 pub struct Capabilities {
     /// `IMPLEMENTATION` text.
     pub implementation: String,
-    /// `EXPIRE` days; `None` advertises `EXPIRE NEVER` (no retention enforced).
+    /// `EXPIRE` days (RFC 2449 section 6.7): how long a message is kept after a client
+    /// retrieved it. `None` advertises `EXPIRE NEVER` and must mean that the server
+    /// deletes nothing by itself. The session applies it at UPDATE (see
+    /// [`crate::Action::Update`]); the store must expire what it marks.
     pub expire_days: Option<u32>,
     /// `LOGIN-DELAY` seconds; advertised only when a policy sets one.
     pub login_delay_secs: Option<u32>,

@@ -137,6 +137,9 @@ async fn run(
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);
+            // An unset option prints nothing above; say what it means (a TOML comment,
+            // so the output still parses).
+            println!("# {}", config.store.retention_summary());
             let mut warnings = config.warnings();
             warnings.extend(server::process::root_warning(&config.process));
             if let Err(e) = server::process::Identity::resolve(&config.process) {

@@ -328,6 +328,39 @@ pub struct Apop {
 pub struct Store {
     /// Where new users' Maildirs are made (`<root>/<user>/`); default `<data_dir>/mail`.
     pub maildir_root: Option<PathBuf>,
+    /// Retention of retrieved messages, in days (RFC 2449 section 6.7, CAPA `EXPIRE`).
+    /// Unset: nothing is ever deleted but by DELE (`EXPIRE NEVER`). `N`: a message a
+    /// client retrieved in full (RETR, not TOP) in a session ended by QUIT is flagged
+    /// seen (`S`) and deleted at the first sign-in N days later; `0`: it is deleted at
+    /// that QUIT, as if DELE'd.
+    pub expire_days: Option<u32>,
+}
+
+/// Seconds in a retention day.
+const DAY_SECS: u64 = 86_400;
+
+impl Store {
+    /// How long a retrieved message is kept, if a retention is enforced.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        self.expire_days
+            .map(|days| std::time::Duration::from_secs(u64::from(days) * DAY_SECS))
+    }
+
+    /// One line for `poplar config check`: the retention and what CAPA says of it.
+    pub fn retention_summary(&self) -> String {
+        match self.expire_days {
+            None => "store.expire_days not set: no retention, messages are deleted only by \
+                     DELE (CAPA: EXPIRE NEVER)"
+                .to_owned(),
+            Some(0) => "store.expire_days = 0: messages retrieved with RETR are deleted at \
+                        QUIT (CAPA: EXPIRE 0)"
+                .to_owned(),
+            Some(n) => format!(
+                "store.expire_days = {n}: messages retrieved with RETR are flagged seen and \
+                 deleted {n} days later (CAPA: EXPIRE {n})"
+            ),
+        }
+    }
 }
 
 impl Default for Config {
@@ -638,6 +671,23 @@ mod tests {
             toml::to_string(&parsed).unwrap(),
             toml::to_string(&Config::default()).unwrap()
         );
+    }
+
+    #[test]
+    fn retention_is_off_by_default_and_parsed_in_days() {
+        let c = Config::default();
+        assert_eq!((c.store.expire_days, c.store.retention()), (None, None));
+        assert!(c.store.retention_summary().contains("EXPIRE NEVER"));
+        let c: Config = toml::from_str("[store]\nexpire_days = 3\n").unwrap();
+        assert_eq!(
+            c.store.retention(),
+            Some(std::time::Duration::from_secs(3 * 86_400))
+        );
+        assert!(c.store.retention_summary().ends_with("(CAPA: EXPIRE 3)"));
+        let c: Config = toml::from_str("[store]\nexpire_days = 0\n").unwrap();
+        assert_eq!(c.store.retention(), Some(std::time::Duration::ZERO));
+        assert!(toml::from_str::<Config>("[store]\nexpire_days = -1\n").is_err());
+        assert!(toml::from_str::<Config>("[store]\nexpire_days = \"never\"\n").is_err());
     }
 
     #[test]

@@ -132,10 +132,18 @@ pub enum Action {
     /// Send `out`, discard any buffered input, run the TLS handshake, then call
     /// [`Session::tls_started`].
     StartTls,
-    /// UPDATE state: remove these messages (0-based), then call [`Session::update_result`].
+    /// UPDATE state: remove the `delete` messages and mark the `retrieved` ones
+    /// (0-based), then call [`Session::update_result`]. Both follow the retention in
+    /// [`Capabilities::expire_days`] (RFC 2449 section 6.7): without one, `delete` is
+    /// what DELE marked and `retrieved` is empty; with `EXPIRE 0`, every message RETR
+    /// sent is deleted too; with `EXPIRE N` (N > 0), `retrieved` lists the messages RETR
+    /// sent (TOP does not count) that are not deleted, for the store to flag seen and
+    /// delete N days later.
     Update {
-        /// Indexes of messages marked deleted, ascending.
+        /// Indexes of messages to remove, ascending.
         delete: Vec<usize>,
+        /// Indexes of messages to mark retrieved, ascending; none in `delete`.
+        retrieved: Vec<usize>,
     },
     /// Send `out` and close the connection.
     Close,
@@ -337,11 +345,14 @@ impl Session {
     fn quit(&mut self, out: &mut Vec<u8>) -> Action {
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Transaction(drop) => {
-                let delete = drop.deleted_indexes();
+                let plan = drop.update_plan(self.config.capabilities.expire_days);
                 self.state = State::Update {
-                    left: drop.len() - delete.len(),
+                    left: drop.len() - plan.delete.len(),
                 };
-                Action::Update { delete }
+                Action::Update {
+                    delete: plan.delete,
+                    retrieved: plan.retrieved,
+                }
             }
             _ => {
                 response::ok(out, "Poplar signing off");
@@ -419,7 +430,9 @@ impl Session {
     }
 
     /// The outcome of opening the message of [`Action::SendMessage`]. Writes the status
-    /// line; returns whether the message body should follow.
+    /// line; returns whether the message body should follow. A RETR answered here
+    /// counts as retrieved for the retention policy: the I/O layer must end the
+    /// session (without UPDATE) if it cannot send the whole message.
     pub fn message_opened(
         &mut self,
         index: usize,
@@ -427,9 +440,12 @@ impl Session {
         opened: bool,
         out: &mut Vec<u8>,
     ) -> bool {
-        match &self.state {
+        match &mut self.state {
             State::Transaction(drop) if opened => {
                 drop.message_status(index, top_lines, out);
+                if top_lines.is_none() {
+                    drop.mark_retrieved(index);
+                }
                 true
             }
             _ => {
@@ -462,5 +478,7 @@ impl Session {
     }
 }
 
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use super::*;
 use base64::Engine as _;
 
-fn config(tls: bool) -> SessionConfig {
+pub(super) fn config(tls: bool) -> SessionConfig {
     SessionConfig {
         capabilities: Capabilities::default(),
         tls_active: tls,
@@ -17,14 +17,18 @@ fn config(tls: bool) -> SessionConfig {
 }
 
 /// Feeds a line and returns what was written plus the action.
-fn say(s: &mut Session, line: &str) -> (String, Action) {
+pub(super) fn say(s: &mut Session, line: &str) -> (String, Action) {
     let mut out = Vec::new();
     let action = s.handle_line(line.as_bytes(), &mut out);
     (String::from_utf8(out).unwrap(), action)
 }
 
 fn signed_in(messages: &[(u64, &str)]) -> Session {
-    let mut s = Session::new(config(true));
+    signed_in_with(config(true), messages)
+}
+
+pub(super) fn signed_in_with(config: SessionConfig, messages: &[(u64, &str)]) -> Session {
+    let mut s = Session::new(config);
     say(&mut s, "USER alice");
     let (_, a) = say(&mut s, "PASS secret");
     assert!(matches!(a, Action::Authenticate(_)));
@@ -303,10 +307,11 @@ fn transaction_commands_and_errors() {
     say(&mut s, "DELE 2");
     let (text, a) = say(&mut s, "QUIT");
     assert_eq!(text, "");
-    let Action::Update { delete } = a else {
+    let Action::Update { delete, retrieved } = a else {
         panic!()
     };
     assert_eq!(delete, vec![1]);
+    assert!(retrieved.is_empty(), "no retention: nothing to mark");
     let mut out = Vec::new();
     assert!(matches!(s.update_result(Ok(()), &mut out), Action::Close));
     assert_eq!(out, b"+OK Poplar signing off (1 messages left)\r\n");
@@ -454,8 +459,9 @@ mod properties {
                             let o = if proof_ok { AuthOutcome::Accepted } else { AuthOutcome::Rejected };
                             s.auth_result(o, &mut out)
                         }
-                        Action::Update { delete } => {
+                        Action::Update { delete, retrieved } => {
                             prop_assert!(delete.iter().all(|&i| i < 2));
+                            prop_assert!(retrieved.is_empty());
                             s.update_result(Ok(()), &mut out)
                         }
                         Action::None | Action::Close => break,

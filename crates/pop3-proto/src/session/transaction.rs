@@ -1,5 +1,7 @@
 //! The TRANSACTION state (RFC 1939 section 5): STAT, LIST, RETR, DELE, NOOP, RSET, TOP,
-//! UIDL over one snapshot of the maildrop. Deletions are only marks until QUIT.
+//! UIDL over one snapshot of the maildrop. Deletions are only marks until QUIT; so is
+//! the record of which messages were retrieved in full, for the retention policy
+//! (RFC 2449 section 6.7, EXPIRE) that UPDATE applies.
 
 use crate::command::{Command, MsgNumber};
 use crate::response;
@@ -20,6 +22,17 @@ pub struct MessageMeta {
 pub(super) struct Maildrop {
     messages: Vec<MessageMeta>,
     deleted: Vec<bool>,
+    /// Sent in full by RETR (TOP does not count).
+    retrieved: Vec<bool>,
+}
+
+/// What UPDATE must do to the maildrop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct UpdatePlan {
+    /// Messages to remove, ascending.
+    pub delete: Vec<usize>,
+    /// Messages to mark retrieved (flag seen, start the retention period), ascending.
+    pub retrieved: Vec<usize>,
 }
 
 /// Why a message-number argument does not name a message.
@@ -32,17 +45,48 @@ enum Lookup {
 impl Maildrop {
     pub(super) fn new(messages: Vec<MessageMeta>) -> Self {
         let deleted = vec![false; messages.len()];
-        Self { messages, deleted }
+        let retrieved = vec![false; messages.len()];
+        Self {
+            messages,
+            deleted,
+            retrieved,
+        }
     }
 
     pub(super) fn len(&self) -> usize {
         self.messages.len()
     }
 
-    pub(super) fn deleted_indexes(&self) -> Vec<usize> {
-        (0..self.messages.len())
-            .filter(|&i| self.deleted[i])
-            .collect()
+    /// Records that message `index` is being sent in full (RETR).
+    pub(super) fn mark_retrieved(&mut self, index: usize) {
+        if let Some(r) = self.retrieved.get_mut(index) {
+            *r = true;
+        }
+    }
+
+    /// UPDATE under a retention of `expire_days` (`None`: no retention). DELE'd
+    /// messages are removed. With a retention, retrieved messages are marked so they
+    /// expire that many days later; with 0 days (`EXPIRE 0`) they are removed now, as
+    /// if DELE'd. RSET unmarks deletions, not retrievals: a retrieval has happened.
+    pub(super) fn update_plan(&self, expire_days: Option<u32>) -> UpdatePlan {
+        let (deleted, retrieved) = (&self.deleted, &self.retrieved);
+        let indexes = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> {
+            (0..self.messages.len()).filter(|&i| keep(i)).collect()
+        };
+        match expire_days {
+            None => UpdatePlan {
+                delete: indexes(&|i| deleted[i]),
+                retrieved: Vec::new(),
+            },
+            Some(0) => UpdatePlan {
+                delete: indexes(&|i| deleted[i] || retrieved[i]),
+                retrieved: Vec::new(),
+            },
+            Some(_) => UpdatePlan {
+                delete: indexes(&|i| deleted[i]),
+                retrieved: indexes(&|i| retrieved[i] && !deleted[i]),
+            },
+        }
     }
 
     fn live(&self) -> impl Iterator<Item = (usize, &MessageMeta)> {

@@ -1,5 +1,11 @@
 //! The maildrop side of a connection: lock and scan at sign-in, stream messages for
 //! RETR and TOP in bounded chunks, and commit deletions in UPDATE.
+//!
+//! With a retention (`store.expire_days`, RFC 2449 section 6.7 EXPIRE), UPDATE also
+//! marks the messages RETR sent (flag `S`, retrieval time recorded), and sign-in first
+//! deletes the marked messages whose time is up, so the client never sees them.
+
+use std::time::SystemTime;
 
 use maildir::{Maildir, MessageEntry, StoreError};
 use pop3_proto::{DotStuffer, MessageMeta, OpenFailure};
@@ -12,11 +18,25 @@ impl Connection {
         let Some(path) = self.maildir_path.clone() else {
             return Err(OpenFailure::Unavailable);
         };
+        let retention = self.shared.config.store.retention();
+        let (peer, user) = (self.peer, self.user.clone());
         let opened = tokio::task::spawn_blocking(move || {
             let maildir = Maildir::new(path);
             maildir.create()?;
             let guard = maildir.lock()?;
-            let entries = maildir.scan()?;
+            let mut entries = maildir.scan()?;
+            if let Some(keep) = retention {
+                // Expiry is housekeeping: a failure is logged, never refuses sign-in.
+                let expired = maildir.expire_retrieved(&entries, keep, SystemTime::now());
+                match &expired {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(%peer, ?user, expired = n, "retention expired messages"),
+                    Err(e) => tracing::error!(%peer, ?user, error = %e, "expiring retrieved messages failed"),
+                }
+                if !matches!(expired, Ok(0)) {
+                    entries = maildir.scan()?;
+                }
+            }
             Ok::<_, StoreError>((maildir, guard, entries))
         })
         .await;
@@ -103,12 +123,18 @@ impl Connection {
         Ok(())
     }
 
-    /// UPDATE state: remove the messages marked deleted, then release the lock.
-    pub(super) async fn update(&mut self, delete: Vec<usize>) -> Result<(), ()> {
+    /// UPDATE state: remove the messages marked deleted, mark the retrieved ones for
+    /// the retention, then release the lock. Only a failed deletion is an error: a
+    /// message that could not be marked simply never expires.
+    pub(super) async fn update(
+        &mut self,
+        delete: Vec<usize>,
+        retrieved: Vec<usize>,
+    ) -> Result<(), ()> {
         let Some(maildrop) = self.maildrop.take() else {
             return Ok(());
         };
-        if delete.is_empty() {
+        if delete.is_empty() && retrieved.is_empty() {
             // Freeing a 100,000-message listing takes tens of milliseconds: do it
             // off the executor and answer QUIT at once. The lock is released now, so
             // the next session of this user never sees [IN-USE] for it.
@@ -121,14 +147,26 @@ impl Connection {
         }
         let user = self.user.clone();
         let count = delete.len();
+        let peer = self.peer;
+        let marked_user = user.clone();
         // The blocking task runs to completion even if this connection is cancelled,
         // so a shutdown never leaves half an UPDATE.
-        // The lock (in `maildrop`) is released only after the deletions, when the
-        // closure ends.
+        // The lock (in `maildrop`) is released only after the deletions and marks, when
+        // the closure ends.
         let result = tokio::task::spawn_blocking(move || {
-            let targets: Vec<&MessageEntry> =
-                delete.iter().map(|&i| &maildrop.entries[i]).collect();
-            maildrop.maildir.delete(&targets)
+            let pick = |indexes: &[usize]| -> Vec<&MessageEntry> {
+                indexes.iter().map(|&i| &maildrop.entries[i]).collect()
+            };
+            let deleted = maildrop.maildir.delete(&pick(&delete));
+            if !retrieved.is_empty() {
+                let marked = maildrop
+                    .maildir
+                    .mark_retrieved(&pick(&retrieved), SystemTime::now());
+                if let Err(e) = marked {
+                    tracing::warn!(%peer, user = ?marked_user, failed = e.failed.len(), error = %e.first_error, "marking retrieved messages failed; they will not expire");
+                }
+            }
+            deleted
         })
         .await;
         match result {

@@ -101,6 +101,8 @@ impl Connection {
             capabilities: Capabilities {
                 login_delay_secs: (shared.config.defence.login_delay_secs > 0)
                     .then_some(shared.config.defence.login_delay_secs),
+                // Advertised only because open_maildrop and update enforce it.
+                expire_days: shared.config.store.expire_days,
                 ..Capabilities::default()
             },
             tls_active: kind == ListenerKind::Pop3s,
@@ -384,8 +386,8 @@ impl Connection {
                     self.send_message(index, top_lines, stream).await?;
                     Action::None
                 }
-                Action::Update { delete } => {
-                    let result = self.update(delete).await;
+                Action::Update { delete, retrieved } => {
+                    let result = self.update(delete, retrieved).await;
                     self.session.update_result(result, &mut self.out)
                 }
             };
