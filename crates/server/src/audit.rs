@@ -68,6 +68,9 @@ pub struct Record<'a> {
     /// Accounts a banned source failed on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<u32>,
+    /// Failures that locked an account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
     /// When a ban or lock ends (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
@@ -214,6 +217,29 @@ impl AuditLog {
                 let _ = wait.recv();
             }
         }
+    }
+}
+
+impl auth::defence::DefenceEvents for AuditLog {
+    fn banned(&self, source: &str, accounts: u32, until: i64) {
+        self.write(Record {
+            event: "ban",
+            source: Some(source),
+            accounts: Some(accounts),
+            until: Some(rfc3339_ms(until)),
+            ..Record::default()
+        });
+    }
+
+    fn locked(&self, user: &str, failures: u32, until: i64) {
+        self.write(Record {
+            event: "lock",
+            user: Some(user),
+            reason: Some("unfamiliar_network_failures"),
+            failures: Some(failures),
+            until: Some(rfc3339_ms(until)),
+            ..Record::default()
+        });
     }
 }
 

@@ -41,6 +41,25 @@ pub struct Config {
     pub defence: Defence,
     /// Which addresses may connect at all.
     pub access: Access,
+    /// The audit log.
+    pub audit: Audit,
+}
+
+/// The audit log: one JSON object per line for every connection and sign-in event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// A file (relative paths are in `data_dir`; reopened on SIGHUP for logrotate),
+    /// `-` for standard output (journald), or empty for none.
+    pub log: String,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            log: "audit.log".into(),
+        }
+    }
 }
 
 /// The sign-in defence (see the auth crate's `LockoutPolicy`). Counts are kept in the
@@ -378,6 +397,7 @@ impl Default for Config {
             apop: Apop::default(),
             defence: Defence::default(),
             access: Access::default(),
+            audit: Audit::default(),
         }
     }
 }
@@ -541,6 +561,15 @@ impl Config {
     /// The file holding the server's own secret key (made on first start).
     pub fn server_key_path(&self) -> PathBuf {
         self.data_dir.join("secrets").join("server.key")
+    }
+
+    /// Where the audit log goes.
+    pub fn audit_target(&self) -> crate::audit::Target {
+        match self.audit.log.as_str() {
+            "" => crate::audit::Target::Off,
+            "-" => crate::audit::Target::Stdout,
+            path => crate::audit::Target::File(self.data_dir.join(path)),
+        }
     }
 
     /// The SQLite directory file.

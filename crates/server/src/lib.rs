@@ -38,16 +38,18 @@ pub fn username_policy(config: &Config) -> UsernamePolicy {
     }
 }
 
-/// Builds the authenticator the config describes, on the system clock.
+/// Builds the authenticator the config describes, on the system clock (for the CLI).
 pub fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authenticator<Dir>> {
-    authenticator_with_clock(config, dir, Arc::new(auth::defence::SystemClock))
+    authenticator_with(config, dir, Arc::new(auth::defence::SystemClock), None)
 }
 
-/// Builds the authenticator the config describes; every defence rule reads `clock`.
-pub fn authenticator_with_clock(
+/// Builds the authenticator the config describes; every defence rule reads `clock`,
+/// and bans and locks are reported to `events`.
+pub fn authenticator_with(
     config: &Config,
     dir: Arc<Dir>,
     clock: Arc<dyn auth::defence::Clock>,
+    events: Option<Arc<dyn auth::defence::DefenceEvents>>,
 ) -> anyhow::Result<Authenticator<Dir>> {
     let params = auth::Argon2Params {
         memory_kib: config.auth.argon2_memory_kib,
@@ -56,9 +58,9 @@ pub fn authenticator_with_clock(
     };
     let auth = Authenticator::new(dir, username_policy(config), params, config.hash_slots())?;
     let key = secrets::server_key(&config.server_key_path())?;
-    let auth = auth
-        .with_apop(&key)
-        .with_defence(config.defence.policy(), clock, &key);
+    let auth =
+        auth.with_apop(&key)
+            .with_defence_events(config.defence.policy(), clock, &key, events);
     if !config.sasl.scram_enabled() {
         return Ok(auth);
     }

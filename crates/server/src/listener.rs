@@ -11,12 +11,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::{AuditLog, Record};
 use crate::config::Config;
 use crate::conn::{Connection, Shared};
 use crate::reload::Reloader;
 use crate::sockets::Sockets;
 use crate::tls::TlsSetup;
-use crate::{Dir, authenticator_with_clock};
+use crate::{Dir, authenticator_with};
 
 /// Which protocol a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +85,14 @@ impl Server {
             ..
         } = crate::tls::load(&config)?;
         let listeners = sockets.into_tokio()?;
-        let auth = authenticator_with_clock(&config, dir, clock)?;
+        let audit = AuditLog::open(config.audit_target())
+            .map_err(|e| anyhow::anyhow!("opening the audit log: {e}"))?;
+        let events: Arc<dyn auth::defence::DefenceEvents> = Arc::new(audit.clone());
+        let auth = authenticator_with(&config, dir, clock, Some(events))?;
         let shared = Arc::new(Shared {
             auth,
+            audit: audit.clone(),
+            sessions: crate::conn::SessionIds::new(),
             per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
             acceptor: TlsAcceptor::from(tls_config),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -96,7 +102,7 @@ impl Server {
             listeners,
             shared,
             fingerprint,
-            reloader: Reloader::new(store),
+            reloader: Reloader::new(store, audit),
         })
     }
 
@@ -179,16 +185,19 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         if !shared.config.access.allows(peer.ip()) {
             tracing::info!(peer = %peer, "connection refused by the access rules");
+            audit_refusal(&shared, &stream, peer, kind, "denied");
             tracker.spawn(refuse(stream, kind, Refused::Denied));
             continue;
         }
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
             tracing::warn!(peer = %peer, "connection limit reached; refusing a connection");
+            audit_refusal(&shared, &stream, peer, kind, "busy");
             tracker.spawn(refuse(stream, kind, Refused::Busy));
             continue;
         };
         let Some(slot) = AddressSlot::take(&shared, peer) else {
             tracing::info!(peer = %peer, "too many connections from one address");
+            audit_refusal(&shared, &stream, peer, kind, "busy");
             tracker.spawn(refuse(stream, kind, Refused::Busy));
             continue;
         };
@@ -201,12 +210,31 @@ async fn accept_loop(
                 conn.run(stream).await;
             } else {
                 tracing::info!(peer = %peer, "connection from a banned address refused");
+                audit_refusal(&shared, &stream, peer, kind, "banned");
                 refuse(stream, kind, Refused::Banned).await;
             }
             drop(slot);
             drop(permit);
         });
     }
+}
+
+fn audit_refusal(
+    shared: &Shared,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    reason: &str,
+) {
+    shared.audit.write(
+        Record {
+            event: "refused",
+            listener: Some(kind.name()),
+            reason: Some(reason),
+            ..Record::default()
+        }
+        .addresses(peer, stream.local_addr().ok()),
+    );
 }
 
 /// Why a connection is refused before the greeting.

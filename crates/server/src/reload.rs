@@ -1,31 +1,35 @@
 //! Run-time reload: what `SIGHUP` re-reads without a restart or a dropped session.
 //!
 //! Today that is the certificates and keys (every `tls.cert`/`tls.key` and
-//! `tls.certificates` pair); the configuration file itself is read only at start. Later
-//! reloadable parts (the audit log's file, rules) join [`Reloader::reload`].
+//! `tls.certificates` pair) and the audit log's file (reopened after logrotate); the
+//! configuration file itself is read only at start.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
 use crate::tls::CertStore;
 
 /// A handle to reload the running server; cheap to clone.
 #[derive(Clone)]
 pub struct Reloader {
     certs: Arc<CertStore>,
+    audit: AuditLog,
 }
 
 impl Reloader {
-    pub(crate) fn new(certs: Arc<CertStore>) -> Self {
-        Self { certs }
+    pub(crate) fn new(certs: Arc<CertStore>, audit: AuditLog) -> Self {
+        Self { certs, audit }
     }
 
-    /// Re-reads every certificate and key pair and swaps them in at once for new
-    /// handshakes; on any failure keeps serving the previous ones. The outcome is
-    /// logged (never key material). Blocking: small file reads.
+    /// Reopens the audit log's file, then re-reads every certificate and key pair and
+    /// swaps them in at once for new handshakes; on any failure keeps serving the
+    /// previous ones. The outcome is logged (never key material). Blocking: small file
+    /// reads.
     pub fn reload(&self) -> anyhow::Result<()> {
+        self.audit.reopen();
         self.certs.reload()
     }
 

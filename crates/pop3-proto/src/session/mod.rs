@@ -300,6 +300,11 @@ impl Session {
         self.bad_command(out, "line too long")
     }
 
+    /// The session ended because the client sent too many bad commands.
+    pub fn closed_for_bad_commands(&self) -> bool {
+        matches!(self.state, State::Closed) && self.bad_commands >= self.config.max_bad_commands
+    }
+
     fn bad_command(&mut self, out: &mut Vec<u8>, text: &str) -> Action {
         self.bad_commands += 1;
         if self.bad_commands >= self.config.max_bad_commands {

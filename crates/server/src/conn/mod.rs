@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{AuditLog, Record};
 use crate::config::Config;
 use crate::{Dir, ListenerKind};
 
@@ -39,6 +40,41 @@ pub(crate) struct Shared {
     pub connections: Arc<Semaphore>,
     /// Open connections per source address (IPv6: per /64).
     pub per_address: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Hands out session ids.
+    pub sessions: SessionIds,
+}
+
+/// Session ids unique across restarts: the process's start time, then a counter.
+pub(crate) struct SessionIds {
+    prefix: String,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl SessionIds {
+    pub(crate) fn new() -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        SessionIds {
+            prefix: format!("{started:x}"),
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n}", self.prefix)
+    }
+}
+
+/// What the audit log's `disconnect` line reports.
+#[derive(Default)]
+struct Stats {
+    retrieved: u64,
+    deleted: u64,
+    bytes_sent: u64,
 }
 
 /// The signed-in user's open maildrop.
@@ -87,6 +123,13 @@ pub(crate) struct Connection {
     partial_since: Option<tokio::time::Instant>,
     /// Command lines received.
     commands: u64,
+    /// The session id in the audit log.
+    id: String,
+    /// The listener's address.
+    local: Option<SocketAddr>,
+    stats: Stats,
+    /// How the connection ended, for the audit log.
+    end: &'static str,
 }
 
 impl Connection {
@@ -135,11 +178,34 @@ impl Connection {
             started: tokio::time::Instant::now(),
             partial_since: None,
             commands: 0,
+            id: String::new(),
+            local: None,
+            stats: Stats::default(),
+            end: "closed",
         }
+    }
+
+    /// A record about this connection, addresses and session id filled in.
+    fn record<'a>(&'a self, event: &'a str) -> Record<'a> {
+        Record {
+            event,
+            session: Some(&self.id),
+            listener: Some(self.kind.name()),
+            ..Record::default()
+        }
+        .addresses(self.peer, self.local)
+    }
+
+    /// Writes one audit record about this connection.
+    fn audit(&self, record: Record<'_>) {
+        self.shared.audit.write(record);
     }
 
     pub(crate) async fn run(mut self, mut tcp: TcpStream) {
         tracing::debug!(peer = %self.peer, listener = self.kind.name(), "connection opened");
+        self.id = self.shared.sessions.next();
+        self.local = tcp.local_addr().ok();
+        self.audit(self.record("connect"));
         if self.kind == ListenerKind::Pop3s {
             if let Some(mut tls) = self.handshake(tcp).await {
                 let info = self.tls_info(&tls);
@@ -163,6 +229,14 @@ impl Connection {
             }
         }
         tracing::debug!(peer = %self.peer, "connection closed");
+        self.audit(Record {
+            user: self.user.as_deref(),
+            end: Some(self.end),
+            retrieved: Some(self.stats.retrieved),
+            deleted: Some(self.stats.deleted),
+            bytes_sent: Some(self.stats.bytes_sent),
+            ..self.record("disconnect")
+        });
     }
 
     async fn handshake(
@@ -172,14 +246,33 @@ impl Connection {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.shared.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
                 self.tls = true;
+                let conn = tls.get_ref().1;
+                self.audit(Record {
+                    tls_version: conn.protocol_version().map(|v| format!("{v:?}")),
+                    tls_cipher: conn
+                        .negotiated_cipher_suite()
+                        .map(|c| format!("{:?}", c.suite())),
+                    sni: conn.server_name().map(str::to_owned),
+                    ..self.record("tls")
+                });
                 Some(tls)
             }
             Ok(Err(e)) => {
                 tracing::info!(peer = %self.peer, error = %e, "TLS handshake failed");
+                self.end = "tls_failed";
+                self.audit(Record {
+                    reason: Some("handshake_failed"),
+                    ..self.record("tls_failed")
+                });
                 None
             }
             Err(_) => {
                 tracing::info!(peer = %self.peer, "TLS handshake timed out");
+                self.end = "tls_failed";
+                self.audit(Record {
+                    reason: Some("handshake_timeout"),
+                    ..self.record("tls_failed")
+                });
                 None
             }
         }
@@ -224,6 +317,7 @@ impl Connection {
                         None,
                         "too many commands in one session, closing connection",
                     );
+                    self.end = "command_limit";
                     self.flush(stream).await?;
                     return Ok(Leg::Closed);
                 }
@@ -282,6 +376,7 @@ impl Connection {
                 _ = self.shutdown.cancelled() => {
                     // Not in UPDATE here (UPDATE never waits for input): nothing is deleted.
                     pop3_proto::response::err(&mut self.out, Some(pop3_proto::RespCode::SysTemp), "server shutting down, try again later");
+                    self.end = "shutdown";
                     self.flush(stream).await?;
                     return Ok(Leg::Closed);
                 }
@@ -296,13 +391,24 @@ impl Connection {
                         Timeout::SignIn => "sign-in not completed in time, closing connection",
                     };
                     tracing::debug!(peer = %self.peer, text, "connection timed out");
+                    self.end = match deadline.1 {
+                        Timeout::Idle => "idle_timeout",
+                        Timeout::Line => "line_timeout",
+                        Timeout::SignIn => "sign_in_timeout",
+                    };
                     pop3_proto::response::err(&mut self.out, None, text);
                     self.flush(stream).await?;
                     return Ok(Leg::Closed);
                 }
-                Ok(Ok(0)) => return Ok(Leg::Closed),
+                Ok(Ok(0)) => {
+                    self.end = "client_closed";
+                    return Ok(Leg::Closed);
+                }
                 Ok(Ok(n)) => self.framer.push(&buf[..n]),
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => {
+                    self.end = "error";
+                    return Err(e);
+                }
             }
         }
     }
@@ -318,6 +424,9 @@ impl Connection {
         if !self.out.is_empty() {
             let out = std::mem::take(&mut self.out);
             let written = self.with_write_timeout(stream.write_all(&out)).await;
+            if written.is_ok() {
+                self.stats.bytes_sent += out.len() as u64;
+            }
             self.out = out;
             self.out.clear();
             written?;
@@ -348,7 +457,14 @@ impl Connection {
         loop {
             action = match action {
                 Action::None => return Ok(None),
-                Action::Close => return Ok(Some(Leg::Closed)),
+                Action::Close => {
+                    self.end = if self.session.closed_for_bad_commands() {
+                        "bad_commands"
+                    } else {
+                        "quit"
+                    };
+                    return Ok(Some(Leg::Closed));
+                }
                 Action::StartTls => return Ok(Some(Leg::StartTls)),
                 Action::Authenticate(req) => {
                     let outcome = self.authenticate(req).await;
@@ -383,11 +499,18 @@ impl Connection {
                     self.session.maildrop_opened(result, &mut self.out)
                 }
                 Action::SendMessage { index, top_lines } => {
+                    if top_lines.is_none() {
+                        self.stats.retrieved += 1;
+                    }
                     self.send_message(index, top_lines, stream).await?;
                     Action::None
                 }
                 Action::Update { delete, retrieved } => {
+                    let deleting = delete.len() as u64;
                     let result = self.update(delete, retrieved).await;
+                    if result.is_ok() {
+                        self.stats.deleted += deleting;
+                    }
                     self.session.update_result(result, &mut self.out)
                 }
             };

@@ -7,6 +7,8 @@
 use tokio::time::Instant;
 
 use auth::{AuthFailure, Identity};
+
+use crate::audit::Record;
 use pop3_proto::{Action, AuthOutcome, AuthRequest};
 
 use super::Connection;
@@ -120,12 +122,27 @@ impl Connection {
         match result {
             Ok(identity) => {
                 tracing::info!(peer = %self.peer, user = %identity.user, mechanism, tls = self.tls, "signed in");
+                self.audit(Record {
+                    user: Some(raw_user),
+                    user_resolved: Some(&identity.user),
+                    mechanism: Some(mechanism),
+                    result: Some("success"),
+                    ..self.record("auth")
+                });
                 self.user = Some(identity.user);
                 self.maildir_path = Some(identity.maildir);
                 AuthOutcome::Accepted
             }
             Err(AuthFailure::Rejected(reason)) => {
                 tracing::info!(peer = %self.peer, user = %raw_user.escape_debug(), mechanism, reason = reason.as_str(), "sign-in failed");
+                // On its way to the log before the client hears anything.
+                self.audit(Record {
+                    user: Some(raw_user),
+                    mechanism: Some(mechanism),
+                    result: Some("failure"),
+                    reason: Some(reason.as_str()),
+                    ..self.record("auth")
+                });
                 let delay =
                     std::time::Duration::from_millis(self.shared.config.auth.failure_delay_ms);
                 // A sleep, not a blocked thread: other sessions go on meanwhile.
@@ -134,10 +151,22 @@ impl Connection {
             }
             Err(AuthFailure::LoginDelay) => {
                 tracing::info!(peer = %self.peer, user = %raw_user.escape_debug(), mechanism, "sign-in refused: LOGIN-DELAY");
+                self.audit(Record {
+                    user: Some(raw_user),
+                    mechanism: Some(mechanism),
+                    result: Some("login_delay"),
+                    ..self.record("auth")
+                });
                 AuthOutcome::LoginDelay
             }
             Err(AuthFailure::Unavailable) => {
                 tracing::warn!(peer = %self.peer, mechanism, "sign-in could not be checked now");
+                self.audit(Record {
+                    user: Some(raw_user),
+                    mechanism: Some(mechanism),
+                    result: Some("unavailable"),
+                    ..self.record("auth")
+                });
                 AuthOutcome::Unavailable
             }
         }
