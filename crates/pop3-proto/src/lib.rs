@@ -14,6 +14,7 @@
 pub mod capa;
 pub mod command;
 pub mod framer;
+pub mod keyword;
 pub mod response;
 pub mod session;
 pub mod stuffing;
@@ -21,6 +22,7 @@ pub mod stuffing;
 pub use capa::Capabilities;
 pub use command::{Command, MsgNumber, ParseError};
 pub use framer::{Frame, LineFramer};
+pub use keyword::CommandKind;
 pub use response::RespCode;
 pub use sasl::{ChannelBinding, Mechanism, Secret};
 pub use session::{
