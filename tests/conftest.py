@@ -30,6 +30,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,8 @@ def default_config(data_dir: Path) -> dict:
         "data_dir": str(data_dir),
         "hostname": "localhost",
         "listen": {"pop3": ["127.0.0.1:0"], "pop3s": ["127.0.0.1:0"]},
+        # An ephemeral port, found from the `listening metrics` line (the default is 9110).
+        "metrics": {"listen": "127.0.0.1:0"},
         "auth": {
             "plaintext_networks": [],
             "lowercase_usernames": True,
@@ -184,6 +188,8 @@ class Conn:
         self.server = server
         self.transcript: list[str] = []
         self.greeting: str | None = None
+        #: Octets received from the server (after TLS), for byte-exact metrics checks.
+        self.received = 0
 
     # -- low level
     def send(self, data: bytes | str):
@@ -196,6 +202,7 @@ class Conn:
         chunk = self.sock.recv(65536)
         if not chunk:
             return False
+        self.received += len(chunk)
         self.buf += chunk
         return True
 
@@ -353,6 +360,7 @@ class Conn:
                     break
                 if not chunk:
                     break
+                self.received += len(chunk)
                 got += chunk
         except (socket.timeout, TimeoutError):
             raise ProtocolError(f"connection still open after {timeout}s; got {got!r}\n" + self.dump())
@@ -419,6 +427,8 @@ class Server:
         self._stdout_q: queue.Queue = queue.Queue()
         self.pop3_ports: list[int] = []
         self.pop3s_ports: list[int] = []
+        self.metrics_port: int | None = None
+        self._scrapes = 0
         self.fingerprint: str | None = None
         self.stderr_path = root / "poplar.stderr.log"
         self._seq = 0
@@ -459,6 +469,7 @@ class Server:
         require_binary()
         self.stopped = False
         self.pop3_ports, self.pop3s_ports, self.stdout_lines = [], [], []
+        self.metrics_port = None
         self._stdout_q = queue.Queue()
         self._stderr_file = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
@@ -494,6 +505,10 @@ class Server:
             m = re.fullmatch(r"listening (pop3|pop3s) 127\.0\.0\.1:(\d+)", line)
             if m:
                 (self.pop3_ports if m.group(1) == "pop3" else self.pop3s_ports).append(int(m.group(2)))
+                continue
+            m = re.fullmatch(r"listening metrics 127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.metrics_port = int(m.group(1))
                 continue
             m = re.fullmatch(r"certificate sha256 ([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31})", line)
             if m:
@@ -550,6 +565,29 @@ class Server:
     def pop3s_port(self) -> int:
         assert self.pop3s_ports, f"no 'listening pop3s' line in {self.stdout_lines!r}"
         return self.pop3s_ports[0]
+
+    def http_get(self, path: str, accept: str | None = None) -> tuple[int, dict, str]:
+        """GET on the metrics listener: status, headers (lower-case names), body."""
+        assert self.metrics_port, f"no 'listening metrics' line in {self.stdout_lines!r}"
+        req = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}{path}")
+        if accept:
+            req.add_header("Accept", accept)
+        try:
+            with urllib.request.urlopen(req, timeout=IO_TIMEOUT) as r:
+                status, headers, body = r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            status, headers, body = e.code, e.headers, e.read()
+        return status, {k.lower(): v for k, v in headers.items()}, body.decode()
+
+    def scrape(self, openmetrics: bool = False) -> str:
+        """The text of /metrics (classic Prometheus format, or OpenMetrics), also saved
+        beside the server's logs (`*.prom`) for the suite-wide secret check."""
+        accept = "application/openmetrics-text; version=1.0.0" if openmetrics else None
+        status, _, body = self.http_get("/metrics", accept)
+        assert status == 200, (status, body)
+        self._scrapes += 1
+        (self.root / f"scrape-{self._scrapes}.prom").write_text(body, encoding="utf-8")
+        return body
 
     @property
     def cert(self) -> Path:

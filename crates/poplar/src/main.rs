@@ -175,6 +175,9 @@ async fn serve(config: Config, demo: bool, sockets: server::Sockets) -> anyhow::
     for (kind, addr) in &addrs {
         println!("listening {} {addr}", kind.name());
     }
+    if let Some(addr) = server.metrics_addr() {
+        println!("listening metrics {addr}");
+    }
     println!("certificate sha256 {}", server.fingerprint());
     if let Some(password) = demo_login {
         demo::print_instructions(&config, &addrs, &password);

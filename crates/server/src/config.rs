@@ -43,6 +43,52 @@ pub struct Config {
     pub access: Access,
     /// The audit log.
     pub audit: Audit,
+    /// The Prometheus metrics and health HTTP listener.
+    pub metrics: Metrics,
+}
+
+/// The HTTP listener for `/metrics` (Prometheus), `/healthz` and `/readyz`: a port of
+/// its own, never a POP3 port, on loopback by default since it asks no password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Address to listen on, e.g. `127.0.0.1:9110`; an empty string for none.
+    #[serde(with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9110))),
+        }
+    }
+}
+
+/// An optional socket address written as a string, `""` meaning none (TOML has no null).
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an address with a port, like \"127.0.0.1:9110\" (or \"\" for none)"
+            ))
+        })
+    }
 }
 
 /// The audit log: one JSON object per line for every connection and sign-in event.
@@ -398,6 +444,7 @@ impl Default for Config {
             defence: Defence::default(),
             access: Access::default(),
             audit: Audit::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -498,6 +545,12 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "tls.revoked_client_certs: {fp:?} is not a SHA-256 fingerprint"
                 )));
+            }
+        }
+        if let Some(metrics) = self.metrics.listen {
+            let pop3 = self.listen.pop3.iter().chain(&self.listen.pop3s);
+            if metrics.port() != 0 && pop3.into_iter().any(|a| *a == metrics) {
+                return bad("metrics.listen must not be a POP3 listener's address");
             }
         }
         if self.limits.max_command_line < 64 {
@@ -612,6 +665,11 @@ impl Config {
         if public && self.tls.cert.is_none() {
             w.push("listening beyond loopback with a self-signed certificate: clients cannot verify it; set tls.cert and tls.key".into());
         }
+        if let Some(addr) = self.metrics.listen.filter(|a| !a.ip().is_loopback()) {
+            w.push(format!(
+                "metrics.listen = {addr} reaches beyond loopback: /metrics and /readyz answer anyone without a password; keep it on loopback or a management network, or firewall it"
+            ));
+        }
         if self.auth.argon2_memory_kib < 19456 {
             w.push(format!(
                 "auth.argon2_memory_kib = {} is below the OWASP minimum of 19456",
@@ -700,6 +758,37 @@ mod tests {
             toml::to_string(&parsed).unwrap(),
             toml::to_string(&Config::default()).unwrap()
         );
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_by_default_and_empty_turns_it_off() {
+        let c = Config::default();
+        let addr = c.metrics.listen.unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 9110);
+        let c: Config = toml::from_str("[metrics]\nlisten = \"\"\n").unwrap();
+        assert_eq!(c.metrics.listen, None);
+        // And it prints back as the empty string, which parses again.
+        let again: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again.metrics.listen, None);
+        let c: Config = toml::from_str("[metrics]\nlisten = \"[::1]:0\"\n").unwrap();
+        assert_eq!(c.metrics.listen, Some("[::1]:0".parse().unwrap()));
+        assert!(c.warnings().is_empty());
+        let err = toml::from_str::<Config>("[metrics]\nlisten = \"9110\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("not an address with a port"),
+            "{err}"
+        );
+        let c: Config = toml::from_str("[metrics]\nlisten = \"0.0.0.0:9110\"\n").unwrap();
+        assert!(
+            c.warnings()[0].contains("beyond loopback"),
+            "{:?}",
+            c.warnings()
+        );
+        let c: Config = toml::from_str(
+            "[listen]\npop3 = [\"127.0.0.1:9110\"]\n[metrics]\nlisten = \"127.0.0.1:9110\"\n",
+        )
+        .unwrap();
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 pub mod audit;
 pub mod config;
 mod conn;
+mod events;
 mod listener;
+pub mod metrics;
 pub mod process;
 mod reload;
 mod secrets;
@@ -17,6 +19,7 @@ pub mod tls;
 
 pub use config::Config;
 pub use listener::{ListenerKind, Server};
+pub use metrics::Metrics;
 pub use reload::Reloader;
 pub use sockets::Sockets;
 

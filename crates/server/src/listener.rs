@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
@@ -14,13 +15,15 @@ use tokio_util::task::TaskTracker;
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
 use crate::conn::{Connection, Shared};
+use crate::events::DefenceFanOut;
+use crate::metrics::{Metrics, Refused};
 use crate::reload::Reloader;
 use crate::sockets::Sockets;
 use crate::tls::TlsSetup;
 use crate::{Dir, authenticator_with};
 
 /// Which protocol a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListenerKind {
     /// Plain POP3 offering STLS.
     Pop3,
@@ -41,6 +44,8 @@ impl ListenerKind {
 /// A bound server, ready to run.
 pub struct Server {
     listeners: Vec<(ListenerKind, TcpListener)>,
+    /// The metrics and health HTTP listener.
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     fingerprint: String,
     reloader: Reloader,
@@ -84,14 +89,20 @@ impl Server {
             store,
             ..
         } = crate::tls::load(&config)?;
-        let listeners = sockets.into_tokio()?;
+        let (listeners, metrics_listener) = sockets.into_tokio()?;
         let audit = AuditLog::open(config.audit_target())
             .map_err(|e| anyhow::anyhow!("opening the audit log: {e}"))?;
-        let events: Arc<dyn auth::defence::DefenceEvents> = Arc::new(audit.clone());
+        let metrics = Arc::new(Metrics::new());
+        // Bans and locks go to the audit log and to the metrics.
+        let events: Arc<dyn auth::defence::DefenceEvents> = Arc::new(DefenceFanOut(vec![
+            Arc::new(audit.clone()),
+            metrics.clone(),
+        ]));
         let auth = authenticator_with(&config, dir, clock, Some(events))?;
         let shared = Arc::new(Shared {
             auth,
             audit: audit.clone(),
+            metrics,
             sessions: crate::conn::SessionIds::new(),
             per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
             acceptor: TlsAcceptor::from(tls_config),
@@ -100,6 +111,7 @@ impl Server {
         });
         Ok(Self {
             listeners,
+            metrics_listener,
             shared,
             fingerprint,
             reloader: Reloader::new(store, audit),
@@ -112,6 +124,18 @@ impl Server {
             .iter()
             .filter_map(|(k, l)| l.local_addr().ok().map(|a| (*k, a)))
             .collect()
+    }
+
+    /// The bound address of the metrics and health HTTP listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// This server's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
     }
 
     /// SHA-256 fingerprint of the default certificate served at start.
@@ -151,11 +175,28 @@ impl Server {
             let conns = tracker.clone();
             tracker.spawn(accept_loop(kind, listener, shared, shutdown, conns));
         }
+        // Ready (for /readyz) from when the accept loops run until shutdown begins; set
+        // before the HTTP server starts, so its first answer already says so.
+        let serving = Arc::new(AtomicBool::new(true));
+        let http = self.metrics_listener.map(|listener| {
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                self.shared.metrics.clone(),
+                self.shared.auth.directory().clone(),
+                serving.clone(),
+                shutdown.clone(),
+            ))
+        });
         shutdown.cancelled().await;
+        serving.store(false, Ordering::Release);
         tracker.close();
         let grace = Duration::from_secs(self.shared.config.limits.shutdown_grace_secs);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!("sessions still open after the shutdown grace period; closing them");
+        }
+        if let Some(http) = http {
+            // Idle HTTP connections close at once; a stuck one is not waited for long.
+            let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
         }
         Ok(())
     }
@@ -183,21 +224,22 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        shared.metrics.connection(kind);
         if !shared.config.access.allows(peer.ip()) {
             tracing::info!(peer = %peer, "connection refused by the access rules");
-            audit_refusal(&shared, &stream, peer, kind, "denied");
+            audit_refusal(&shared, &stream, peer, kind, Refused::Denied);
             tracker.spawn(refuse(stream, kind, Refused::Denied));
             continue;
         }
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
             tracing::warn!(peer = %peer, "connection limit reached; refusing a connection");
-            audit_refusal(&shared, &stream, peer, kind, "busy");
+            audit_refusal(&shared, &stream, peer, kind, Refused::Busy);
             tracker.spawn(refuse(stream, kind, Refused::Busy));
             continue;
         };
         let Some(slot) = AddressSlot::take(&shared, peer) else {
             tracing::info!(peer = %peer, "too many connections from one address");
-            audit_refusal(&shared, &stream, peer, kind, "busy");
+            audit_refusal(&shared, &stream, peer, kind, Refused::Busy);
             tracker.spawn(refuse(stream, kind, Refused::Busy));
             continue;
         };
@@ -210,7 +252,7 @@ async fn accept_loop(
                 conn.run(stream).await;
             } else {
                 tracing::info!(peer = %peer, "connection from a banned address refused");
-                audit_refusal(&shared, &stream, peer, kind, "banned");
+                audit_refusal(&shared, &stream, peer, kind, Refused::Banned);
                 refuse(stream, kind, Refused::Banned).await;
             }
             drop(slot);
@@ -219,30 +261,24 @@ async fn accept_loop(
     }
 }
 
+/// Writes a refusal to the audit log and counts it.
 fn audit_refusal(
     shared: &Shared,
     stream: &TcpStream,
     peer: SocketAddr,
     kind: ListenerKind,
-    reason: &str,
+    reason: Refused,
 ) {
+    shared.metrics.refused(reason);
     shared.audit.write(
         Record {
             event: "refused",
             listener: Some(kind.name()),
-            reason: Some(reason),
+            reason: Some(reason.as_str()),
             ..Record::default()
         }
         .addresses(peer, stream.local_addr().ok()),
     );
-}
-
-/// Why a connection is refused before the greeting.
-#[derive(Clone, Copy)]
-enum Refused {
-    Busy,
-    Denied,
-    Banned,
 }
 
 /// One line on the plain port, then close. On the TLS port the connection is just

@@ -9,7 +9,11 @@ use crate::config::Config;
 use crate::listener::ListenerKind;
 
 /// Every configured listening socket, bound and not yet served.
-pub struct Sockets(Vec<(ListenerKind, std::net::TcpListener)>);
+pub struct Sockets {
+    pop3: Vec<(ListenerKind, std::net::TcpListener)>,
+    /// The metrics and health HTTP listener, if configured.
+    metrics: Option<std::net::TcpListener>,
+}
 
 impl Sockets {
     /// Binds every configured socket. Needs no runtime, so it runs before any thread
@@ -23,31 +27,49 @@ impl Sockets {
             .map(|a| (ListenerKind::Pop3s, *a));
         let mut listeners = Vec::new();
         for (kind, addr) in pop3.chain(pop3s) {
-            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024
-                {
-                    " (ports below 1024 need root, which then drops to [process] user, or CAP_NET_BIND_SERVICE)"
-                } else {
-                    ""
-                };
-                anyhow::Error::new(e).context(format!("binding {} on {addr}{hint}", kind.name()))
-            })?;
-            // tokio takes over only non-blocking sockets.
-            listener
-                .set_nonblocking(true)
-                .context("making a listening socket non-blocking")?;
-            listeners.push((kind, listener));
+            listeners.push((kind, bind(addr, kind.name())?));
         }
-        Ok(Self(listeners))
+        let metrics = match config.metrics.listen {
+            Some(addr) => Some(bind(addr, "metrics")?),
+            None => None,
+        };
+        Ok(Self {
+            pop3: listeners,
+            metrics,
+        })
     }
 
-    /// Hands the sockets to the runtime; call it inside one.
-    pub(crate) fn into_tokio(self) -> anyhow::Result<Vec<(ListenerKind, TcpListener)>> {
-        self.0
+    /// Hands the sockets to the runtime; call it inside one. The POP3 listeners, then
+    /// the metrics listener.
+    pub(crate) fn into_tokio(self) -> anyhow::Result<TokioSockets> {
+        let pop3 = self
+            .pop3
             .into_iter()
             .map(|(kind, l)| Ok((kind, TcpListener::from_std(l)?)))
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        let metrics = self.metrics.map(TcpListener::from_std).transpose()?;
+        Ok((pop3, metrics))
     }
+}
+
+/// The POP3 listeners and the metrics listener, in the runtime.
+pub(crate) type TokioSockets = (Vec<(ListenerKind, TcpListener)>, Option<TcpListener>);
+
+/// Binds one non-blocking listening socket; `what` names it in the error.
+fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+            " (ports below 1024 need root, which then drops to [process] user, or CAP_NET_BIND_SERVICE)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("binding {what} on {addr}{hint}"))
+    })?;
+    // tokio takes over only non-blocking sockets.
+    listener
+        .set_nonblocking(true)
+        .context("making a listening socket non-blocking")?;
+    Ok(listener)
 }
 
 #[cfg(test)]
@@ -61,6 +83,9 @@ mod tests {
                 pop3: vec!["127.0.0.1:0".parse().unwrap()],
                 pop3s: vec!["127.0.0.1:0".parse().unwrap()],
             },
+            metrics: crate::config::Metrics {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+            },
             ..Config::default()
         };
         let sockets = Sockets::bind(&config).unwrap();
@@ -68,9 +93,15 @@ mod tests {
             .enable_io()
             .build()
             .unwrap();
-        let listeners = runtime.block_on(async { sockets.into_tokio().unwrap() });
+        let (listeners, metrics) = runtime.block_on(async { sockets.into_tokio().unwrap() });
         let kinds: Vec<_> = listeners.iter().map(|(k, _)| *k).collect();
         assert_eq!(kinds, [ListenerKind::Pop3, ListenerKind::Pop3s]);
+        let metrics = metrics.unwrap().local_addr().unwrap();
+        assert!(
+            listeners
+                .iter()
+                .all(|(_, l)| l.local_addr().unwrap() != metrics)
+        );
     }
 
     #[test]
@@ -81,9 +112,22 @@ mod tests {
                 pop3: vec![],
                 pop3s: vec![taken.local_addr().unwrap()],
             },
+            metrics: crate::config::Metrics { listen: None },
             ..Config::default()
         };
         let err = format!("{:#}", Sockets::bind(&config).err().unwrap());
         assert!(err.starts_with("binding pop3s on 127.0.0.1:"), "{err}");
+        let config = Config {
+            listen: crate::config::Listen {
+                pop3: vec!["127.0.0.1:0".parse().unwrap()],
+                pop3s: vec![],
+            },
+            metrics: crate::config::Metrics {
+                listen: Some(taken.local_addr().unwrap()),
+            },
+            ..Config::default()
+        };
+        let err = format!("{:#}", Sockets::bind(&config).err().unwrap());
+        assert!(err.starts_with("binding metrics on 127.0.0.1:"), "{err}");
     }
 }

@@ -35,6 +35,8 @@ async fn start(users: &[(&str, &str)]) -> Target {
     };
     config.listen.pop3 = vec!["127.0.0.1:0".parse().unwrap()];
     config.listen.pop3s = vec![];
+    // Tests run side by side: no fixed metrics port.
+    config.metrics.listen = None;
     config.auth.plaintext_networks = vec!["127.0.0.0/8".parse().unwrap()];
     config.auth.argon2_memory_kib = 8;
     config.auth.argon2_iterations = 1;

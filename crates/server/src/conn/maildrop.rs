@@ -98,6 +98,10 @@ impl Connection {
         };
         self.session
             .message_opened(index, top_lines, true, &mut self.out);
+        if top_lines.is_none() {
+            self.stats.retrieved += 1;
+            self.shared.metrics.retrieved();
+        }
         let mut stuffer = match top_lines {
             Some(n) => DotStuffer::top(n),
             None => DotStuffer::retr(),

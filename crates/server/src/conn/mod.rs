@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use auth::Authenticator;
 use maildir::{Maildir, MaildropGuard, MessageEntry};
-use pop3_proto::{Action, Capabilities, Frame, LineFramer, Session, SessionConfig, TlsInfo};
+use pop3_proto::{
+    Action, Capabilities, CommandKind, Frame, LineFramer, Session, SessionConfig, TlsInfo,
+};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
+use crate::metrics::{HandshakeFailure, Metrics, SessionGauge};
 use crate::{Dir, ListenerKind};
 
 /// Responses are flushed when this much is waiting, and messages are read in chunks
@@ -42,6 +45,8 @@ pub(crate) struct Shared {
     pub per_address: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// The audit log.
     pub audit: AuditLog,
+    /// What `/metrics` serves.
+    pub metrics: Arc<Metrics>,
     /// Hands out session ids.
     pub sessions: SessionIds,
 }
@@ -130,6 +135,8 @@ pub(crate) struct Connection {
     stats: Stats,
     /// How the connection ended, for the audit log.
     end: &'static str,
+    /// This session in `poplar_sessions`, from `run` on.
+    gauge: Option<SessionGauge>,
 }
 
 impl Connection {
@@ -182,6 +189,7 @@ impl Connection {
             local: None,
             stats: Stats::default(),
             end: "closed",
+            gauge: None,
         }
     }
 
@@ -204,6 +212,7 @@ impl Connection {
     pub(crate) async fn run(mut self, mut tcp: TcpStream) {
         tracing::debug!(peer = %self.peer, listener = self.kind.name(), "connection opened");
         self.id = self.shared.sessions.next();
+        self.gauge = Some(self.shared.metrics.session());
         self.local = tcp.local_addr().ok();
         self.audit(self.record("connect"));
         if self.kind == ListenerKind::Pop3s {
@@ -247,6 +256,7 @@ impl Connection {
             Ok(Ok(tls)) => {
                 self.tls = true;
                 let conn = tls.get_ref().1;
+                self.shared.metrics.tls_handshake(conn.protocol_version());
                 self.audit(Record {
                     tls_version: conn.protocol_version().map(|v| format!("{v:?}")),
                     tls_cipher: conn
@@ -260,6 +270,9 @@ impl Connection {
             Ok(Err(e)) => {
                 tracing::info!(peer = %self.peer, error = %e, "TLS handshake failed");
                 self.end = "tls_failed";
+                self.shared
+                    .metrics
+                    .tls_handshake_failed(HandshakeFailure::Error);
                 self.audit(Record {
                     reason: Some("handshake_failed"),
                     ..self.record("tls_failed")
@@ -269,6 +282,9 @@ impl Connection {
             Err(_) => {
                 tracing::info!(peer = %self.peer, "TLS handshake timed out");
                 self.end = "tls_failed";
+                self.shared
+                    .metrics
+                    .tls_handshake_failed(HandshakeFailure::Timeout);
                 self.audit(Record {
                     reason: Some("handshake_timeout"),
                     ..self.record("tls_failed")
@@ -321,11 +337,25 @@ impl Connection {
                     self.flush(stream).await?;
                     return Ok(Leg::Closed);
                 }
-                let action = match frame {
-                    Frame::Line(line) => self.session.handle_line(&line, &mut self.out),
-                    Frame::TooLong => self.session.line_too_long(&mut self.out),
+                let started = std::time::Instant::now();
+                // A fixed keyword for the latency histogram, never the line itself.
+                let (command, action) = match frame {
+                    Frame::Line(line) => {
+                        let command = if self.session.expects_sasl_response() {
+                            CommandKind::Auth
+                        } else {
+                            CommandKind::of(&line)
+                        };
+                        (command, self.session.handle_line(&line, &mut self.out))
+                    }
+                    Frame::TooLong => (
+                        CommandKind::Other,
+                        self.session.line_too_long(&mut self.out),
+                    ),
                 };
-                match self.perform(action, stream).await? {
+                let next = self.perform(action, stream).await?;
+                self.shared.metrics.command(command, started.elapsed());
+                match next {
                     Some(Leg::Closed) => {
                         self.flush(stream).await?;
                         return Ok(Leg::Closed);
@@ -426,6 +456,7 @@ impl Connection {
             let written = self.with_write_timeout(stream.write_all(&out)).await;
             if written.is_ok() {
                 self.stats.bytes_sent += out.len() as u64;
+                self.shared.metrics.bytes_sent(out.len() as u64);
             }
             self.out = out;
             self.out.clear();
@@ -495,13 +526,19 @@ impl Connection {
                     self.session.auth_result(outcome, &mut self.out)
                 }
                 Action::OpenMaildrop => {
+                    let started = std::time::Instant::now();
                     let result = self.open_maildrop().await;
-                    self.session.maildrop_opened(result, &mut self.out)
+                    self.shared.metrics.maildrop_opened(started.elapsed());
+                    let next = self.session.maildrop_opened(result, &mut self.out);
+                    if let Some(gauge) = &mut self.gauge
+                        && self.session.in_transaction()
+                    {
+                        gauge.enter_transaction();
+                    }
+                    next
                 }
                 Action::SendMessage { index, top_lines } => {
-                    if top_lines.is_none() {
-                        self.stats.retrieved += 1;
-                    }
+                    // Counted (audit and metrics) once the message is open and going out.
                     self.send_message(index, top_lines, stream).await?;
                     Action::None
                 }
@@ -510,6 +547,7 @@ impl Connection {
                     let result = self.update(delete, retrieved).await;
                     if result.is_ok() {
                         self.stats.deleted += deleting;
+                        self.shared.metrics.deleted(deleting);
                     }
                     self.session.update_result(result, &mut self.out)
                 }

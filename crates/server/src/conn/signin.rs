@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use auth::{AuthFailure, Identity};
 
 use crate::audit::Record;
+use crate::metrics::SignInResult;
 use pop3_proto::{Action, AuthOutcome, AuthRequest};
 
 use super::Connection;
@@ -122,6 +123,9 @@ impl Connection {
         match result {
             Ok(identity) => {
                 tracing::info!(peer = %self.peer, user = %identity.user, mechanism, tls = self.tls, "signed in");
+                self.shared
+                    .metrics
+                    .sign_in(mechanism, SignInResult::Success);
                 self.audit(Record {
                     user: Some(raw_user),
                     user_resolved: Some(&identity.user),
@@ -135,6 +139,7 @@ impl Connection {
             }
             Err(AuthFailure::Rejected(reason)) => {
                 tracing::info!(peer = %self.peer, user = %raw_user.escape_debug(), mechanism, reason = reason.as_str(), "sign-in failed");
+                self.shared.metrics.sign_in_failed(mechanism, reason);
                 // On its way to the log before the client hears anything.
                 self.audit(Record {
                     user: Some(raw_user),
@@ -151,6 +156,9 @@ impl Connection {
             }
             Err(AuthFailure::LoginDelay) => {
                 tracing::info!(peer = %self.peer, user = %raw_user.escape_debug(), mechanism, "sign-in refused: LOGIN-DELAY");
+                self.shared
+                    .metrics
+                    .sign_in(mechanism, SignInResult::LoginDelay);
                 self.audit(Record {
                     user: Some(raw_user),
                     mechanism: Some(mechanism),
@@ -161,6 +169,9 @@ impl Connection {
             }
             Err(AuthFailure::Unavailable) => {
                 tracing::warn!(peer = %self.peer, mechanism, "sign-in could not be checked now");
+                self.shared
+                    .metrics
+                    .sign_in(mechanism, SignInResult::Unavailable);
                 self.audit(Record {
                     user: Some(raw_user),
                     mechanism: Some(mechanism),
