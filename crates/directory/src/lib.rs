@@ -23,7 +23,7 @@ use std::future::Future;
 
 pub use defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
-    LockoutState, Millis, SourceFailures,
+    HISTORY_PER_USER, LockoutState, Millis, SignInEntry, SourceFailures,
 };
 pub use sqlite::SqliteDirectory;
 
@@ -209,6 +209,33 @@ pub trait Directory: Send + Sync + 'static {
         &self,
         target: ClearTarget<'_>,
     ) -> impl Future<Output = Result<u64, DirectoryError>> + Send;
+
+    /// Adds a sign-in to the user's history (nothing if there is no such user) and
+    /// keeps only the newest [`HISTORY_PER_USER`].
+    fn record_sign_in(
+        &self,
+        entry: &SignInEntry,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// The user's most recent sign-ins, newest first.
+    fn sign_in_history(
+        &self,
+        user: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<SignInEntry>, DirectoryError>> + Send;
+
+    /// Whether the user gets security notices; `None` if there is no such user.
+    fn notices_enabled(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Option<bool>, DirectoryError>> + Send;
+
+    /// Turns a user's security notices on or off; `false` if there is no such user.
+    fn set_notices(
+        &self,
+        user: &str,
+        on: bool,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
 
     /// Forgets failure counts last seen before `before` and bans over by then.
     fn prune_defence(

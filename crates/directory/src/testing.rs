@@ -5,7 +5,8 @@
 //! crate's tests and, for other crates, by the `test-suite` feature.
 
 use crate::{
-    ClearTarget, Directory, DirectoryError, FailureRecord, GuardQuery, GuardState, UserRecord,
+    ClearTarget, Directory, DirectoryError, FailureRecord, GuardQuery, GuardState,
+    HISTORY_PER_USER, SignInEntry, UserRecord,
 };
 
 /// A user with a recognisable hash and Maildir derived from `name`, enabled.
@@ -39,6 +40,8 @@ pub async fn conformance<D: Directory>(dir: &D) {
     success_forgets_failures_and_remembers_the_network(dir).await;
     bans(dir).await;
     lockouts_are_listed_cleared_and_pruned(dir).await;
+    history_is_bounded_and_newest_first(dir).await;
+    notices_switch(dir).await;
 }
 
 async fn starts_empty<D: Directory>(dir: &D) {
@@ -478,4 +481,46 @@ async fn lockouts_are_listed_cleared_and_pruned<D: Directory>(dir: &D) {
         dir.lockout_state(40_000, 0).await.unwrap(),
         Default::default()
     );
+}
+
+async fn history_is_bounded_and_newest_first<D: Directory>(dir: &D) {
+    dir.add_user(&sample_user("hist")).await.unwrap();
+    let entry = |at: i64, result: &str| SignInEntry {
+        user: "hist".into(),
+        at,
+        address: "192.0.2.1".into(),
+        mechanism: "PLAIN".into(),
+        result: result.into(),
+    };
+    let n = HISTORY_PER_USER + 5;
+    for i in 0..n {
+        let result = if i % 2 == 0 { "success" } else { "failure" };
+        dir.record_sign_in(&entry(1_000 + i, result)).await.unwrap();
+    }
+    let all = dir.sign_in_history("hist", 1000).await.unwrap();
+    assert_eq!(all.len() as i64, HISTORY_PER_USER);
+    assert_eq!(all[0].at, 1_000 + n - 1, "newest first");
+    assert_eq!(
+        all.last().unwrap().at,
+        1_005,
+        "the oldest five were dropped"
+    );
+    assert_eq!(dir.sign_in_history("hist", 3).await.unwrap().len(), 3);
+    // Unknown users get no history.
+    let mut ghost = entry(5, "failure");
+    ghost.user = "ghost".into();
+    dir.record_sign_in(&ghost).await.unwrap();
+    assert!(dir.sign_in_history("ghost", 10).await.unwrap().is_empty());
+    // Deleting the user deletes the history.
+    assert!(dir.delete_user("hist").await.unwrap());
+    assert!(dir.sign_in_history("hist", 10).await.unwrap().is_empty());
+}
+
+async fn notices_switch<D: Directory>(dir: &D) {
+    assert_eq!(dir.notices_enabled("alice").await.unwrap(), Some(true));
+    assert!(dir.set_notices("alice", false).await.unwrap());
+    assert_eq!(dir.notices_enabled("alice").await.unwrap(), Some(false));
+    assert!(dir.set_notices("alice", true).await.unwrap());
+    assert_eq!(dir.notices_enabled("nobody").await.unwrap(), None);
+    assert!(!dir.set_notices("nobody", true).await.unwrap());
 }

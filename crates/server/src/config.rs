@@ -43,6 +43,31 @@ pub struct Config {
     pub access: Access,
     /// The audit log.
     pub audit: Audit,
+    /// Security notices to users.
+    pub notices: Notices,
+}
+
+/// Security notices: a message in the user's own maildrop after a sign-in from a
+/// network never seen for the account, and after an account lock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notices {
+    /// Send them at all (each user can also be switched off: `poplar user notices`).
+    pub enabled: bool,
+    /// At most one notice per user in this many minutes.
+    pub min_interval_minutes: u32,
+    /// A Poplar user (an administrator) who gets a copy of every notice; empty: none.
+    pub copy_to: String,
+}
+
+impl Default for Notices {
+    fn default() -> Self {
+        Notices {
+            enabled: true,
+            min_interval_minutes: 60,
+            copy_to: String::new(),
+        }
+    }
 }
 
 /// The audit log: one JSON object per line for every connection and sign-in event.
@@ -398,6 +423,7 @@ impl Default for Config {
             defence: Defence::default(),
             access: Access::default(),
             audit: Audit::default(),
+            notices: Notices::default(),
         }
     }
 }

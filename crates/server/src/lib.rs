@@ -9,6 +9,7 @@ pub mod audit;
 pub mod config;
 mod conn;
 mod listener;
+mod notices;
 pub mod process;
 mod reload;
 mod secrets;

@@ -87,10 +87,19 @@ impl Server {
         let listeners = sockets.into_tokio()?;
         let audit = AuditLog::open(config.audit_target())
             .map_err(|e| anyhow::anyhow!("opening the audit log: {e}"))?;
-        let events: Arc<dyn auth::defence::DefenceEvents> = Arc::new(audit.clone());
+        let notices = Arc::new(crate::notices::Notices::new(
+            &config,
+            dir.clone(),
+            clock.clone(),
+        ));
+        let events: Arc<dyn auth::defence::DefenceEvents> = Arc::new(crate::audit::ServerEvents {
+            audit: audit.clone(),
+            notices: notices.clone(),
+        });
         let auth = authenticator_with(&config, dir, clock, Some(events))?;
         let shared = Arc::new(Shared {
             auth,
+            notices,
             audit: audit.clone(),
             sessions: crate::conn::SessionIds::new(),
             per_address: std::sync::Mutex::new(std::collections::HashMap::new()),

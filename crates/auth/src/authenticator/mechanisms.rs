@@ -15,6 +15,7 @@ fn identity(record: UserRecord) -> Identity {
         user: record.name,
         maildir: PathBuf::from(record.maildir),
         allowed_networks: record.allowed_networks,
+        new_network: false,
     }
 }
 
@@ -101,6 +102,7 @@ impl<D: Directory> Authenticator<D> {
                 user: a.name,
                 maildir: PathBuf::from(a.maildir),
                 allowed_networks: a.allowed_networks,
+                new_network: false,
             }),
         };
         match ticket {

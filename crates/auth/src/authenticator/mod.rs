@@ -36,6 +36,9 @@ pub struct Identity {
     /// The networks the account may sign in from (comma-separated CIDRs), checked by
     /// the guard; `None`: anywhere.
     pub allowed_networks: Option<String>,
+    /// Set by the guard: the account signed in before, but never (or not lately) from
+    /// this network — the case for a security notice to the user.
+    pub new_network: bool,
 }
 
 /// Why a sign-in failed.
@@ -427,6 +430,7 @@ impl<D: Directory> Authenticator<D> {
             user: name,
             maildir: PathBuf::from(maildir),
             allowed_networks,
+            new_network: false,
         })
     }
 

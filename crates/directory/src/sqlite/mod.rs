@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::defence::{
     ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState, LockoutState, Millis,
+    SignInEntry,
 };
 use crate::{Directory, DirectoryError, UserRecord};
 
@@ -296,6 +297,36 @@ impl Directory for SqliteDirectory {
 
     async fn clear_lockouts(&self, target: ClearTarget<'_>) -> Result<u64, DirectoryError> {
         self.clear_lockouts_impl(target).await
+    }
+
+    async fn record_sign_in(&self, entry: &SignInEntry) -> Result<(), DirectoryError> {
+        self.record_sign_in_impl(entry).await
+    }
+
+    async fn sign_in_history(
+        &self,
+        user: &str,
+        limit: u32,
+    ) -> Result<Vec<SignInEntry>, DirectoryError> {
+        self.sign_in_history_impl(user, limit).await
+    }
+
+    async fn notices_enabled(&self, user: &str) -> Result<Option<bool>, DirectoryError> {
+        Ok(
+            sqlx::query_scalar("SELECT notices FROM users WHERE name = ?1")
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_notices(&self, user: &str, on: bool) -> Result<bool, DirectoryError> {
+        let done = sqlx::query("UPDATE users SET notices = ?2 WHERE name = ?1")
+            .bind(user)
+            .bind(on)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn prune_defence(&self, before: Millis) -> Result<u64, DirectoryError> {

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub per_address: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// The audit log.
     pub audit: AuditLog,
+    /// Security notices to users.
+    pub notices: Arc<crate::notices::Notices>,
     /// Hands out session ids.
     pub sessions: SessionIds,
 }
@@ -130,6 +132,8 @@ pub(crate) struct Connection {
     stats: Stats,
     /// How the connection ended, for the audit log.
     end: &'static str,
+    /// The negotiated TLS version, once under TLS.
+    tls_version: Option<String>,
 }
 
 impl Connection {
@@ -182,6 +186,7 @@ impl Connection {
             local: None,
             stats: Stats::default(),
             end: "closed",
+            tls_version: None,
         }
     }
 
@@ -247,8 +252,9 @@ impl Connection {
             Ok(Ok(tls)) => {
                 self.tls = true;
                 let conn = tls.get_ref().1;
+                self.tls_version = conn.protocol_version().map(|v| format!("{v:?}"));
                 self.audit(Record {
-                    tls_version: conn.protocol_version().map(|v| format!("{v:?}")),
+                    tls_version: self.tls_version.clone(),
                     tls_cipher: conn
                         .negotiated_cipher_suite()
                         .map(|c| format!("{:?}", c.suite())),
