@@ -5,6 +5,7 @@
 mod demo;
 mod import;
 mod lockout;
+mod sessions;
 mod user;
 
 use std::path::PathBuf;
@@ -43,6 +44,11 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// List the running server's live sessions, or end one.
+    Sessions {
+        #[command(subcommand)]
+        command: Option<sessions::SessionsCommand>,
+    },
     /// Show and lift sign-in locks, throttles and address bans.
     #[command(subcommand)]
     Lockout(lockout::LockoutCommand),
@@ -134,6 +140,7 @@ async fn run(
         }
         Command::User(cmd) => user::run(cmd, &config, open_directory(&config).await?).await,
         Command::Lockout(cmd) => lockout::run(cmd, &config, open_directory(&config).await?).await,
+        Command::Sessions { command } => sessions::run(command, &config),
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);

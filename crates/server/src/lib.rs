@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod config;
 mod conn;
+pub mod control;
 mod listener;
 mod notices;
 pub mod process;

@@ -100,6 +100,7 @@ impl Server {
         let shared = Arc::new(Shared {
             auth,
             notices,
+            registry: Arc::new(crate::control::Registry::default()),
             audit: audit.clone(),
             sessions: crate::conn::SessionIds::new(),
             per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -142,6 +143,11 @@ impl Server {
             let every = Duration::from_secs(check_secs);
             tokio::spawn(self.reloader.watch_files(every, shutdown.clone()));
         }
+        tokio::spawn(crate::control::serve(
+            crate::control::socket_path(&self.shared.config.data_dir),
+            self.shared.registry.clone(),
+            shutdown.clone(),
+        ));
         // Old failure counts and expired bans are dropped hourly.
         let pruning = self.shared.clone();
         let stop_pruning = shutdown.clone();

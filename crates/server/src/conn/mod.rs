@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub audit: AuditLog,
     /// Security notices to users.
     pub notices: Arc<crate::notices::Notices>,
+    /// Live sessions, for the control socket.
+    pub registry: Arc<crate::control::Registry>,
     /// Hands out session ids.
     pub sessions: SessionIds,
 }
@@ -132,6 +134,8 @@ pub(crate) struct Connection {
     stats: Stats,
     /// How the connection ended, for the audit log.
     end: &'static str,
+    /// The server's own shutdown token (`shutdown` is this session's child of it).
+    server_shutdown: CancellationToken,
     /// The negotiated TLS version, once under TLS.
     tls_version: Option<String>,
 }
@@ -169,7 +173,8 @@ impl Connection {
             shared,
             peer,
             kind,
-            shutdown,
+            // Its own token: cancelled by a server shutdown or by `poplar sessions end`.
+            shutdown: shutdown.child_token(),
             session,
             framer,
             out: Vec::with_capacity(4096),
@@ -187,6 +192,7 @@ impl Connection {
             stats: Stats::default(),
             end: "closed",
             tls_version: None,
+            server_shutdown: shutdown,
         }
     }
 
@@ -201,6 +207,11 @@ impl Connection {
         .addresses(self.peer, self.local)
     }
 
+    /// Whether the whole server is stopping (rather than this one session being ended).
+    fn server_shutting_down(&self) -> bool {
+        self.server_shutdown.is_cancelled()
+    }
+
     /// Writes one audit record about this connection.
     fn audit(&self, record: Record<'_>) {
         self.shared.audit.write(record);
@@ -211,6 +222,15 @@ impl Connection {
         self.id = self.shared.sessions.next();
         self.local = tcp.local_addr().ok();
         self.audit(self.record("connect"));
+        self.shared.registry.add(crate::control::LiveSession {
+            session: self.id.clone(),
+            user: None,
+            src: crate::control::src(self.peer),
+            listener: self.kind.name(),
+            state: "authorization",
+            since: crate::audit::rfc3339_ms(self.shared.auth.guard().now()),
+            end: self.shutdown.clone(),
+        });
         if self.kind == ListenerKind::Pop3s {
             if let Some(mut tls) = self.handshake(tcp).await {
                 let info = self.tls_info(&tls);
@@ -234,6 +254,7 @@ impl Connection {
             }
         }
         tracing::debug!(peer = %self.peer, "connection closed");
+        self.shared.registry.remove(&self.id);
         self.audit(Record {
             user: self.user.as_deref(),
             end: Some(self.end),
@@ -381,8 +402,13 @@ impl Connection {
             let read = tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     // Not in UPDATE here (UPDATE never waits for input): nothing is deleted.
-                    pop3_proto::response::err(&mut self.out, Some(pop3_proto::RespCode::SysTemp), "server shutting down, try again later");
-                    self.end = "shutdown";
+                    let (text, end) = if self.server_shutting_down() {
+                        ("server shutting down, try again later", "shutdown")
+                    } else {
+                        ("session ended by the administrator", "ended_by_admin")
+                    };
+                    pop3_proto::response::err(&mut self.out, Some(pop3_proto::RespCode::SysTemp), text);
+                    self.end = end;
                     self.flush(stream).await?;
                     return Ok(Leg::Closed);
                 }
@@ -502,6 +528,11 @@ impl Connection {
                 }
                 Action::OpenMaildrop => {
                     let result = self.open_maildrop().await;
+                    if result.is_ok() {
+                        self.shared
+                            .registry
+                            .update(&self.id, self.user.as_deref(), "transaction");
+                    }
                     self.session.maildrop_opened(result, &mut self.out)
                 }
                 Action::SendMessage { index, top_lines } => {
