@@ -136,8 +136,10 @@ pub(crate) struct Connection {
     end: &'static str,
     /// The server's own shutdown token (`shutdown` is this session's child of it).
     server_shutdown: CancellationToken,
-    /// The negotiated TLS version, once under TLS.
+    /// The negotiated TLS version, cipher suite and SNI, once under TLS.
     tls_version: Option<String>,
+    tls_cipher: Option<String>,
+    sni: Option<String>,
 }
 
 impl Connection {
@@ -192,6 +194,8 @@ impl Connection {
             stats: Stats::default(),
             end: "closed",
             tls_version: None,
+            tls_cipher: None,
+            sni: None,
             server_shutdown: shutdown,
         }
     }
@@ -202,6 +206,9 @@ impl Connection {
             event,
             session: Some(&self.id),
             listener: Some(self.kind.name()),
+            tls_version: self.tls_version.clone(),
+            tls_cipher: self.tls_cipher.clone(),
+            sni: self.sni.clone(),
             ..Record::default()
         }
         .addresses(self.peer, self.local)
@@ -274,14 +281,11 @@ impl Connection {
                 self.tls = true;
                 let conn = tls.get_ref().1;
                 self.tls_version = conn.protocol_version().map(|v| format!("{v:?}"));
-                self.audit(Record {
-                    tls_version: self.tls_version.clone(),
-                    tls_cipher: conn
-                        .negotiated_cipher_suite()
-                        .map(|c| format!("{:?}", c.suite())),
-                    sni: conn.server_name().map(str::to_owned),
-                    ..self.record("tls")
-                });
+                self.tls_cipher = conn
+                    .negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite()));
+                self.sni = conn.server_name().map(str::to_owned);
+                self.audit(self.record("tls"));
                 Some(tls)
             }
             Ok(Err(e)) => {
