@@ -45,6 +45,33 @@ pub struct Config {
     pub audit: Audit,
     /// Security notices to users.
     pub notices: Notices,
+    /// Two-factor sign-in.
+    pub mfa: Mfa,
+}
+
+/// Two-factor sign-in (TOTP) and what it means for POP3.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mfa {
+    /// The policy of users without their own (`poplar mfa policy`): `off`, `optional`
+    /// (users may enrol; once they have, POP3 needs an app password) or `required`
+    /// (POP3 always needs an app password).
+    pub default: String,
+    /// Accept the account password followed directly by the current 6-digit code as a
+    /// one-off sign-in for accounts with two factors on.
+    pub password_with_code: bool,
+    /// The name authenticator apps show; empty: `Poplar <hostname>`.
+    pub issuer: String,
+}
+
+impl Default for Mfa {
+    fn default() -> Self {
+        Mfa {
+            default: "off".into(),
+            password_with_code: false,
+            issuer: String::new(),
+        }
+    }
 }
 
 /// Security notices: a message in the user's own maildrop after a sign-in from a
@@ -424,6 +451,7 @@ impl Default for Config {
             access: Access::default(),
             audit: Audit::default(),
             notices: Notices::default(),
+            mfa: Mfa::default(),
         }
     }
 }
@@ -555,6 +583,9 @@ impl Config {
         }
         if self.limits.line_timeout_secs == 0 || self.limits.auth_timeout_secs == 0 {
             return bad("limits.line_timeout_secs and limits.auth_timeout_secs must be positive");
+        }
+        if auth::MfaPolicy::parse(&self.mfa.default).is_none() {
+            return bad("mfa.default must be off, optional or required");
         }
         let d = &self.defence;
         if d.lockout_threshold == 0 || d.lockout_threshold > 100 {

@@ -17,6 +17,7 @@ const PW: &str = "the right password";
 
 struct Target {
     addr: SocketAddr,
+    expired_app_password: String,
     audit: std::path::PathBuf,
     shutdown: CancellationToken,
     _tmp: tempfile::TempDir,
@@ -37,10 +38,11 @@ async fn start() -> Target {
     config.apop.enabled = true;
     config.defence.lockout_threshold = 2;
     config.defence.ban_accounts = 2;
+    config.mfa.password_with_code = true;
     std::fs::create_dir_all(&config.data_dir).unwrap();
     let dir = Arc::new(Dir::open(&config.directory_path()).await.unwrap());
     let auth = server::authenticator(&config, dir.clone()).unwrap();
-    for user in ["alice", "bob", "dis", "lock", "net", "nat"] {
+    for user in ["alice", "bob", "dis", "lock", "net", "nat", "mfa", "app"] {
         let maildir = tmp.path().join("mail").join(user);
         maildir::Maildir::new(&maildir).create().unwrap();
         auth.add_user(user, PW.as_bytes(), maildir.to_string_lossy().into_owned())
@@ -49,6 +51,13 @@ async fn start() -> Target {
     }
     dir.set_enabled("dis", false).await.unwrap();
     dir.set_allowed_networks("net", Some("10.0.0.0/8"))
+        .await
+        .unwrap();
+    auth.set_mfa_policy("mfa", Some(auth::MfaPolicy::Required))
+        .await
+        .unwrap();
+    let (_, expired) = auth
+        .create_app_password("app", "old phone", Some(1), None, false)
         .await
         .unwrap();
     let audit = config.data_dir.join("audit.log");
@@ -64,6 +73,7 @@ async fn start() -> Target {
     Target {
         addr,
         audit,
+        expired_app_password: expired.to_string(),
         shutdown,
         _tmp: tmp,
     }
@@ -106,7 +116,7 @@ struct Plan {
     mechanism: &'static str,
 }
 
-fn plan(reason: Reason, n: u8) -> Plan {
+fn plan(t: &Target, reason: Reason, n: u8) -> Plan {
     let from = Ipv4Addr::new(127, 10, n, 1);
     let simple = |user: &'static str, pw: &str| Plan {
         setup: vec![],
@@ -120,6 +130,9 @@ fn plan(reason: Reason, n: u8) -> Plan {
         Reason::BadPassword => simple("alice", "wrong"),
         Reason::Disabled => simple("dis", PW),
         Reason::IpDenied => simple("net", PW),
+        Reason::MfaRequired => simple("mfa", PW),
+        Reason::BadSecondFactor => simple("mfa", &format!("{PW}000000")),
+        Reason::AppPasswordExpired => simple("app", &t.expired_app_password),
         Reason::AuthzidMismatch => {
             let ir = base64::engine::general_purpose::STANDARD.encode(format!("bob\0alice\0{PW}"));
             Plan {
@@ -176,7 +189,7 @@ fn plan(reason: Reason, n: u8) -> Plan {
 async fn every_failure_reason_reaches_the_audit_log() {
     let t = start().await;
     for (n, reason) in Reason::ALL.into_iter().enumerate() {
-        let p = plan(reason, n as u8);
+        let p = plan(&t, reason, n as u8);
         for (from, lines) in &p.setup {
             talk(&t, *from, lines).await;
         }

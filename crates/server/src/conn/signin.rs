@@ -149,6 +149,9 @@ impl Connection {
                     ..self.record("auth")
                 });
                 self.remember_sign_in(&identity.user, mechanism, "success");
+                if identity.read_only {
+                    self.session.set_read_only();
+                }
                 if identity.new_network {
                     // Before the maildrop opens, so the notice is in this session's list.
                     let notice = crate::notices::Notice::NewNetwork {
