@@ -415,8 +415,15 @@ def plain_ir(user: str, password: str, authzid: str = "") -> str:
 # --------------------------------------------------------------------------- the server
 
 
+# Every server the session started and every extra secret a test registered: the last
+# test module (test_zz_no_secrets.py) greps all their logs for these secrets.
+ALL_SERVERS: list = []
+EXTRA_SECRETS: set[str] = set()
+
+
 class Server:
     def __init__(self, root: Path, overrides: dict):
+        ALL_SERVERS.append(self)
         self.root = root
         self.data_dir = root / "data"
         self.config_path = root / "poplar.toml"

@@ -57,6 +57,11 @@ def test_a_session_in_the_audit_log(server):
         assert isinstance(r["src_port"], int)
     assert tls["tls_version"].startswith("TLSv1_") and tls["tls_cipher"].startswith("TLS")
     assert tls["sni"] == "localhost"
+    # Every line after the handshake carries the TLS facts, so each stands alone.
+    for r in (failed, ok, end):
+        assert (r["tls_version"], r["tls_cipher"], r["sni"]) == \
+            (tls["tls_version"], tls["tls_cipher"], tls["sni"])
+    assert "tls_version" not in connect
     assert failed["reason"] == "bad_password" and failed["mechanism"] == "USER"
     assert failed["user"] == "alice" and "user_resolved" not in failed
     assert ok["result"] == "success" and ok["user_resolved"] == "alice"

@@ -34,9 +34,15 @@ impl std::fmt::Debug for ApopVault {
 impl ApopVault {
     /// Derives the vault key from the server's secret key.
     pub fn new(server_key: &[u8]) -> Self {
+        Self::for_purpose(server_key, b"poplar apop secret encryption v1")
+    }
+
+    /// A vault with its own key for another kind of recoverable secret (TOTP keys):
+    /// `purpose` separates the keys, so one kind of ciphertext never opens as another.
+    pub fn for_purpose(server_key: &[u8], purpose: &[u8]) -> Self {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(server_key).expect("HMAC takes keys of any length");
-        mac.update(b"poplar apop secret encryption v1");
+        mac.update(purpose);
         let derived = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
         let key = UnboundKey::new(&AES_256_GCM, derived.as_ref()).expect("AES-256 takes 32 bytes");
         Self {

@@ -19,11 +19,15 @@ mod authenticator;
 pub mod defence;
 mod hasher;
 pub mod legacy;
+pub mod mfa;
 mod password;
 mod pool;
 mod username;
 
-pub use authenticator::{AdminError, AuthFailure, Authenticator, Identity, Reason, ScramLookup};
+pub use authenticator::{
+    AdminError, AuthFailure, Authenticator, Enrolment, Identity, MfaPolicy, MfaSettings, MfaStatus,
+    Reason, ScramLookup,
+};
 pub use hasher::{Argon2Params, InvalidParams, PasswordHasher};
 pub use password::{MAX_PASSWORD_BYTES, prepare_password};
 pub use username::{MAX_USERNAME_BYTES, UsernamePolicy};

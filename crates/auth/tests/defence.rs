@@ -343,3 +343,28 @@ async fn scram_is_gated_and_counted_like_passwords() {
         Some(Reason::Throttled)
     );
 }
+
+#[tokio::test]
+async fn new_networks_are_reported_once_and_never_on_the_first_sign_in() {
+    let f = fixture(LockoutPolicy::default()).await;
+    let new = |from: &'static str| {
+        let auth = &f.auth;
+        async move {
+            auth.verify_password("alice", b"right password", ip(from))
+                .await
+                .unwrap()
+                .new_network
+        }
+    };
+    assert!(
+        !new("192.0.2.1").await,
+        "the first sign-in has nothing to compare with"
+    );
+    assert!(!new("192.0.2.2").await, "same /24");
+    assert!(
+        new("198.51.100.1").await,
+        "a network never seen for this account"
+    );
+    assert!(!new("198.51.100.1").await, "now familiar");
+    assert!(new("2001:db8::1").await);
+}

@@ -139,3 +139,21 @@ pub enum ClearTarget<'a> {
     /// Everything.
     All,
 }
+
+/// One sign-in attempt on an existing account, kept in its bounded history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInEntry {
+    /// Canonical user name.
+    pub user: String,
+    /// When.
+    pub at: Millis,
+    /// Client address.
+    pub address: String,
+    /// `USER`, `PLAIN`, `SCRAM-SHA-256`, ...
+    pub mechanism: String,
+    /// `success` or `failure`.
+    pub result: String,
+}
+
+/// Sign-ins kept per user; older ones are dropped as new ones arrive.
+pub const HISTORY_PER_USER: i64 = 50;

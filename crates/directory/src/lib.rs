@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod defence;
+pub mod mfa;
 mod sqlite;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod testing;
@@ -23,8 +24,9 @@ use std::future::Future;
 
 pub use defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
-    LockoutState, Millis, SourceFailures,
+    HISTORY_PER_USER, LockoutState, Millis, SignInEntry, SourceFailures,
 };
+pub use mfa::{AppPassword, MfaRecord};
 pub use sqlite::SqliteDirectory;
 
 /// One user of the POP3 service, as the directory stores it.
@@ -209,6 +211,124 @@ pub trait Directory: Send + Sync + 'static {
         &self,
         target: ClearTarget<'_>,
     ) -> impl Future<Output = Result<u64, DirectoryError>> + Send;
+
+    /// Adds a sign-in to the user's history (nothing if there is no such user) and
+    /// keeps only the newest [`HISTORY_PER_USER`].
+    fn record_sign_in(
+        &self,
+        entry: &SignInEntry,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// The user's most recent sign-ins, newest first.
+    fn sign_in_history(
+        &self,
+        user: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<SignInEntry>, DirectoryError>> + Send;
+
+    /// Whether the user gets security notices; `None` if there is no such user.
+    fn notices_enabled(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Option<bool>, DirectoryError>> + Send;
+
+    /// Turns a user's security notices on or off; `false` if there is no such user.
+    fn set_notices(
+        &self,
+        user: &str,
+        on: bool,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// The user's two-factor policy (`off`, `optional`, `required`), `None` for the
+    /// server default or no such user.
+    fn mfa_policy(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
+
+    /// Sets (or with `None` resets to the default) a user's two-factor policy; `false`
+    /// if there is no such user.
+    fn set_mfa_policy(
+        &self,
+        user: &str,
+        policy: Option<&str>,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// The user's TOTP enrolment, if any.
+    fn mfa(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Option<MfaRecord>, DirectoryError>> + Send;
+
+    /// Stores (replacing) or with `None` removes a user's TOTP enrolment and, when
+    /// removing, their recovery codes.
+    fn set_mfa(
+        &self,
+        user: &str,
+        record: Option<&MfaRecord>,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// Accepts time step `step` for the user if it is later than the last accepted one
+    /// (atomically: a code is accepted once); `true` if accepted.
+    fn accept_totp_step(
+        &self,
+        user: &str,
+        step: i64,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Replaces the user's recovery codes (keyed hashes).
+    fn set_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// Uses a recovery code once: `true` if it existed unused and is now used.
+    fn use_recovery_code(
+        &self,
+        user: &str,
+        hash: &str,
+        now: Millis,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Unused recovery codes left.
+    fn recovery_codes_left(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<u32, DirectoryError>> + Send;
+
+    /// Adds an app password (its `id` is ignored); returns the new id.
+    fn add_app_password(
+        &self,
+        app: &AppPassword,
+    ) -> impl Future<Output = Result<i64, DirectoryError>> + Send;
+
+    /// The app password with this keyed hash.
+    fn find_app_password(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Result<Option<AppPassword>, DirectoryError>> + Send;
+
+    /// A user's app passwords, oldest first.
+    fn list_app_passwords(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Vec<AppPassword>, DirectoryError>> + Send;
+
+    /// Revokes (deletes) an app password of `user`; `false` if there is none with `id`.
+    fn revoke_app_password(
+        &self,
+        user: &str,
+        id: i64,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Records a successful use.
+    fn touch_app_password(
+        &self,
+        id: i64,
+        at: Millis,
+        from: &str,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 
     /// Forgets failure counts last seen before `before` and bans over by then.
     fn prune_defence(

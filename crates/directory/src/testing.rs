@@ -5,7 +5,8 @@
 //! crate's tests and, for other crates, by the `test-suite` feature.
 
 use crate::{
-    ClearTarget, Directory, DirectoryError, FailureRecord, GuardQuery, GuardState, UserRecord,
+    AppPassword, ClearTarget, Directory, DirectoryError, FailureRecord, GuardQuery, GuardState,
+    HISTORY_PER_USER, MfaRecord, SignInEntry, UserRecord,
 };
 
 /// A user with a recognisable hash and Maildir derived from `name`, enabled.
@@ -39,6 +40,10 @@ pub async fn conformance<D: Directory>(dir: &D) {
     success_forgets_failures_and_remembers_the_network(dir).await;
     bans(dir).await;
     lockouts_are_listed_cleared_and_pruned(dir).await;
+    history_is_bounded_and_newest_first(dir).await;
+    notices_switch(dir).await;
+    two_factor(dir).await;
+    app_passwords(dir).await;
 }
 
 async fn starts_empty<D: Directory>(dir: &D) {
@@ -477,5 +482,141 @@ async fn lockouts_are_listed_cleared_and_pruned<D: Directory>(dir: &D) {
     assert_eq!(
         dir.lockout_state(40_000, 0).await.unwrap(),
         Default::default()
+    );
+}
+
+async fn history_is_bounded_and_newest_first<D: Directory>(dir: &D) {
+    dir.add_user(&sample_user("hist")).await.unwrap();
+    let entry = |at: i64, result: &str| SignInEntry {
+        user: "hist".into(),
+        at,
+        address: "192.0.2.1".into(),
+        mechanism: "PLAIN".into(),
+        result: result.into(),
+    };
+    let n = HISTORY_PER_USER + 5;
+    for i in 0..n {
+        let result = if i % 2 == 0 { "success" } else { "failure" };
+        dir.record_sign_in(&entry(1_000 + i, result)).await.unwrap();
+    }
+    let all = dir.sign_in_history("hist", 1000).await.unwrap();
+    assert_eq!(all.len() as i64, HISTORY_PER_USER);
+    assert_eq!(all[0].at, 1_000 + n - 1, "newest first");
+    assert_eq!(
+        all.last().unwrap().at,
+        1_005,
+        "the oldest five were dropped"
+    );
+    assert_eq!(dir.sign_in_history("hist", 3).await.unwrap().len(), 3);
+    // Unknown users get no history.
+    let mut ghost = entry(5, "failure");
+    ghost.user = "ghost".into();
+    dir.record_sign_in(&ghost).await.unwrap();
+    assert!(dir.sign_in_history("ghost", 10).await.unwrap().is_empty());
+    // Deleting the user deletes the history.
+    assert!(dir.delete_user("hist").await.unwrap());
+    assert!(dir.sign_in_history("hist", 10).await.unwrap().is_empty());
+}
+
+async fn notices_switch<D: Directory>(dir: &D) {
+    assert_eq!(dir.notices_enabled("alice").await.unwrap(), Some(true));
+    assert!(dir.set_notices("alice", false).await.unwrap());
+    assert_eq!(dir.notices_enabled("alice").await.unwrap(), Some(false));
+    assert!(dir.set_notices("alice", true).await.unwrap());
+    assert_eq!(dir.notices_enabled("nobody").await.unwrap(), None);
+    assert!(!dir.set_notices("nobody", true).await.unwrap());
+}
+
+async fn two_factor<D: Directory>(dir: &D) {
+    dir.add_user(&sample_user("mfa")).await.unwrap();
+    assert_eq!(dir.mfa_policy("mfa").await.unwrap(), None);
+    assert!(dir.set_mfa_policy("mfa", Some("required")).await.unwrap());
+    assert_eq!(
+        dir.mfa_policy("mfa").await.unwrap().as_deref(),
+        Some("required")
+    );
+    assert!(dir.set_mfa_policy("mfa", None).await.unwrap());
+    assert_eq!(dir.mfa_policy("mfa").await.unwrap(), None);
+    assert!(!dir.set_mfa_policy("nobody", Some("off")).await.unwrap());
+
+    assert_eq!(dir.mfa("mfa").await.unwrap(), None);
+    let record = MfaRecord {
+        totp_secret: "sealed".into(),
+        confirmed: false,
+        last_step: 0,
+        enrolled_at: 7,
+    };
+    dir.set_mfa("mfa", Some(&record)).await.unwrap();
+    assert_eq!(dir.mfa("mfa").await.unwrap(), Some(record.clone()));
+    let confirmed = MfaRecord {
+        confirmed: true,
+        last_step: 100,
+        ..record
+    };
+    dir.set_mfa("mfa", Some(&confirmed)).await.unwrap();
+    // Each step once, and never an earlier one.
+    assert!(!dir.accept_totp_step("mfa", 100).await.unwrap());
+    assert!(dir.accept_totp_step("mfa", 101).await.unwrap());
+    assert!(!dir.accept_totp_step("mfa", 101).await.unwrap());
+    assert!(!dir.accept_totp_step("mfa", 99).await.unwrap());
+    assert_eq!(dir.mfa("mfa").await.unwrap().unwrap().last_step, 101);
+
+    let codes: Vec<String> = (0..10).map(|i| format!("hash{i}")).collect();
+    dir.set_recovery_codes("mfa", &codes).await.unwrap();
+    assert_eq!(dir.recovery_codes_left("mfa").await.unwrap(), 10);
+    assert!(dir.use_recovery_code("mfa", "hash3", 5).await.unwrap());
+    assert!(
+        !dir.use_recovery_code("mfa", "hash3", 6).await.unwrap(),
+        "used once"
+    );
+    assert!(!dir.use_recovery_code("mfa", "nope", 6).await.unwrap());
+    assert_eq!(dir.recovery_codes_left("mfa").await.unwrap(), 9);
+    // Removing the enrolment removes the codes.
+    dir.set_mfa("mfa", None).await.unwrap();
+    assert_eq!(dir.mfa("mfa").await.unwrap(), None);
+    assert_eq!(dir.recovery_codes_left("mfa").await.unwrap(), 0);
+}
+
+async fn app_passwords<D: Directory>(dir: &D) {
+    let new = |label: &str, hash: &str| AppPassword {
+        id: 0,
+        user: "mfa".into(),
+        label: label.into(),
+        hash: hash.into(),
+        created_at: 10,
+        expires_at: Some(1_000),
+        networks: Some("192.0.2.0/24".into()),
+        read_only: true,
+        last_used_at: None,
+        last_used_from: None,
+    };
+    let a = dir.add_app_password(&new("phone", "h-a")).await.unwrap();
+    let b = dir.add_app_password(&new("scanner", "h-b")).await.unwrap();
+    assert_ne!(a, b);
+    let found = dir.find_app_password("h-a").await.unwrap().unwrap();
+    assert_eq!(
+        found,
+        AppPassword {
+            id: a,
+            ..new("phone", "h-a")
+        }
+    );
+    assert_eq!(dir.find_app_password("h-x").await.unwrap(), None);
+    dir.touch_app_password(b, 500, "192.0.2.9").await.unwrap();
+    let listed = dir.list_app_passwords("mfa").await.unwrap();
+    assert_eq!(listed.iter().map(|p| p.id).collect::<Vec<_>>(), vec![a, b]);
+    assert_eq!(listed[1].last_used_at, Some(500));
+    assert_eq!(listed[1].last_used_from.as_deref(), Some("192.0.2.9"));
+    assert!(
+        !dir.revoke_app_password("alice", a).await.unwrap(),
+        "only the owner's"
+    );
+    assert!(dir.revoke_app_password("mfa", a).await.unwrap());
+    assert_eq!(dir.find_app_password("h-a").await.unwrap(), None);
+    assert!(dir.delete_user("mfa").await.unwrap());
+    assert_eq!(
+        dir.find_app_password("h-b").await.unwrap(),
+        None,
+        "deleted with the user"
     );
 }

@@ -5,6 +5,8 @@
 mod demo;
 mod import;
 mod lockout;
+mod mfa;
+mod sessions;
 mod user;
 
 use std::path::PathBuf;
@@ -43,6 +45,17 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Two-factor sign-in (TOTP) for a user.
+    #[command(subcommand)]
+    Mfa(mfa::MfaCommand),
+    /// App passwords: what mail clients use when two-factor sign-in is on.
+    #[command(subcommand)]
+    AppPassword(mfa::AppPasswordCommand),
+    /// List the running server's live sessions, or end one.
+    Sessions {
+        #[command(subcommand)]
+        command: Option<sessions::SessionsCommand>,
+    },
     /// Show and lift sign-in locks, throttles and address bans.
     #[command(subcommand)]
     Lockout(lockout::LockoutCommand),
@@ -134,6 +147,11 @@ async fn run(
         }
         Command::User(cmd) => user::run(cmd, &config, open_directory(&config).await?).await,
         Command::Lockout(cmd) => lockout::run(cmd, &config, open_directory(&config).await?).await,
+        Command::Sessions { command } => sessions::run(command, &config),
+        Command::Mfa(cmd) => mfa::run_mfa(cmd, &config, open_directory(&config).await?).await,
+        Command::AppPassword(cmd) => {
+            mfa::run_app_password(cmd, &config, open_directory(&config).await?).await
+        }
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);

@@ -73,6 +73,19 @@ pub enum UserCommand {
     },
     /// List users, one per line.
     List,
+    /// Show a user's recent sign-ins (newest first; the newest 50 are kept).
+    History {
+        /// User name.
+        name: String,
+    },
+    /// Turn a user's security notices (new network, account lock) on or off.
+    Notices {
+        /// User name.
+        name: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// Show or set the networks a user may sign in from. Sign-ins from elsewhere fail
     /// exactly like a wrong password.
     Networks {
@@ -181,6 +194,32 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             for user in dir.list_users().await? {
                 println!("{}", user.name);
             }
+        }
+        UserCommand::History { name } => {
+            let canonical = policy
+                .canonical(&name)
+                .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            if dir.find_user(&canonical).await?.is_none() {
+                bail!("no such user: {canonical}");
+            }
+            for e in dir.sign_in_history(&canonical, 50).await? {
+                println!(
+                    "{}  {:<39}  {:<20}  {}",
+                    crate::lockout::rfc3339(e.at),
+                    e.address,
+                    e.mechanism,
+                    e.result
+                );
+            }
+        }
+        UserCommand::Notices { name, state } => {
+            let canonical = policy
+                .canonical(&name)
+                .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            if !dir.set_notices(&canonical, state == "on").await? {
+                bail!("no such user: {canonical}");
+            }
+            eprintln!("security notices {state} for {canonical}");
         }
         UserCommand::Networks {
             name,

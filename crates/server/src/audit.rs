@@ -220,7 +220,31 @@ impl AuditLog {
     }
 }
 
-impl auth::defence::DefenceEvents for AuditLog {
+/// What the server does when the defence bans or locks: the audit log, and a notice
+/// to the locked user.
+pub(crate) struct ServerEvents {
+    pub audit: AuditLog,
+    pub notices: std::sync::Arc<crate::notices::Notices>,
+}
+
+impl auth::defence::DefenceEvents for ServerEvents {
+    fn banned(&self, source: &str, accounts: u32, until: i64) {
+        self.audit.banned(source, accounts, until);
+    }
+
+    fn locked(&self, user: &str, failures: u32, until: i64) {
+        self.audit.locked(user, failures, until);
+        let notices = self.notices.clone();
+        let user = user.to_owned();
+        tokio::spawn(async move {
+            notices
+                .send(&user, crate::notices::Notice::Locked { failures, until })
+                .await;
+        });
+    }
+}
+
+impl AuditLog {
     fn banned(&self, source: &str, accounts: u32, until: i64) {
         self.write(Record {
             event: "ban",

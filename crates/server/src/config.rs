@@ -43,6 +43,10 @@ pub struct Config {
     pub access: Access,
     /// The audit log.
     pub audit: Audit,
+    /// Security notices to users.
+    pub notices: Notices,
+    /// Two-factor sign-in.
+    pub mfa: Mfa,
     /// The Prometheus metrics and health HTTP listener.
     pub metrics: Metrics,
 }
@@ -88,6 +92,54 @@ mod optional_addr {
                 "{text:?} is not an address with a port, like \"127.0.0.1:9110\" (or \"\" for none)"
             ))
         })
+    }
+}
+
+/// Two-factor sign-in (TOTP) and what it means for POP3.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mfa {
+    /// The policy of users without their own (`poplar mfa policy`): `off`, `optional`
+    /// (users may enrol; once they have, POP3 needs an app password) or `required`
+    /// (POP3 always needs an app password).
+    pub default: String,
+    /// Accept the account password followed directly by the current 6-digit code as a
+    /// one-off sign-in for accounts with two factors on.
+    pub password_with_code: bool,
+    /// The name authenticator apps show; empty: `Poplar <hostname>`.
+    pub issuer: String,
+}
+
+impl Default for Mfa {
+    fn default() -> Self {
+        Mfa {
+            default: "off".into(),
+            password_with_code: false,
+            issuer: String::new(),
+        }
+    }
+}
+
+/// Security notices: a message in the user's own maildrop after a sign-in from a
+/// network never seen for the account, and after an account lock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notices {
+    /// Send them at all (each user can also be switched off: `poplar user notices`).
+    pub enabled: bool,
+    /// At most one notice per user in this many minutes.
+    pub min_interval_minutes: u32,
+    /// A Poplar user (an administrator) who gets a copy of every notice; empty: none.
+    pub copy_to: String,
+}
+
+impl Default for Notices {
+    fn default() -> Self {
+        Notices {
+            enabled: true,
+            min_interval_minutes: 60,
+            copy_to: String::new(),
+        }
     }
 }
 
@@ -444,6 +496,8 @@ impl Default for Config {
             defence: Defence::default(),
             access: Access::default(),
             audit: Audit::default(),
+            notices: Notices::default(),
+            mfa: Mfa::default(),
             metrics: Metrics::default(),
         }
     }
@@ -582,6 +636,9 @@ impl Config {
         }
         if self.limits.line_timeout_secs == 0 || self.limits.auth_timeout_secs == 0 {
             return bad("limits.line_timeout_secs and limits.auth_timeout_secs must be positive");
+        }
+        if auth::MfaPolicy::parse(&self.mfa.default).is_none() {
+            return bad("mfa.default must be off, optional or required");
         }
         let d = &self.defence;
         if d.lockout_threshold == 0 || d.lockout_threshold > 100 {

@@ -8,9 +8,11 @@
 pub mod audit;
 pub mod config;
 mod conn;
+pub mod control;
 mod events;
 mod listener;
 pub mod metrics;
+mod notices;
 pub mod process;
 mod reload;
 mod secrets;
@@ -61,9 +63,21 @@ pub fn authenticator_with(
     };
     let auth = Authenticator::new(dir, username_policy(config), params, config.hash_slots())?;
     let key = secrets::server_key(&config.server_key_path())?;
-    let auth =
-        auth.with_apop(&key)
-            .with_defence_events(config.defence.policy(), clock, &key, events);
+    let auth = auth
+        .with_apop(&key)
+        .with_defence_events(config.defence.policy(), clock, &key, events)
+        .with_mfa(
+            &key,
+            auth::MfaSettings {
+                default: auth::MfaPolicy::parse(&config.mfa.default).unwrap_or_default(),
+                password_with_code: config.mfa.password_with_code,
+                issuer: if config.mfa.issuer.is_empty() {
+                    format!("Poplar {}", config.hostname)
+                } else {
+                    config.mfa.issuer.clone()
+                },
+            },
+        );
     if !config.sasl.scram_enabled() {
         return Ok(auth);
     }

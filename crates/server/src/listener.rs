@@ -92,15 +92,25 @@ impl Server {
         let (listeners, metrics_listener) = sockets.into_tokio()?;
         let audit = AuditLog::open(config.audit_target())
             .map_err(|e| anyhow::anyhow!("opening the audit log: {e}"))?;
+        let notices = Arc::new(crate::notices::Notices::new(
+            &config,
+            dir.clone(),
+            clock.clone(),
+        ));
         let metrics = Arc::new(Metrics::new());
-        // Bans and locks go to the audit log and to the metrics.
+        // Bans and locks go to the audit log (and notices) and to the metrics.
         let events: Arc<dyn auth::defence::DefenceEvents> = Arc::new(DefenceFanOut(vec![
-            Arc::new(audit.clone()),
+            Arc::new(crate::audit::ServerEvents {
+                audit: audit.clone(),
+                notices: notices.clone(),
+            }),
             metrics.clone(),
         ]));
         let auth = authenticator_with(&config, dir, clock, Some(events))?;
         let shared = Arc::new(Shared {
             auth,
+            notices,
+            registry: Arc::new(crate::control::Registry::default()),
             audit: audit.clone(),
             metrics,
             sessions: crate::conn::SessionIds::new(),
@@ -157,6 +167,11 @@ impl Server {
             let every = Duration::from_secs(check_secs);
             tokio::spawn(self.reloader.watch_files(every, shutdown.clone()));
         }
+        tokio::spawn(crate::control::serve(
+            crate::control::socket_path(&self.shared.config.data_dir),
+            self.shared.registry.clone(),
+            shutdown.clone(),
+        ));
         // Old failure counts and expired bans are dropped hourly.
         let pruning = self.shared.clone();
         let stop_pruning = shutdown.clone();

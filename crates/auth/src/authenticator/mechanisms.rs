@@ -15,6 +15,8 @@ fn identity(record: UserRecord) -> Identity {
         user: record.name,
         maildir: PathBuf::from(record.maildir),
         allowed_networks: record.allowed_networks,
+        new_network: false,
+        read_only: false,
     }
 }
 
@@ -97,10 +99,17 @@ impl<D: Directory> Authenticator<D> {
             Some(a) if !self.authzid_allowed(authzid, &a.name) => {
                 Err(AuthFailure::Rejected(Reason::AuthzidMismatch))
             }
+            // SCRAM proves the account password: with two factors on, that alone is not
+            // enough.
+            Some(a) if self.two_factor_on(&a.name).await? => {
+                Err(AuthFailure::Rejected(Reason::MfaRequired))
+            }
             Some(a) => Ok(Identity {
                 user: a.name,
                 maildir: PathBuf::from(a.maildir),
                 allowed_networks: a.allowed_networks,
+                new_network: false,
+                read_only: false,
             }),
         };
         match ticket {
@@ -191,6 +200,10 @@ impl<D: Directory> Authenticator<D> {
         }
         if !record.enabled {
             return Err(AuthFailure::Rejected(Reason::Disabled));
+        }
+        // The APOP secret is a password too: not enough alone with two factors on.
+        if self.two_factor_on(&record.name).await? {
+            return Err(AuthFailure::Rejected(Reason::MfaRequired));
         }
         Ok(identity(record))
     }

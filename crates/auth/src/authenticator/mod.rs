@@ -20,6 +20,9 @@ use crate::defence::{Clock, DefenceEvents, Guard, LockoutPolicy, SystemClock, Ti
 
 mod admin;
 mod mechanisms;
+mod two_factor;
+
+pub use two_factor::{Enrolment, MfaPolicy, MfaSettings, MfaStatus};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -36,6 +39,11 @@ pub struct Identity {
     /// The networks the account may sign in from (comma-separated CIDRs), checked by
     /// the guard; `None`: anywhere.
     pub allowed_networks: Option<String>,
+    /// Set by the guard: the account signed in before, but never (or not lately) from
+    /// this network — the case for a security notice to the user.
+    pub new_network: bool,
+    /// Signed in with a read-only app password: DELE must be refused.
+    pub read_only: bool,
 }
 
 /// Why a sign-in failed.
@@ -78,13 +86,22 @@ pub enum Reason {
     Locked,
     /// The address is banned for failing across many accounts; nothing was checked.
     Banned,
-    /// The address is outside the networks the account may sign in from.
+    /// The address is outside the networks the account (or app password) may sign in
+    /// from.
     IpDenied,
+    /// The password was right, but the account has two-factor sign-in on: POP3 needs
+    /// an app password (or OAuth).
+    MfaRequired,
+    /// Password and code were given, the password was right, the code was not (or was
+    /// used before).
+    BadSecondFactor,
+    /// An app password that has expired.
+    AppPasswordExpired,
 }
 
 impl Reason {
     /// Every reason, for exhaustive tests and reports.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 13] = [
         Reason::BadInput,
         Reason::UnknownUser,
         Reason::BadPassword,
@@ -95,6 +112,9 @@ impl Reason {
         Reason::Locked,
         Reason::Banned,
         Reason::IpDenied,
+        Reason::MfaRequired,
+        Reason::BadSecondFactor,
+        Reason::AppPasswordExpired,
     ];
 }
 
@@ -112,6 +132,9 @@ impl Reason {
             Reason::Locked => "locked",
             Reason::Banned => "banned",
             Reason::IpDenied => "ip_denied",
+            Reason::MfaRequired => "mfa_required",
+            Reason::BadSecondFactor => "bad_second_factor",
+            Reason::AppPasswordExpired => "app_password_expired",
         }
     }
 }
@@ -193,6 +216,7 @@ pub struct Authenticator<D> {
     scram: Option<Scram>,
     apop: Option<Arc<ApopVault>>,
     guard: Arc<Guard<D>>,
+    two_factor: Arc<two_factor::TwoFactor>,
 }
 
 // By hand: a derive would demand `D: Clone`, but only the `Arc` is cloned.
@@ -206,6 +230,7 @@ impl<D> Clone for Authenticator<D> {
             scram: self.scram.clone(),
             apop: self.apop.clone(),
             guard: Arc::clone(&self.guard),
+            two_factor: Arc::clone(&self.two_factor),
         }
     }
 }
@@ -232,8 +257,10 @@ impl<D: Directory> Authenticator<D> {
             &key,
             None,
         ));
+        let two_factor = Arc::new(two_factor::TwoFactor::new(&key, MfaSettings::default()));
         Ok(Authenticator {
             guard,
+            two_factor,
             dir,
             policy,
             hasher: Arc::new(PasswordHasher::new(params)?),
@@ -337,7 +364,7 @@ impl<D: Directory> Authenticator<D> {
     ) -> Result<Identity, AuthFailure> {
         let name = self.guard_name(raw_user);
         let ticket = self.guard.admit(&name, source).await?;
-        let result = self.check_password(raw_user, raw_password).await;
+        let result = self.check_password(raw_user, raw_password, source).await;
         let attempt = result
             .is_err()
             .then(|| self.guard.attempt_hash(&name, raw_password));
@@ -354,26 +381,29 @@ impl<D: Directory> Authenticator<D> {
         &self,
         raw_user: &str,
         raw_password: &[u8],
+        source: IpAddr,
     ) -> Result<Identity, AuthFailure> {
-        let (user, password) = match (
-            self.policy.canonical(raw_user),
-            prepare_password(raw_password),
-        ) {
-            (Ok(user), Ok(password)) => (user, password),
-            (_, password) => {
-                // Spend a verification anyway, so malformed input is not a fast oracle.
-                let password = password.unwrap_or_else(|_| Zeroizing::new(String::new()));
-                let _ = self.hashing(move |h| h.verify_dummy(&password)).await;
-                return Err(AuthFailure::Rejected(Reason::BadInput));
-            }
+        let user = match self.policy.canonical(raw_user) {
+            Ok(user) => user,
+            Err(_) => return self.dummy_then(raw_password, Reason::BadInput).await,
         };
-
-        let record = self.lookup(&user).await?;
-        let Some(record) = record else {
-            self.hashing(move |h| h.verify_dummy(&password))
-                .await
-                .ok_or(AuthFailure::Unavailable)?;
-            return Err(AuthFailure::Rejected(Reason::UnknownUser));
+        let Some(record) = self.lookup(&user).await? else {
+            return self.dummy_then(raw_password, Reason::UnknownUser).await;
+        };
+        // An app password: random and long, so a keyed-hash lookup decides it, with no
+        // argon2 (its failures fall through to the password check like any other).
+        if let Some(result) = self.try_app_password(&record, raw_password, source).await? {
+            return result;
+        }
+        let mfa_on = self.two_factor_on(&record.name).await?;
+        // With two factors on, `password` + the current 6-digit code may open a
+        // one-off session where the configuration allows it.
+        let (raw_password, code) = match self.split_code(mfa_on, raw_password) {
+            Some((password, code)) => (password, Some(code)),
+            None => (raw_password, None),
+        };
+        let Ok(password) = prepare_password(raw_password) else {
+            return self.dummy_then(raw_password, Reason::BadInput).await;
         };
 
         let UserRecord {
@@ -423,11 +453,38 @@ impl<D: Directory> Authenticator<D> {
             let keep_hash = (!stale).then_some(password_hash);
             self.rehash(&name, password, keep_hash).await;
         }
+        if mfa_on {
+            // The password was right, but alone it does not open the account; the
+            // client hears the same answer as for a wrong one.
+            let Some(code) = code else {
+                return Err(AuthFailure::Rejected(Reason::MfaRequired));
+            };
+            if !self.accept_totp(&name, code).await? {
+                return Err(AuthFailure::Rejected(Reason::BadSecondFactor));
+            }
+        }
         Ok(Identity {
             user: name,
             maildir: PathBuf::from(maildir),
             allowed_networks,
+            new_network: false,
+            read_only: false,
         })
+    }
+
+    /// Spends one dummy verification (so a refusal takes as long as a real check),
+    /// then refuses for `reason`.
+    async fn dummy_then(
+        &self,
+        raw_password: &[u8],
+        reason: Reason,
+    ) -> Result<Identity, AuthFailure> {
+        let password =
+            prepare_password(raw_password).unwrap_or_else(|_| Zeroizing::new(String::new()));
+        self.hashing(move |h| h.verify_dummy(&password))
+            .await
+            .ok_or(AuthFailure::Unavailable)?;
+        Err(AuthFailure::Rejected(reason))
     }
 
     /// The argon2id hash and, with SCRAM on, the SCRAM keys of one prepared password:

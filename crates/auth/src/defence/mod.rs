@@ -194,11 +194,14 @@ impl<D: Directory> Guard<D> {
             }
         });
         match result {
-            Ok(identity) => {
+            Ok(mut identity) => {
                 if self.policy.too_soon(ticket.state.last_success, now) {
                     return Err(AuthFailure::LoginDelay);
                 }
                 self.record_success(&ticket, &identity, now).await;
+                // A first sign-in ever (or right after a migration) has nothing to
+                // compare with: only a known account on an unknown network counts.
+                identity.new_network = !ticket.familiar && ticket.state.last_success.is_some();
                 Ok(identity)
             }
             Err(AuthFailure::Rejected(reason)) => {

@@ -8,7 +8,7 @@ use super::SqliteDirectory;
 use crate::DirectoryError;
 use crate::defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
-    LockoutState, Millis, SourceFailures,
+    HISTORY_PER_USER, LockoutState, Millis, SignInEntry, SourceFailures,
 };
 
 /// Separates the keyed hashes in `auth_failures.recent`.
@@ -321,6 +321,60 @@ impl SqliteDirectory {
         }
         tx.commit().await?;
         Ok(removed)
+    }
+
+    pub(super) async fn record_sign_in_impl(&self, e: &SignInEntry) -> Result<(), DirectoryError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let added = sqlx::query(
+            "INSERT INTO sign_in_history (user, at, address, mechanism, result) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM users WHERE name = ?1)",
+        )
+        .bind(&e.user)
+        .bind(e.at)
+        .bind(&e.address)
+        .bind(&e.mechanism)
+        .bind(&e.result)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if added > 0 {
+            sqlx::query(
+                "DELETE FROM sign_in_history WHERE user = ?1 AND rowid NOT IN \
+                 (SELECT rowid FROM sign_in_history WHERE user = ?1 \
+                  ORDER BY at DESC, rowid DESC LIMIT ?2)",
+            )
+            .bind(&e.user)
+            .bind(HISTORY_PER_USER)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn sign_in_history_impl(
+        &self,
+        user: &str,
+        limit: u32,
+    ) -> Result<Vec<SignInEntry>, DirectoryError> {
+        let rows: Vec<(String, i64, String, String, String)> = sqlx::query_as(
+            "SELECT user, at, address, mechanism, result FROM sign_in_history \
+             WHERE user = ?1 ORDER BY at DESC, rowid DESC LIMIT ?2",
+        )
+        .bind(user)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, at, address, mechanism, result)| SignInEntry {
+                user,
+                at,
+                address,
+                mechanism,
+                result,
+            })
+            .collect())
     }
 
     pub(super) async fn prune_defence_impl(&self, before: Millis) -> Result<u64, DirectoryError> {

@@ -11,10 +11,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::defence::{
     ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState, LockoutState, Millis,
+    SignInEntry,
 };
+use crate::mfa::{AppPassword, MfaRecord};
 use crate::{Directory, DirectoryError, UserRecord};
 
 mod defence;
+mod mfa;
 
 /// The migrations for SQLite, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -296,6 +299,106 @@ impl Directory for SqliteDirectory {
 
     async fn clear_lockouts(&self, target: ClearTarget<'_>) -> Result<u64, DirectoryError> {
         self.clear_lockouts_impl(target).await
+    }
+
+    async fn record_sign_in(&self, entry: &SignInEntry) -> Result<(), DirectoryError> {
+        self.record_sign_in_impl(entry).await
+    }
+
+    async fn sign_in_history(
+        &self,
+        user: &str,
+        limit: u32,
+    ) -> Result<Vec<SignInEntry>, DirectoryError> {
+        self.sign_in_history_impl(user, limit).await
+    }
+
+    async fn notices_enabled(&self, user: &str) -> Result<Option<bool>, DirectoryError> {
+        Ok(
+            sqlx::query_scalar("SELECT notices FROM users WHERE name = ?1")
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_notices(&self, user: &str, on: bool) -> Result<bool, DirectoryError> {
+        let done = sqlx::query("UPDATE users SET notices = ?2 WHERE name = ?1")
+            .bind(user)
+            .bind(on)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mfa_policy(&self, user: &str) -> Result<Option<String>, DirectoryError> {
+        self.mfa_policy_impl(user).await
+    }
+
+    async fn set_mfa_policy(
+        &self,
+        user: &str,
+        policy: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        self.set_mfa_policy_impl(user, policy).await
+    }
+
+    async fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, DirectoryError> {
+        self.mfa_impl(user).await
+    }
+
+    async fn set_mfa(&self, user: &str, record: Option<&MfaRecord>) -> Result<(), DirectoryError> {
+        self.set_mfa_impl(user, record).await
+    }
+
+    async fn accept_totp_step(&self, user: &str, step: i64) -> Result<bool, DirectoryError> {
+        self.accept_totp_step_impl(user, step).await
+    }
+
+    async fn set_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+    ) -> Result<(), DirectoryError> {
+        self.set_recovery_codes_impl(user, hashes).await
+    }
+
+    async fn use_recovery_code(
+        &self,
+        user: &str,
+        hash: &str,
+        now: Millis,
+    ) -> Result<bool, DirectoryError> {
+        self.use_recovery_code_impl(user, hash, now).await
+    }
+
+    async fn recovery_codes_left(&self, user: &str) -> Result<u32, DirectoryError> {
+        self.recovery_codes_left_impl(user).await
+    }
+
+    async fn add_app_password(&self, app: &AppPassword) -> Result<i64, DirectoryError> {
+        self.add_app_password_impl(app).await
+    }
+
+    async fn find_app_password(&self, hash: &str) -> Result<Option<AppPassword>, DirectoryError> {
+        self.find_app_password_impl(hash).await
+    }
+
+    async fn list_app_passwords(&self, user: &str) -> Result<Vec<AppPassword>, DirectoryError> {
+        self.list_app_passwords_impl(user).await
+    }
+
+    async fn revoke_app_password(&self, user: &str, id: i64) -> Result<bool, DirectoryError> {
+        self.revoke_app_password_impl(user, id).await
+    }
+
+    async fn touch_app_password(
+        &self,
+        id: i64,
+        at: Millis,
+        from: &str,
+    ) -> Result<(), DirectoryError> {
+        self.touch_app_password_impl(id, at, from).await
     }
 
     async fn prune_defence(&self, before: Millis) -> Result<u64, DirectoryError> {

@@ -209,6 +209,7 @@ pub struct Session {
     tls_info: TlsInfo,
     utf8: bool,
     bad_commands: u32,
+    read_only: bool,
 }
 
 impl Session {
@@ -221,7 +222,15 @@ impl Session {
             state: State::Authorization { user: None },
             utf8: false,
             bad_commands: 0,
+            read_only: false,
         }
+    }
+
+    /// The credential that is signing in allows reading only (an app password with a
+    /// read-only scope): DELE will be refused and UPDATE will remove nothing. Call
+    /// before reporting the sign-in accepted.
+    pub fn set_read_only(&mut self) {
+        self.read_only = true;
     }
 
     /// Appends the greeting (with the APOP timestamp when APOP is enabled).
@@ -406,7 +415,7 @@ impl Session {
     ) -> Action {
         match result {
             Ok(messages) => {
-                let drop = Maildrop::new(messages);
+                let drop = Maildrop::new(messages, self.read_only);
                 response::ok(out, &format!("maildrop ready, {}", drop.summary()));
                 self.state = State::Transaction(drop);
             }

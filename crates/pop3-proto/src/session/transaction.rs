@@ -24,6 +24,8 @@ pub(super) struct Maildrop {
     deleted: Vec<bool>,
     /// Sent in full by RETR (TOP does not count).
     retrieved: Vec<bool>,
+    /// Signed in with a read-only credential: DELE is refused, nothing is removed.
+    read_only: bool,
 }
 
 /// What UPDATE must do to the maildrop.
@@ -43,13 +45,14 @@ enum Lookup {
 }
 
 impl Maildrop {
-    pub(super) fn new(messages: Vec<MessageMeta>) -> Self {
+    pub(super) fn new(messages: Vec<MessageMeta>, read_only: bool) -> Self {
         let deleted = vec![false; messages.len()];
         let retrieved = vec![false; messages.len()];
         Self {
             messages,
             deleted,
             retrieved,
+            read_only,
         }
     }
 
@@ -69,6 +72,9 @@ impl Maildrop {
     /// expire that many days later; with 0 days (`EXPIRE 0`) they are removed now, as
     /// if DELE'd. RSET unmarks deletions, not retrievals: a retrieval has happened.
     pub(super) fn update_plan(&self, expire_days: Option<u32>) -> UpdatePlan {
+        // A read-only session leaves the maildrop exactly as it was: no retention
+        // either, since that would delete what it retrieved, later or at once.
+        let expire_days = expire_days.filter(|_| !self.read_only);
         let (deleted, retrieved) = (&self.deleted, &self.retrieved);
         let indexes = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> {
             (0..self.messages.len()).filter(|&i| keep(i)).collect()
@@ -195,6 +201,11 @@ impl Maildrop {
                     };
                 }
             }
+            Command::Dele(_) if self.read_only => response::err(
+                out,
+                None,
+                "read-only access: messages cannot be deleted in this session",
+            ),
             Command::Dele(arg) => {
                 if let Some(i) = self.find(arg, out) {
                     self.deleted[i] = true;

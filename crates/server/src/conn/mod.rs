@@ -45,6 +45,10 @@ pub(crate) struct Shared {
     pub per_address: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// The audit log.
     pub audit: AuditLog,
+    /// Security notices to users.
+    pub notices: Arc<crate::notices::Notices>,
+    /// Live sessions, for the control socket.
+    pub registry: Arc<crate::control::Registry>,
     /// What `/metrics` serves.
     pub metrics: Arc<Metrics>,
     /// Hands out session ids.
@@ -135,6 +139,12 @@ pub(crate) struct Connection {
     stats: Stats,
     /// How the connection ended, for the audit log.
     end: &'static str,
+    /// The server's own shutdown token (`shutdown` is this session's child of it).
+    server_shutdown: CancellationToken,
+    /// The negotiated TLS version, cipher suite and SNI, once under TLS.
+    tls_version: Option<String>,
+    tls_cipher: Option<String>,
+    sni: Option<String>,
     /// This session in `poplar_sessions`, from `run` on.
     gauge: Option<SessionGauge>,
 }
@@ -172,7 +182,8 @@ impl Connection {
             shared,
             peer,
             kind,
-            shutdown,
+            // Its own token: cancelled by a server shutdown or by `poplar sessions end`.
+            shutdown: shutdown.child_token(),
             session,
             framer,
             out: Vec::with_capacity(4096),
@@ -189,6 +200,10 @@ impl Connection {
             local: None,
             stats: Stats::default(),
             end: "closed",
+            tls_version: None,
+            tls_cipher: None,
+            sni: None,
+            server_shutdown: shutdown,
             gauge: None,
         }
     }
@@ -199,9 +214,17 @@ impl Connection {
             event,
             session: Some(&self.id),
             listener: Some(self.kind.name()),
+            tls_version: self.tls_version.clone(),
+            tls_cipher: self.tls_cipher.clone(),
+            sni: self.sni.clone(),
             ..Record::default()
         }
         .addresses(self.peer, self.local)
+    }
+
+    /// Whether the whole server is stopping (rather than this one session being ended).
+    fn server_shutting_down(&self) -> bool {
+        self.server_shutdown.is_cancelled()
     }
 
     /// Writes one audit record about this connection.
@@ -215,6 +238,15 @@ impl Connection {
         self.gauge = Some(self.shared.metrics.session());
         self.local = tcp.local_addr().ok();
         self.audit(self.record("connect"));
+        self.shared.registry.add(crate::control::LiveSession {
+            session: self.id.clone(),
+            user: None,
+            src: crate::control::src(self.peer),
+            listener: self.kind.name(),
+            state: "authorization",
+            since: crate::audit::rfc3339_ms(self.shared.auth.guard().now()),
+            end: self.shutdown.clone(),
+        });
         if self.kind == ListenerKind::Pop3s {
             if let Some(mut tls) = self.handshake(tcp).await {
                 let info = self.tls_info(&tls);
@@ -238,6 +270,7 @@ impl Connection {
             }
         }
         tracing::debug!(peer = %self.peer, "connection closed");
+        self.shared.registry.remove(&self.id);
         self.audit(Record {
             user: self.user.as_deref(),
             end: Some(self.end),
@@ -257,14 +290,12 @@ impl Connection {
                 self.tls = true;
                 let conn = tls.get_ref().1;
                 self.shared.metrics.tls_handshake(conn.protocol_version());
-                self.audit(Record {
-                    tls_version: conn.protocol_version().map(|v| format!("{v:?}")),
-                    tls_cipher: conn
-                        .negotiated_cipher_suite()
-                        .map(|c| format!("{:?}", c.suite())),
-                    sni: conn.server_name().map(str::to_owned),
-                    ..self.record("tls")
-                });
+                self.tls_version = conn.protocol_version().map(|v| format!("{v:?}"));
+                self.tls_cipher = conn
+                    .negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite()));
+                self.sni = conn.server_name().map(str::to_owned);
+                self.audit(self.record("tls"));
                 Some(tls)
             }
             Ok(Err(e)) => {
@@ -405,8 +436,13 @@ impl Connection {
             let read = tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     // Not in UPDATE here (UPDATE never waits for input): nothing is deleted.
-                    pop3_proto::response::err(&mut self.out, Some(pop3_proto::RespCode::SysTemp), "server shutting down, try again later");
-                    self.end = "shutdown";
+                    let (text, end) = if self.server_shutting_down() {
+                        ("server shutting down, try again later", "shutdown")
+                    } else {
+                        ("session ended by the administrator", "ended_by_admin")
+                    };
+                    pop3_proto::response::err(&mut self.out, Some(pop3_proto::RespCode::SysTemp), text);
+                    self.end = end;
                     self.flush(stream).await?;
                     return Ok(Leg::Closed);
                 }
@@ -529,13 +565,15 @@ impl Connection {
                     let started = std::time::Instant::now();
                     let result = self.open_maildrop().await;
                     self.shared.metrics.maildrop_opened(started.elapsed());
-                    let next = self.session.maildrop_opened(result, &mut self.out);
-                    if let Some(gauge) = &mut self.gauge
-                        && self.session.in_transaction()
-                    {
-                        gauge.enter_transaction();
+                    if result.is_ok() {
+                        self.shared
+                            .registry
+                            .update(&self.id, self.user.as_deref(), "transaction");
+                        if let Some(gauge) = &mut self.gauge {
+                            gauge.enter_transaction();
+                        }
                     }
-                    next
+                    self.session.maildrop_opened(result, &mut self.out)
                 }
                 Action::SendMessage { index, top_lines } => {
                     // Counted (audit and metrics) once the message is open and going out.

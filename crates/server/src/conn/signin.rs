@@ -113,6 +113,25 @@ impl Connection {
         self.verdict(result, user, mechanism, started).await
     }
 
+    /// Adds the attempt to the account's history, in the background (the directory
+    /// keeps it for existing accounts only).
+    fn remember_sign_in(&self, user: &str, mechanism: &str, result: &str) {
+        let entry = directory::SignInEntry {
+            user: user.to_owned(),
+            at: self.shared.auth.guard().now(),
+            address: self.peer.ip().to_canonical().to_string(),
+            mechanism: mechanism.to_owned(),
+            result: result.to_owned(),
+        };
+        let dir = self.shared.auth.directory().clone();
+        tokio::spawn(async move {
+            use directory::Directory as _;
+            if let Err(e) = dir.record_sign_in(&entry).await {
+                tracing::warn!(error = %e, "could not record a sign-in in the history");
+            }
+        });
+    }
+
     async fn verdict(
         &mut self,
         result: Result<Identity, AuthFailure>,
@@ -133,6 +152,19 @@ impl Connection {
                     result: Some("success"),
                     ..self.record("auth")
                 });
+                self.remember_sign_in(&identity.user, mechanism, "success");
+                if identity.read_only {
+                    self.session.set_read_only();
+                }
+                if identity.new_network {
+                    // Before the maildrop opens, so the notice is in this session's list.
+                    let notice = crate::notices::Notice::NewNetwork {
+                        address: self.peer.ip().to_canonical(),
+                        mechanism,
+                        tls: self.tls_version.as_deref(),
+                    };
+                    self.shared.notices.send(&identity.user, notice).await;
+                }
                 self.user = Some(identity.user);
                 self.maildir_path = Some(identity.maildir);
                 AuthOutcome::Accepted
@@ -148,6 +180,11 @@ impl Connection {
                     reason: Some(reason.as_str()),
                     ..self.record("auth")
                 });
+                if !matches!(reason, auth::Reason::UnknownUser | auth::Reason::BadInput)
+                    && let Ok(user) = self.shared.auth.policy().canonical(raw_user)
+                {
+                    self.remember_sign_in(&user, mechanism, "failure");
+                }
                 let delay =
                     std::time::Duration::from_millis(self.shared.config.auth.failure_delay_ms);
                 // A sleep, not a blocked thread: other sessions go on meanwhile.

@@ -1,0 +1,70 @@
+//! `poplar sessions`: live sessions of the running server, through its control socket.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use server::Config;
+
+#[derive(Subcommand)]
+pub enum SessionsCommand {
+    /// List live sessions (the default).
+    List,
+    /// End a session: it gets `-ERR [SYS/TEMP]` and is closed; nothing is deleted.
+    End {
+        /// The session id, as `list` shows it.
+        session: String,
+    },
+}
+
+fn request(config: &Config, line: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let path = server::control::socket_path(&config.data_dir);
+    let mut stream = UnixStream::connect(&path).with_context(|| {
+        format!(
+            "cannot reach the server at {} (is `poplar serve` running with this config?)",
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    BufReader::new(stream)
+        .lines()
+        .map(|l| Ok(serde_json::from_str(&l?)?))
+        .collect()
+}
+
+pub fn run(cmd: Option<SessionsCommand>, config: &Config) -> anyhow::Result<()> {
+    match cmd.unwrap_or(SessionsCommand::List) {
+        SessionsCommand::List => {
+            let sessions = request(config, "list")?;
+            println!(
+                "{:<16} {:<24} {:<24} {:<7} {:<14} since",
+                "session", "user", "from", "port", "state"
+            );
+            for s in sessions {
+                let text = |k: &str| s[k].as_str().unwrap_or("-").to_owned();
+                println!(
+                    "{:<16} {:<24} {:<24} {:<7} {:<14} {}",
+                    text("session"),
+                    text("user"),
+                    text("src"),
+                    text("listener"),
+                    text("state"),
+                    text("since")
+                );
+            }
+            Ok(())
+        }
+        SessionsCommand::End { session } => {
+            let answer = request(config, &format!("end {session}"))?;
+            if answer.first().is_some_and(|a| a["ended"] == true) {
+                eprintln!("session {session} ended");
+                Ok(())
+            } else {
+                bail!("no such session: {session}")
+            }
+        }
+    }
+}

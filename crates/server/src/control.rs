@@ -1,0 +1,183 @@
+//! The local control socket (`<data_dir>/control.sock`, mode 0600): `poplar sessions`
+//! lists live sessions through it and can end one.
+//!
+//! One request line per connection, answered with JSON lines:
+//! - `list` → one object per session: `session`, `user`, `src`, `listener`, `state`,
+//!   `since` (RFC 3339);
+//! - `end SESSION` → `{"ended":true}` or `{"ended":false,"error":"..."}`.
+//!
+//! Ending a session closes it the way a shutdown does: it is never in UPDATE while it
+//! waits for input, so nothing is deleted, and its maildrop lock is released.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+/// One live session, as the control socket shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LiveSession {
+    pub session: String,
+    pub user: Option<String>,
+    pub src: String,
+    pub listener: &'static str,
+    pub state: &'static str,
+    pub since: String,
+    #[serde(skip)]
+    pub end: CancellationToken,
+}
+
+/// Every live session; entries leave when their connection ends.
+#[derive(Default)]
+pub(crate) struct Registry {
+    live: Mutex<HashMap<String, LiveSession>>,
+}
+
+impl Registry {
+    pub(crate) fn add(&self, s: LiveSession) {
+        self.lock().insert(s.session.clone(), s);
+    }
+
+    pub(crate) fn update(&self, id: &str, user: Option<&str>, state: &'static str) {
+        if let Some(s) = self.lock().get_mut(id) {
+            if let Some(user) = user {
+                s.user = Some(user.to_owned());
+            }
+            s.state = state;
+        }
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    fn list(&self) -> Vec<LiveSession> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by(|a, b| a.since.cmp(&b.since).then(a.session.cmp(&b.session)));
+        all
+    }
+
+    fn end(&self, id: &str) -> bool {
+        match self.lock().get(id) {
+            Some(s) => {
+                s.end.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveSession>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The socket's path for a data folder.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+/// Serves the control socket until `shutdown`.
+pub(crate) async fn serve(path: PathBuf, registry: Arc<Registry>, shutdown: CancellationToken) {
+    // A socket left by a previous run (or a crash) is replaced.
+    let _ = std::fs::remove_file(&path);
+    let listener = match UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "control socket not available");
+            return;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut read = BufReader::new(read).take(1024);
+            if read.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = answer(&registry, line.trim());
+            let _ = write.write_all(answer.as_bytes()).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn answer(registry: &Registry, request: &str) -> String {
+    let mut words = request.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("list"), None, _) => registry
+            .list()
+            .iter()
+            .filter_map(|s| serde_json::to_string(s).ok())
+            .map(|l| l + "\n")
+            .collect(),
+        (Some("end"), Some(id), None) => {
+            if registry.end(id) {
+                "{\"ended\":true}\n".into()
+            } else {
+                "{\"ended\":false,\"error\":\"no such session\"}\n".into()
+            }
+        }
+        _ => "{\"error\":\"requests: list | end SESSION\"}\n".into(),
+    }
+}
+
+/// The client address in one string.
+pub(crate) fn src(peer: SocketAddr) -> String {
+    SocketAddr::new(peer.ip().to_canonical(), peer.port()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests() {
+        let r = Registry::default();
+        let end = CancellationToken::new();
+        r.add(LiveSession {
+            session: "s-1".into(),
+            user: None,
+            src: "127.0.0.1:4000".into(),
+            listener: "pop3s",
+            state: "authorization",
+            since: "2026-01-01T00:00:00.000Z".into(),
+            end: end.clone(),
+        });
+        r.update("s-1", Some("alice"), "transaction");
+        let listed = answer(&r, "list");
+        let v: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+        assert_eq!(v["user"], "alice");
+        assert_eq!(v["state"], "transaction");
+        assert!(v.get("end").is_none());
+        assert_eq!(
+            answer(&r, "end s-2"),
+            "{\"ended\":false,\"error\":\"no such session\"}\n"
+        );
+        assert!(!end.is_cancelled());
+        assert_eq!(answer(&r, "end s-1"), "{\"ended\":true}\n");
+        assert!(end.is_cancelled());
+        assert!(answer(&r, "drop table").contains("error"));
+        r.remove("s-1");
+        assert_eq!(answer(&r, "list"), "");
+    }
+}
