@@ -1,7 +1,9 @@
 //! `poplar`: the one binary. A thin shell over the server, auth, directory and maildir
-//! crates: `serve`, `user ...`, `lockout list|clear`, `import ...`, `config check`.
+//! crates: `serve`, `user ...`, `lockout list|clear`, `import ...`, `audit`,
+//! `config check`.
 #![forbid(unsafe_code)]
 
+mod audit_report;
 mod demo;
 mod import;
 mod lockout;
@@ -46,6 +48,9 @@ enum Command {
     /// Show and lift sign-in locks, throttles and address bans.
     #[command(subcommand)]
     Lockout(lockout::LockoutCommand),
+    /// Report the weak points of the accounts and the configuration, each with what to
+    /// do about it (text, or `--json`).
+    Audit(audit_report::AuditArgs),
     /// Bring state over from a previous server.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -135,6 +140,9 @@ async fn run(
         Command::User(cmd) => user::run(cmd, &config, open_directory(&config).await?).await,
         Command::Lockout(cmd) => lockout::run(cmd, &config, open_directory(&config).await?).await,
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
+        Command::Audit(args) => {
+            audit_report::run(args, &config, open_directory(&config).await?).await
+        }
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);
             // An unset option prints nothing above; say what it means (a TOML comment,
