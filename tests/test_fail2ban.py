@@ -8,11 +8,13 @@ success and no other event does.
 contrib/crowdsec: the YAML parses; the parser's filter and expressions, evaluated by a
 transliteration of the small part of CrowdSec's expr language they use, keep exactly
 the failed sign-ins with their address, user and time; a leaky-bucket replay of the
-scenarios bans a brute force and a spray, not a typo. CrowdSec itself is not run.
+scenarios bans a brute force and a spray, not a typo; and Debian's crowdsec engine,
+unpacked (not installed) by tests/peers/fetch-crowdsec.sh, replays the log with the
+hub's s00 and s02 parsers and ours and raises exactly the expected alerts.
 
-fail2ban is installed by scripts/test (tests/peers/install-fail2ban.sh); this test
-tries that script itself when fail2ban-regex is missing. Under CI=true a fail2ban-regex
-that cannot be installed is a failure, never a skip."""
+fail2ban and crowdsec are installed by scripts/test (tests/peers/install-fail2ban.sh,
+tests/peers/fetch-crowdsec.sh); these tests try those scripts themselves when a tool is
+missing. Under CI=true a tool that cannot be installed is a failure, never a skip."""
 
 import ast
 import datetime
@@ -20,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -84,8 +87,17 @@ def matched_rows(log, mode: str = "normal") -> list[tuple[str, int]]:
     return rows
 
 
+def instant(rfc3339: str) -> datetime.datetime:
+    """An RFC 3339 time, with any number of fractional digits (Go drops trailing zeros)."""
+    m = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", rfc3339)
+    assert m, rfc3339
+    fraction = (m.group(2) or "").ljust(6, "0")[:6]
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.datetime.fromisoformat(f"{m.group(1)}.{fraction}{zone}")
+
+
 def unix(rfc3339: str) -> int:
-    return int(datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
+    return int(instant(rfc3339).timestamp())
 
 
 def audit_records(srv) -> list[dict]:
@@ -396,3 +408,109 @@ def test_crowdsec_scenarios_ban_brute_force_and_spraying_not_a_typo():
     assert len(events) == 10 + 8 + 1 + 20, "the success is not an event"
     assert replay(brute_force, events) == {"192.0.2.1", "192.0.2.2"}
     assert replay(spraying, events) == {"192.0.2.2"}
+
+
+CROWDSEC_TREE = Path(os.environ.get("POPLAR_PEERS_DIR", "/var/cache/poplar-peers")) / "crowdsec"
+
+
+def require_crowdsec() -> Path:
+    """Debian's crowdsec package, unpacked (not installed) by tests/peers/fetch-crowdsec.sh."""
+    if not (CROWDSEC_TREE / "usr/bin/crowdsec").exists():
+        fetcher = REPO_ROOT / "tests" / "peers" / "fetch-crowdsec.sh"
+        try:
+            p = subprocess.run([str(fetcher)], capture_output=True, timeout=INSTALL_TIMEOUT)
+            detail = (p.stdout + p.stderr).decode(errors="replace")[-2000:]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            detail = str(e)
+        if not (CROWDSEC_TREE / "usr/bin/crowdsec").exists():
+            message = f"crowdsec is missing and {fetcher} could not unpack it:\n{detail}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+    return CROWDSEC_TREE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_crowdsec_engine_on_the_audit_log(signins, tmp_path):
+    """The real engine (Debian's crowdsec, in replay mode) with the hub's s00 and s02
+    parsers and ours: the parser keeps exactly the failed sign-ins, dateparse reads
+    their time, and the buckets overflow for a brute force and a spray appended to the
+    server's log, and for nothing the server's own sign-ins did."""
+    tree = require_crowdsec()
+    hub = tree / "usr/share/crowdsec/hub"
+    etc = tree / "etc/crowdsec"
+    conf, data, dump = tmp_path / "conf", tmp_path / "data", tmp_path / "dump"
+    for d in ("parsers/s00-raw", "parsers/s01-parse", "parsers/s02-enrich", "scenarios"):
+        (conf / d).mkdir(parents=True)
+    data.mkdir()
+    dump.mkdir()
+    shutil.copytree(etc / "patterns", conf / "patterns")
+    for name in ("simulation.yaml", "profiles.yaml"):
+        shutil.copy(etc / name, conf / name)
+    shutil.copy(hub / "parsers/s00-raw/crowdsecurity/syslog-logs.yaml", conf / "parsers/s00-raw")
+    shutil.copy(hub / "parsers/s02-enrich/crowdsecurity/dateparse-enrich.yaml",
+                conf / "parsers/s02-enrich")
+    shutil.copy(PARSER, conf / "parsers/s01-parse")
+    shutil.copy(SCENARIOS, conf / "scenarios")
+    (conf / "acquis.yaml").write_text("")
+    (tmp_path / "hub").mkdir()
+    shutil.copy(hub / ".index.json", tmp_path / "hub")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "common": {"daemonize": False, "log_media": "stdout", "log_level": "warning"},
+        "config_paths": {"config_dir": f"{conf}/", "data_dir": f"{data}/",
+                         "simulation_path": str(conf / "simulation.yaml"),
+                         "hub_dir": f"{tmp_path}/hub/", "index_path": f"{tmp_path}/hub/.index.json"},
+        "crowdsec_service": {"acquisition_path": str(conf / "acquis.yaml"), "parser_routines": 1},
+        "cscli": {"output": "human"},
+        "db_config": {"type": "sqlite", "db_path": str(data / "crowdsec.db"), "use_wal": False},
+        "api": {"client": {"credentials_path": str(conf / "local_api_credentials.yaml")},
+                "server": {"listen_uri": f"127.0.0.1:{free_port()}",
+                           "profiles_path": str(conf / "profiles.yaml")}},
+    }))
+    # The replay pushes alerts to its own local API, as a registered machine.
+    subprocess.run([str(tree / "usr/bin/cscli"), "-c", str(config), "machines", "add", "poplar-test",
+                    "--password", "poplar-test-password", "-f",
+                    str(conf / "local_api_credentials.yaml"), "--force"],
+                   capture_output=True, timeout=120, check=True)
+
+    # The server's log, then a brute force and a spray in the same format.
+    base = datetime.datetime(2026, 11, 22, 7, 0, tzinfo=datetime.timezone.utc)
+
+    def failure(t: int, ip: str, user: str) -> str:
+        stamp = (base + datetime.timedelta(seconds=t)).isoformat(timespec="milliseconds")
+        return json.dumps({"time": stamp.replace("+00:00", "Z"), "event": "auth",
+                           "session": f"x-{t}-{ip}", "src_ip": ip, "src_port": 40000,
+                           "local_ip": "192.0.2.100", "local_port": 995, "listener": "pop3s",
+                           "user": user, "mechanism": "PLAIN", "result": "failure",
+                           "reason": "bad_password"}, separators=(",", ":"))
+
+    attacks = [failure(2 * i, "192.0.2.1", "alice") for i in range(8)]
+    attacks += [failure(3 * i, "192.0.2.2", f"user{i}") for i in range(7)]
+    log = tmp_path / "audit.log"
+    log.write_text(signins.log.read_text() + "\n".join(attacks) + "\n")
+    p = subprocess.run([str(tree / "usr/bin/crowdsec"), "-c", str(config), "-dsn", f"file://{log}",
+                        "-type", "poplar", "-dump-data", str(dump)],
+                       capture_output=True, timeout=300)
+    assert p.returncode == 0, (p.stdout + p.stderr).decode(errors="replace")[-4000:]
+
+    parsed = yaml.safe_load((dump / "parser-dump.yaml").read_text())
+    kept = [e["evt"] for e in parsed["s01-parse"]["poplar/poplar-logs"] if e.get("success")]
+    expected = signins.failures + [json.loads(a) for a in attacks]
+    assert [(e["Meta"]["source_ip"], e["Meta"]["target_user"], e["Meta"]["reason"], e["StrTime"])
+            for e in kept] == [(r["src_ip"], r["user"], r["reason"], r["time"]) for r in expected]
+    assert all(e["Meta"]["log_type"] == "pop3_failed_auth" for e in kept)
+    dated = [e for e in parsed["s02-enrich"]["crowdsecurity/dateparse-enrich"] if e.get("success")]
+    assert [instant(e["evt"]["MarshaledTime"]) for e in dated] == \
+        [instant(r["time"]) for r in expected]
+
+    overflows = yaml.safe_load((dump / "bucket-dump.yaml").read_text()) or []
+    alerts = {(o["Overflow"]["Alert"]["scenario"], o["Overflow"]["Alert"]["source"]["ip"])
+              for o in overflows}
+    assert alerts == {("poplar/pop3-bf", "192.0.2.1"), ("poplar/pop3-bf", "192.0.2.2"),
+                      ("poplar/pop3-bf_user-enum", "192.0.2.2")}, alerts
