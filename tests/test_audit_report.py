@@ -59,6 +59,11 @@ def seeded(module_server, tmp_path_factory):
     srv.cli("user", "import", str(passwd), check=True)
     srv.cli("user", "passwd", "changed", "--password-stdin", stdin="a new password\n", check=True)
     srv.cli("user", "networks", "netuser", "192.0.2.0/24", "2001:db8::/48", check=True)
+    # Two factors required for `never`; app passwords for alice, one without expiry.
+    srv.cli("mfa", "policy", "never", "required", check=True)
+    srv.cli("app-password", "create", "alice", "--label", "forever", check=True)
+    srv.cli("app-password", "create", "alice", "--label", "shortlived", "--expires-days", "30",
+            check=True)
     srv.cli("user", "apop-secret", "alice", "--password-stdin", stdin="alice apop secret\n",
             check=True)
 
@@ -111,7 +116,7 @@ def test_every_check_is_in_the_report(report):
                    "plaintext_without_tls", "apop_enabled", "tls_setup", "config_warnings"]
     assert report["users"] == len(ALL_USERS)
     for f in report["findings"]:
-        assert f["status"] in ("finding", "ok", "not_applicable"), f
+        assert f["status"] in ("finding", "ok"), f
         assert f["severity"] in ("high", "medium", "low", "info"), f
     counted = sum(report["summary"].values())
     assert counted == sum(f["status"] == "finding" for f in report["findings"])
@@ -119,8 +124,8 @@ def test_every_check_is_in_the_report(report):
 
 def test_account_findings(report):
     f = finding(report, "two_factor_missing")
-    assert f["status"] == "finding" and users(f) == ALL_USERS
-    assert "not offer two-factor sign-in yet" in f["summary"]
+    assert f["status"] == "finding" and users(f) == ALL_USERS - {"never"}
+    assert "account password alone" in f["summary"]
 
     f = finding(report, "legacy_hashes")
     assert f["status"] == "finding" and users(f) == {"legacy"}
@@ -131,7 +136,9 @@ def test_account_findings(report):
     assert f["status"] == "finding" and users(f) == {"legacy", "upgraded"}
 
     f = finding(report, "app_passwords")
-    assert f["status"] == "not_applicable" and not f["items"]
+    assert f["status"] == "finding" and users(f) == {"alice"}
+    [item] = f["items"]
+    assert "(forever): no expiry" in item["note"], item
 
     f = finding(report, "never_signed_in")
     assert users(f) == {"never", "netuser", "locked", "legacy"}
@@ -185,7 +192,8 @@ def test_text_report_names_each_weakness_with_advice(seeded):
             sections[head[head.rindex("(") + 1:-1]] = block
     assert "[HIGH] Passwords accepted without TLS" in sections["plaintext_without_tls"]
     expectations = {
-        "two_factor_missing": ["alice", "two-factor sign-in yet", "poplar user networks"],
+        "two_factor_missing": ["alice", "poplar mfa enroll", "poplar app-password create"],
+        "app_passwords": ["forever", "poplar app-password revoke"],
         "legacy_hashes": ["legacy  hash SHA512-CRYPT", "poplar user passwd"],
         "imported_passwords_unchanged": ["upgraded", "legacy", "choose new"],
         "never_signed_in": ["never", "poplar user disable"],
@@ -203,7 +211,6 @@ def test_text_report_names_each_weakness_with_advice(seeded):
         flat = " ".join(block.split())
         for needle in needles:
             assert " ".join(needle.split()) in flat, (id, needle, block)
-    assert sections["app_passwords"].startswith("[N/A]")
     assert "- changed " not in sections["imported_passwords_unchanged"]
     # No hash, secret or password reaches the report.
     _, legacy_hash = sha512_crypt_fixture()
@@ -219,6 +226,5 @@ def test_a_clean_directory_reports_ok(server):
     status = {f["id"]: f["status"] for f in report["findings"]}
     for id in ("two_factor_missing", "legacy_hashes", "imported_passwords_unchanged",
                "never_signed_in", "inactive_accounts", "ip_rules", "locked_accounts",
-               "banned_addresses", "plaintext_without_tls", "apop_enabled"):
+               "banned_addresses", "plaintext_without_tls", "apop_enabled", "app_passwords"):
         assert status[id] == "ok", (id, report)
-    assert status["app_passwords"] == "not_applicable"

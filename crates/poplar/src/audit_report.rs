@@ -42,8 +42,6 @@ pub enum Status {
     Finding,
     /// Nothing found.
     Ok,
-    /// The check concerns a feature Poplar does not have yet.
-    NotApplicable,
 }
 
 /// How urgent a finding is.
@@ -128,6 +126,10 @@ struct Accounts {
     users: Vec<UserRecord>,
     dates: HashMap<String, CredentialDates>,
     last_sign_in: HashMap<String, Millis>,
+    /// Users whose account password alone opens POP3.
+    password_alone: std::collections::HashSet<String>,
+    /// Every app password.
+    apps: Vec<directory::AppPassword>,
 }
 
 pub async fn run(args: AuditArgs, config: &Config, dir: Arc<Dir>) -> anyhow::Result<()> {
@@ -142,8 +144,29 @@ pub async fn run(args: AuditArgs, config: &Config, dir: Arc<Dir>) -> anyhow::Res
 
 async fn build(args: &AuditArgs, config: &Config, dir: &Dir) -> anyhow::Result<Report> {
     let now = SystemClock.now();
+    let users = dir.list_users().await?;
+    let default_mfa = auth::MfaPolicy::parse(&config.mfa.default).unwrap_or_default();
+    let mut password_alone = std::collections::HashSet::new();
+    let mut apps = Vec::new();
+    for u in &users {
+        let policy = match dir.mfa_policy(&u.name).await? {
+            Some(own) => auth::MfaPolicy::parse(&own).unwrap_or(auth::MfaPolicy::Required),
+            None => default_mfa,
+        };
+        let alone = match policy {
+            auth::MfaPolicy::Off => true,
+            auth::MfaPolicy::Optional => !dir.mfa(&u.name).await?.is_some_and(|m| m.confirmed),
+            auth::MfaPolicy::Required => false,
+        };
+        if alone {
+            password_alone.insert(u.name.clone());
+        }
+        apps.extend(dir.list_app_passwords(&u.name).await?);
+    }
     let accounts = Accounts {
-        users: dir.list_users().await?,
+        password_alone,
+        apps,
+        users,
         dates: (dir.credential_dates().await?)
             .into_iter()
             .map(|d| (d.user.clone(), d))
@@ -161,7 +184,7 @@ async fn build(args: &AuditArgs, config: &Config, dir: &Dir) -> anyhow::Result<R
         checks::two_factor(&accounts),
         checks::legacy_hashes(&accounts),
         checks::imported_passwords(&accounts),
-        checks::app_passwords(),
+        checks::app_passwords(&accounts, now),
     ];
     findings.extend(checks::sign_ins(&accounts, now, args.inactive_days));
     findings.push(checks::ip_rules(&accounts));

@@ -58,27 +58,29 @@ fn account(user: &str, enabled: bool) -> Item {
     }
 }
 
-/// Two-factor sign-in is not built yet, so every account is without it: said plainly,
-/// as one finding listing them all.
+/// Accounts whose account password alone still opens POP3: two-factor policy off, or
+/// optional and not enrolled.
 pub(super) fn two_factor(a: &Accounts) -> Finding {
     let items: Vec<Item> = a
         .users
         .iter()
+        .filter(|u| a.password_alone.contains(&u.name))
         .map(|u| account(&u.name, u.enabled))
         .collect();
+    let summary = format!(
+        "{} sign in to POP3 with the account password alone",
+        accounts(items.len())
+    );
     finding(
         "two_factor_missing",
         "Accounts without a second factor",
         Severity::Medium,
         items,
         (
-            format!(
-                "{} sign in with a password alone: Poplar does not offer two-factor sign-in yet (TOTP and app passwords are planned), so no account has a second factor",
-                accounts(a.users.len())
-            ),
-            "no accounts",
+            summary,
+            "every account needs a second factor (or an app password) for POP3",
         ),
-        "Until two-factor sign-in exists, narrow what a stolen password is worth: limit accounts to the networks they use (`poplar user networks USER CIDR...`), keep plaintext mechanisms behind TLS, disable accounts nobody uses, and watch failed sign-ins in the audit log (contrib/fail2ban, contrib/crowdsec).",
+        "Enrol an authenticator (`poplar mfa enroll USER`) and give each mail client its own app password (`poplar app-password create USER --label ...`), or require it for everyone with `mfa.default = \"required\"`. Meanwhile limit accounts to the networks they use (`poplar user networks USER CIDR...`) and watch failed sign-ins (contrib/fail2ban, contrib/crowdsec).",
     )
 }
 
@@ -161,17 +163,49 @@ pub(super) fn imported_passwords(a: &Accounts) -> Finding {
     )
 }
 
-/// App passwords are not built yet: the check does not apply.
-pub(super) fn app_passwords() -> Finding {
-    Finding {
-        id: "app_passwords",
-        title: "App passwords unused for 90 days or without expiry",
-        status: Status::NotApplicable,
-        severity: Severity::Info,
-        summary: "Poplar has no app passwords yet, so there are none to review; this check applies once they exist".into(),
-        advice: "Nothing to do now.".into(),
-        items: Vec::new(),
-    }
+/// App passwords without an expiry, or not used for 90 days (never used counts from
+/// their creation).
+pub(super) fn app_passwords(a: &Accounts, now: Millis) -> Finding {
+    let idle_since = now.saturating_sub(90 * DAY_MS);
+    let items: Vec<Item> = a
+        .apps
+        .iter()
+        .filter_map(|p| {
+            let unused = p.last_used_at.unwrap_or(p.created_at) < idle_since;
+            let mut why = Vec::new();
+            if p.expires_at.is_none() {
+                why.push("no expiry".to_owned());
+            }
+            if unused {
+                why.push(match p.last_used_at {
+                    Some(t) => format!("last used {}", rfc3339(t)),
+                    None => "never used".to_owned(),
+                });
+            }
+            (!why.is_empty()).then(|| Item {
+                user: Some(p.user.clone()),
+                created_at: Some(rfc3339(p.created_at)),
+                note: Some(format!(
+                    "app password {} ({}): {}",
+                    p.id,
+                    p.label,
+                    why.join(", ")
+                )),
+                ..Item::default()
+            })
+        })
+        .collect();
+    finding(
+        "app_passwords",
+        "App passwords unused for 90 days or without expiry",
+        Severity::Low,
+        items,
+        (
+            "some app passwords never expire or sit unused".to_owned(),
+            "every app password expires and is in use",
+        ),
+        "Revoke app passwords nobody uses (`poplar app-password revoke USER ID`) and give new ones an expiry (`--expires-days`); `poplar app-password list USER` shows each one's last use.",
+    )
 }
 
 /// Accounts with no sign-in on record, and accounts without one for `inactive_days`.

@@ -38,7 +38,6 @@ pub(super) fn text(report: &Report) -> String {
 fn finding(out: &mut String, f: &Finding) {
     let tag = match (f.status, f.severity) {
         (Status::Ok, _) => "OK",
-        (Status::NotApplicable, _) => "N/A",
         (Status::Finding, Severity::High) => "HIGH",
         (Status::Finding, Severity::Medium) => "MEDIUM",
         (Status::Finding, Severity::Low) => "LOW",
