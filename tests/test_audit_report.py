@@ -77,12 +77,18 @@ def seeded(module_server, tmp_path_factory):
     # Banned: a spray over three names from one address.
     for user in ("spray1", "spray2", "spray3"):
         attempt(srv, user, "Summer2024!", "127.90.0.1")
-    # stale's last sign-in was 200 days ago (the directory keeps it per network).
+    # stale's last sign-in was 200 days ago (the directory keeps it per network and in
+    # the history). The history is written in the background: wait for it first.
     db = sqlite3.connect(srv.data_dir / "poplar.db", timeout=10)
+    deadline = time.time() + 5
+    while not db.execute("SELECT 1 FROM sign_in_history WHERE user = 'stale'").fetchone():
+        assert time.time() < deadline, "no history for stale"
+        time.sleep(0.05)
     with db:
         old = int((time.time() - 200 * 86400) * 1000)
         db.execute("UPDATE familiar_networks SET last_success = ?, first_success = ? "
                    "WHERE user = 'stale'", (old, old))
+        db.execute("UPDATE sign_in_history SET at = ? WHERE user = 'stale'", (old,))
     db.close()
     return srv
 
@@ -111,7 +117,8 @@ ALL_USERS = {"alice", "never", "netuser", "locked", "stale", "legacy", "upgraded
 def test_every_check_is_in_the_report(report):
     ids = [f["id"] for f in report["findings"]]
     assert ids == ["two_factor_missing", "legacy_hashes", "imported_passwords_unchanged",
-                   "app_passwords", "never_signed_in", "inactive_accounts", "ip_rules",
+                   "app_passwords", "never_signed_in", "inactive_accounts",
+                   "recent_sign_in_failures", "ip_rules",
                    "locked_accounts", "banned_addresses", "throttled_sign_ins",
                    "plaintext_without_tls", "apop_enabled", "tls_setup", "config_warnings"]
     assert report["users"] == len(ALL_USERS)
@@ -145,6 +152,10 @@ def test_account_findings(report):
     f = finding(report, "inactive_accounts")
     assert users(f) == {"stale"}
     assert f["items"][0]["last_sign_in"].endswith("Z")
+    f = finding(report, "recent_sign_in_failures")
+    assert "locked" in users(f), f
+    locked = next(i for i in f["items"] if i["user"] == "locked")
+    assert locked["note"].startswith("3 failed sign-ins in 7 days") and "127.20." in locked["note"]
 
     f = finding(report, "ip_rules")
     assert [(i["user"], i["networks"]) for i in f["items"]] == \

@@ -130,6 +130,8 @@ struct Accounts {
     password_alone: std::collections::HashSet<String>,
     /// Every app password.
     apps: Vec<directory::AppPassword>,
+    /// Each account's recent sign-ins (newest first, from the bounded history).
+    history: HashMap<String, Vec<directory::SignInEntry>>,
 }
 
 pub async fn run(args: AuditArgs, config: &Config, dir: Arc<Dir>) -> anyhow::Result<()> {
@@ -148,7 +150,9 @@ async fn build(args: &AuditArgs, config: &Config, dir: &Dir) -> anyhow::Result<R
     let default_mfa = auth::MfaPolicy::parse(&config.mfa.default).unwrap_or_default();
     let mut password_alone = std::collections::HashSet::new();
     let mut apps = Vec::new();
+    let mut history = HashMap::new();
     for u in &users {
+        history.insert(u.name.clone(), dir.sign_in_history(&u.name, 50).await?);
         let policy = match dir.mfa_policy(&u.name).await? {
             Some(own) => auth::MfaPolicy::parse(&own).unwrap_or(auth::MfaPolicy::Required),
             None => default_mfa,
@@ -166,6 +170,7 @@ async fn build(args: &AuditArgs, config: &Config, dir: &Dir) -> anyhow::Result<R
     let accounts = Accounts {
         password_alone,
         apps,
+        history,
         users,
         dates: (dir.credential_dates().await?)
             .into_iter()
@@ -187,6 +192,7 @@ async fn build(args: &AuditArgs, config: &Config, dir: &Dir) -> anyhow::Result<R
         checks::app_passwords(&accounts, now),
     ];
     findings.extend(checks::sign_ins(&accounts, now, args.inactive_days));
+    findings.push(checks::recent_failures(&accounts, now));
     findings.push(checks::ip_rules(&accounts));
     findings.extend(checks::locks_and_bans(&lockouts, &policy, now));
     findings.extend(checks::configuration(config, &accounts));

@@ -73,7 +73,13 @@ impl SqliteDirectory {
 
     pub(super) async fn last_sign_ins_impl(&self) -> Result<Vec<LastSignIn>, DirectoryError> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT user, MAX(last_success) FROM familiar_networks GROUP BY user ORDER BY user",
+            // Familiar networks keep the time of every network's last success (refreshed
+            // hourly); the history has exact times of the newest sign-ins.
+            "SELECT user, MAX(at) FROM ( \
+                 SELECT user, last_success AS at FROM familiar_networks \
+                 UNION ALL \
+                 SELECT user, at FROM sign_in_history WHERE result = 'success' \
+             ) GROUP BY user ORDER BY user",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -208,6 +208,46 @@ pub(super) fn app_passwords(a: &Accounts, now: Millis) -> Finding {
     )
 }
 
+/// Accounts whose recent history (the newest sign-ins the directory keeps) shows failed
+/// attempts in the last 7 days: how many, and the latest, with its address.
+pub(super) fn recent_failures(a: &Accounts, now: Millis) -> Finding {
+    let since = now.saturating_sub(7 * DAY_MS);
+    let items: Vec<Item> = a
+        .users
+        .iter()
+        .filter_map(|u| {
+            let history = a.history.get(&u.name)?;
+            let failed: Vec<_> = history
+                .iter()
+                .filter(|e| e.result == "failure" && e.at >= since)
+                .collect();
+            let latest = failed.first()?;
+            Some(Item {
+                address: Some(latest.address.clone()),
+                note: Some(format!(
+                    "{} in 7 days, the latest {} by {} from {}",
+                    counted(failed.len(), "failed sign-in", "failed sign-ins"),
+                    rfc3339(latest.at),
+                    latest.mechanism,
+                    latest.address
+                )),
+                ..account(&u.name, u.enabled)
+            })
+        })
+        .collect();
+    finding(
+        "recent_sign_in_failures",
+        "Failed sign-ins to existing accounts in the last 7 days",
+        Severity::Info,
+        items,
+        (
+            "some accounts had failed sign-ins recently".to_owned(),
+            "no failed sign-ins to existing accounts in the last 7 days",
+        ),
+        "A few failures are typos; many, or from unknown addresses, are guessing: see `poplar user history USER` and `poplar lockout list`, and make sure the account has a second factor.",
+    )
+}
+
 /// Accounts with no sign-in on record, and accounts without one for `inactive_days`.
 pub(super) fn sign_ins(a: &Accounts, now: Millis, inactive_days: u32) -> [Finding; 2] {
     let cutoff = now.saturating_sub(i64::from(inactive_days).saturating_mul(DAY_MS));
