@@ -236,23 +236,24 @@ def test_default_is_loopback_and_empty_turns_it_off(server):
     assert b"metrics.listen = 0.0.0.0:0 reaches beyond loopback" in p.stderr, p.stderr
 
 
-def test_readyz_is_not_ready_once_shutdown_begins(server):
-    """After SIGTERM the listener stops; until then, ready. (While sessions drain, a load
-    balancer must take the node out: /readyz is not 200 after shutdown began.)"""
-    srv = server()
+def test_readyz_says_503_while_sessions_drain(server):
+    """From SIGTERM on, /readyz is 503 (a load balancer takes the node out) while
+    /healthz stays 200, until the sessions have drained or the grace period ends."""
+    srv = server(limits={"shutdown_grace_secs": 4})
+    # Larger than what loopback socket buffers hold, so the server cannot finish it.
+    srv.deliver(b"Subject: big\n\n" + (b"y" * 998 + b"\n") * 32000)
     assert srv.http_get("/readyz")[0] == 200
-    c = srv.session()  # keeps the server in its grace period after SIGTERM
+    c = srv.session()
+    # RETR without reading: the session is busy writing, not waiting for a command, so
+    # shutdown has to wait for it.
+    c.send("RETR 1\r\n")
+    time.sleep(0.3)
     srv.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    status = 200
-    while time.monotonic() < deadline:
-        try:
-            status = srv.http_get("/readyz")[0]
-        except OSError:
-            status = None  # the listener is closed: not ready either
-        if status != 200:
-            break
+    deadline = time.monotonic() + 3
+    while srv.http_get("/readyz")[0] == 200 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert status != 200
-    c.close()
+    assert srv.http_get("/readyz")[0::2] == (503, "not ready: not serving POP3\n")
+    assert srv.http_get("/healthz")[0] == 200
+    assert srv.proc.poll() is None, "exited before the grace period ended"
+    c.abort()
     assert srv.stop() == 0

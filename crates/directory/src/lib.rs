@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod credentials;
 pub mod defence;
 pub mod mfa;
 mod sqlite;
@@ -22,6 +23,7 @@ pub mod testing;
 use std::fmt;
 use std::future::Future;
 
+pub use credentials::{CredentialDates, LastSignIn};
 pub use defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
     HISTORY_PER_USER, LockoutState, Millis, SignInEntry, SourceFailures,
@@ -110,20 +112,54 @@ pub trait Directory: Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<Option<UserRecord>, DirectoryError>> + Send;
 
-    /// Adds a new user; [`DirectoryError::Exists`] if the name is taken.
+    /// Adds a new user whose password is set now (its [`CredentialDates`] say so);
+    /// [`DirectoryError::Exists`] if the name is taken.
     fn add_user(
         &self,
         user: &UserRecord,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 
+    /// Adds a user brought from another server (`poplar user import`): marked
+    /// imported, with the date its password was set unknown, until a new password is
+    /// set with [`Directory::change_password`]. [`DirectoryError::Exists`] if the name
+    /// is taken.
+    fn import_user(
+        &self,
+        user: &UserRecord,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
     /// Replaces a user's password hash and SCRAM keys together (they derive from one
-    /// password, so they change in one statement); `false` if there is no such user.
+    /// password, so they change in one statement), for the same password in a new
+    /// form (the upgrade at sign-in): when the password was set and whether it was
+    /// imported stay as they are. `false` if there is no such user.
     fn set_credentials(
         &self,
         name: &str,
         password_hash: &str,
         scram_sha256: Option<&str>,
     ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// A new password: replaces the hash and SCRAM keys like
+    /// [`Directory::set_credentials`], and records the password as set now and no
+    /// longer the imported one. `false` if there is no such user.
+    fn change_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        scram_sha256: Option<&str>,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// When each user's password was set and whether it is still the imported one,
+    /// for every user, ordered by name like [`Directory::list_users`].
+    fn credential_dates(
+        &self,
+    ) -> impl Future<Output = Result<Vec<CredentialDates>, DirectoryError>> + Send;
+
+    /// The latest successful sign-in of every user who has one on record (from the
+    /// familiar-networks table, which keeps the last success per network), ordered by
+    /// name. Users who never signed in are absent.
+    fn last_sign_ins(&self)
+    -> impl Future<Output = Result<Vec<LastSignIn>, DirectoryError>> + Send;
 
     /// Sets or clears a user's (encrypted) APOP secret; `false` if there is no such user.
     fn set_apop_secret(

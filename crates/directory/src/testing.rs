@@ -44,6 +44,8 @@ pub async fn conformance<D: Directory>(dir: &D) {
     notices_switch(dir).await;
     two_factor(dir).await;
     app_passwords(dir).await;
+    credential_dates(dir).await;
+    last_sign_ins(dir).await;
 }
 
 async fn starts_empty<D: Directory>(dir: &D) {
@@ -618,5 +620,108 @@ async fn app_passwords<D: Directory>(dir: &D) {
         dir.find_app_password("h-b").await.unwrap(),
         None,
         "deleted with the user"
+    );
+}
+
+/// A made user's password is dated now; an imported one is marked imported with no
+/// date, and stays so through a same-password upgrade until a new password is set.
+async fn credential_dates<D: Directory>(dir: &D) {
+    let dates = |name: &'static str| async move {
+        dir.credential_dates()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| d.user == name)
+    };
+    dir.add_user(&sample_user("frank")).await.unwrap();
+    let frank = dates("frank").await.unwrap();
+    assert!(!frank.imported);
+    let set = frank
+        .password_set_at
+        .clone()
+        .expect("a new user's password is dated");
+    assert!(set.ends_with('Z') && set.contains('T'), "{set}");
+    assert!(frank.created_at.ends_with('Z'), "{}", frank.created_at);
+
+    let mut grace = sample_user("grace");
+    grace.password_hash = "{SHA512-CRYPT}$6$salt$legacy".to_owned();
+    dir.import_user(&grace).await.unwrap();
+    assert_eq!(dir.find_user("grace").await.unwrap(), Some(grace.clone()));
+    let imported = dates("grace").await.unwrap();
+    assert!(imported.imported);
+    assert_eq!(imported.password_set_at, None);
+    let err = dir.import_user(&grace).await.unwrap_err();
+    assert!(matches!(err, DirectoryError::Exists), "{err:?}");
+
+    // The hash upgraded at sign-in: the same password, still the imported one.
+    let upgraded = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$dXBncmFkZWQ";
+    assert!(dir.set_credentials("grace", upgraded, None).await.unwrap());
+    assert_eq!(dates("grace").await.unwrap(), imported);
+    // A new password ends it.
+    let scram = "SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB";
+    assert!(
+        dir.change_password("grace", upgraded, Some(scram))
+            .await
+            .unwrap()
+    );
+    let changed = dates("grace").await.unwrap();
+    assert!(!changed.imported);
+    assert!(changed.password_set_at.is_some());
+    let record = dir.find_user("grace").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            record.password_hash.as_str(),
+            record.scram_sha256.as_deref()
+        ),
+        (upgraded, Some(scram))
+    );
+    assert!(!dir.change_password("nobody", upgraded, None).await.unwrap());
+
+    // Every user is listed, in the order of list_users.
+    let names: Vec<String> = dir
+        .credential_dates()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.user)
+        .collect();
+    let users: Vec<String> = dir
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, users);
+}
+
+/// The latest success per user over all its networks; users without one are absent.
+async fn last_sign_ins<D: Directory>(dir: &D) {
+    dir.record_success("frank", "192.0.2.7", "192.0.2.0/24", 50_000)
+        .await
+        .unwrap();
+    dir.record_success("frank", "198.51.100.7", "198.51.100.0/24", 52_000)
+        .await
+        .unwrap();
+    dir.record_success("frank", "192.0.2.8", "192.0.2.0/24", 51_000)
+        .await
+        .unwrap();
+    let all = dir.last_sign_ins().await.unwrap();
+    let names: Vec<&str> = all.iter().map(|s| s.user.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(names, sorted, "one row per user, ordered by name");
+    let frank = all.iter().find(|s| s.user == "frank").unwrap();
+    assert_eq!(frank.at, 52_000);
+    assert!(!all.iter().any(|s| s.user == "grace"), "{all:?}");
+    // A deleted user's history goes with it.
+    assert!(dir.delete_user("frank").await.unwrap());
+    assert!(
+        !dir.last_sign_ins()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.user == "frank")
     );
 }

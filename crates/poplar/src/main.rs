@@ -1,7 +1,9 @@
 //! `poplar`: the one binary. A thin shell over the server, auth, directory and maildir
-//! crates: `serve`, `user ...`, `lockout list|clear`, `import ...`, `config check`.
+//! crates: `serve`, `user ...`, `lockout list|clear`, `import ...`, `audit`,
+//! `config check`.
 #![forbid(unsafe_code)]
 
+mod audit_report;
 mod demo;
 mod import;
 mod lockout;
@@ -59,6 +61,9 @@ enum Command {
     /// Show and lift sign-in locks, throttles and address bans.
     #[command(subcommand)]
     Lockout(lockout::LockoutCommand),
+    /// Report the weak points of the accounts and the configuration, each with what to
+    /// do about it (text, or `--json`).
+    Audit(audit_report::AuditArgs),
     /// Bring state over from a previous server.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -153,6 +158,9 @@ async fn run(
             mfa::run_app_password(cmd, &config, open_directory(&config).await?).await
         }
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
+        Command::Audit(args) => {
+            audit_report::run(args, &config, open_directory(&config).await?).await
+        }
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);
             // An unset option prints nothing above; say what it means (a TOML comment,

@@ -193,13 +193,15 @@ impl Server {
         // Ready (for /readyz) from when the accept loops run until shutdown begins; set
         // before the HTTP server starts, so its first answer already says so.
         let serving = Arc::new(AtomicBool::new(true));
+        // The HTTP listener outlives the POP3 drain, so /readyz says 503 meanwhile.
+        let stop_http = CancellationToken::new();
         let http = self.metrics_listener.map(|listener| {
             tokio::spawn(crate::metrics::serve(
                 listener,
                 self.shared.metrics.clone(),
                 self.shared.auth.directory().clone(),
                 serving.clone(),
-                shutdown.clone(),
+                stop_http.clone(),
             ))
         });
         shutdown.cancelled().await;
@@ -209,6 +211,7 @@ impl Server {
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!("sessions still open after the shutdown grace period; closing them");
         }
+        stop_http.cancel();
         if let Some(http) = http {
             // Idle HTTP connections close at once; a stuck one is not waited for long.
             let _ = tokio::time::timeout(Duration::from_secs(1), http).await;

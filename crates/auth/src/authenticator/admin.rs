@@ -9,6 +9,7 @@ impl<D: Directory> Authenticator<D> {
     /// Sets a user's password (CLI `user passwd`). `false` if there is no such user.
     ///
     /// The name goes through the policy again, which leaves a canonical name unchanged.
+    /// The directory records the password as set now and no longer the imported one.
     pub async fn set_password(
         &self,
         canonical_user: &str,
@@ -19,7 +20,7 @@ impl<D: Directory> Authenticator<D> {
         let (hash, scram) = self.credentials(password).await?;
         Ok(self
             .dir
-            .set_credentials(&user, &hash, scram.as_deref())
+            .change_password(&user, &hash, scram.as_deref())
             .await?)
     }
 
@@ -33,13 +34,15 @@ impl<D: Directory> Authenticator<D> {
         let name = self.policy.canonical(raw_user).map_err(bad_name)?;
         let password = prepare_password(raw_password).map_err(bad_password)?;
         let (password_hash, scram_sha256) = self.credentials(password).await?;
-        self.insert(name, password_hash, scram_sha256, maildir)
+        self.insert(name, password_hash, scram_sha256, maildir, false)
             .await
     }
 
     /// Adds a user brought from another server (CLI `user import`). A legacy hash is
     /// stored as it is, to be upgraded to argon2id (with SCRAM keys) at the first
     /// successful sign-in; a cleartext entry is hashed now and never stored as given.
+    /// Either way the account is marked imported (its password was chosen elsewhere,
+    /// at a time unknown) until a new password is set.
     pub async fn import_user(
         &self,
         raw_user: &str,
@@ -54,7 +57,7 @@ impl<D: Directory> Authenticator<D> {
                 self.credentials(password).await?
             }
         };
-        self.insert(name, password_hash, scram_sha256, maildir)
+        self.insert(name, password_hash, scram_sha256, maildir, true)
             .await
     }
 
@@ -90,13 +93,14 @@ impl<D: Directory> Authenticator<D> {
         Ok(self.dir.set_apop_secret(&user, sealed.as_deref()).await?)
     }
 
-    /// Stores a new, enabled user; returns the canonical name.
+    /// Stores a new, enabled user (made here, or `imported`); returns the canonical name.
     async fn insert(
         &self,
         name: String,
         password_hash: String,
         scram_sha256: Option<String>,
         maildir: String,
+        imported: bool,
     ) -> Result<String, AdminError> {
         let record = UserRecord {
             name,
@@ -107,7 +111,11 @@ impl<D: Directory> Authenticator<D> {
             apop_secret: None,
             allowed_networks: None,
         };
-        self.dir.add_user(&record).await?;
+        if imported {
+            self.dir.import_user(&record).await?;
+        } else {
+            self.dir.add_user(&record).await?;
+        }
         Ok(record.name)
     }
 }

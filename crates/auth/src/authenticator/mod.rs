@@ -502,7 +502,9 @@ impl<D: Directory> Authenticator<D> {
 
     /// Replaces an outdated hash, or adds missing SCRAM keys, after a successful
     /// sign-in; `keep_hash` is the current hash when only the SCRAM keys need work.
-    /// Failures only cost the upgrade, never the sign-in.
+    /// The password is the same, so the directory keeps its date and its imported
+    /// mark (`set_credentials`, not `change_password`). Failures only cost the
+    /// upgrade, never the sign-in.
     async fn rehash(&self, user: &str, password: Zeroizing<String>, keep_hash: Option<String>) {
         let scram = self.scram.as_ref().map(|s| s.iterations);
         let Some((hash, scram)) = self

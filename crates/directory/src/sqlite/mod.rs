@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+use crate::credentials::{CredentialDates, LastSignIn};
 use crate::defence::{
     ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState, LockoutState, Millis,
     SignInEntry,
@@ -16,6 +17,7 @@ use crate::defence::{
 use crate::mfa::{AppPassword, MfaRecord};
 use crate::{Directory, DirectoryError, UserRecord};
 
+mod credentials;
 mod defence;
 mod mfa;
 
@@ -147,20 +149,11 @@ impl Directory for SqliteDirectory {
     }
 
     async fn add_user(&self, user: &UserRecord) -> Result<(), DirectoryError> {
-        sqlx::query(
-            "INSERT INTO users (name, password_hash, enabled, maildir, scram_sha256, apop_secret, \
-             allowed_networks) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(&user.name)
-        .bind(&user.password_hash)
-        .bind(user.enabled)
-        .bind(&user.maildir)
-        .bind(&user.scram_sha256)
-        .bind(&user.apop_secret)
-        .bind(&user.allowed_networks)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.insert_user(user, false).await
+    }
+
+    async fn import_user(&self, user: &UserRecord) -> Result<(), DirectoryError> {
+        self.insert_user(user, true).await
     }
 
     async fn set_credentials(
@@ -179,6 +172,24 @@ impl Directory for SqliteDirectory {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn change_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        scram_sha256: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        self.change_password_impl(name, password_hash, scram_sha256)
+            .await
+    }
+
+    async fn credential_dates(&self) -> Result<Vec<CredentialDates>, DirectoryError> {
+        self.credential_dates_impl().await
+    }
+
+    async fn last_sign_ins(&self) -> Result<Vec<LastSignIn>, DirectoryError> {
+        self.last_sign_ins_impl().await
     }
 
     async fn set_apop_secret(

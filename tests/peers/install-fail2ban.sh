@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs Debian's fail2ban, whose fail2ban-regex tests/test_fail2ban.py runs against
+# contrib/fail2ban/filter.d/poplar.conf, without letting the package start its service
+# (the tests only run fail2ban-regex; no jail, no firewall change). Idempotent; needs
+# root (apt-get) only when fail2ban-regex is missing.
+set -euo pipefail
+if command -v fail2ban-regex >/dev/null; then
+  exit 0
+fi
+if [ ! -x /usr/sbin/policy-rc.d ]; then
+  # Debian's documented way to keep maintainer scripts from starting services.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends fail2ban >/dev/null
