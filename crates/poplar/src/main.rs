@@ -1,10 +1,12 @@
 //! `poplar`: the one binary. A thin shell over the server, auth, directory and maildir
-//! crates: `serve`, `user ...`, `lockout list|clear`, `import ...`, `config check`.
+//! crates: `serve`, `user ...`, `passwords ...`, `lockout list|clear`, `import ...`,
+//! `config check`.
 #![forbid(unsafe_code)]
 
 mod demo;
 mod import;
 mod lockout;
+mod passwords;
 mod sessions;
 mod user;
 
@@ -49,6 +51,9 @@ enum Command {
         #[command(subcommand)]
         command: Option<sessions::SessionsCommand>,
     },
+    /// The password policy: load a breached-password corpus, check a password.
+    #[command(subcommand)]
+    Passwords(passwords::PasswordsCommand),
     /// Show and lift sign-in locks, throttles and address bans.
     #[command(subcommand)]
     Lockout(lockout::LockoutCommand),
@@ -141,6 +146,7 @@ async fn run(
         Command::User(cmd) => user::run(cmd, &config, open_directory(&config).await?).await,
         Command::Lockout(cmd) => lockout::run(cmd, &config, open_directory(&config).await?).await,
         Command::Sessions { command } => sessions::run(command, &config),
+        Command::Passwords(cmd) => passwords::run(cmd, &config),
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
         Command::Config(ConfigCommand::Check) => {
             print!("{}", toml::to_string_pretty(&config)?);
