@@ -39,7 +39,7 @@ lockout_threshold = 5
 ban_accounts = 0
 EOF
 P=("$POPLAR" --config "$DIR/poplar.toml")
-for u in alice lock dis; do echo "$PASSWORD" | "${P[@]}" user add "$u" --password-stdin 2>/dev/null; done
+for u in alice lock dis; do echo "$PASSWORD" | "${P[@]}" user add "$u" --password-stdin --allow-weak 2>/dev/null; done
 "${P[@]}" user disable dis
 exec 3< <("${P[@]}" serve 2>"$DIR/poplar.log")
 PID=$!

@@ -105,7 +105,7 @@ if [ -n "$missing" ]; then
   export POPLAR_BIN CFG BENCH_DIR BENCH_PASSWORD
   # Bounded: one `user add` per missing name, two at a time (2-core machine).
   echo "$missing" | xargs -P 2 -I{} sh -c \
-    'echo "$BENCH_PASSWORD" | "$POPLAR_BIN" --config "$CFG" user add {} --maildir "$BENCH_DIR/mail/{}/Maildir" --password-stdin 2>/dev/null >/dev/null || echo "user add {} failed" >&2'
+    'echo "$BENCH_PASSWORD" | "$POPLAR_BIN" --config "$CFG" user add {} --maildir "$BENCH_DIR/mail/{}/Maildir" --password-stdin --allow-weak 2>/dev/null >/dev/null || echo "user add {} failed" >&2'
 fi
 
 # ---------------------------------------------------------------- start, stop on exit

@@ -57,7 +57,8 @@ def seeded(module_server, tmp_path_factory):
         f"changed:{{PLAIN}}old imported pw:1000:1000::/home/changed::\n",
         encoding="utf-8")
     srv.cli("user", "import", str(passwd), check=True)
-    srv.cli("user", "passwd", "changed", "--password-stdin", stdin="a new password\n", check=True)
+    srv.cli("user", "passwd", "changed", "--password-stdin", "--allow-weak",
+            stdin="a new password\n", check=True)
     srv.cli("user", "networks", "netuser", "192.0.2.0/24", "2001:db8::/48", check=True)
     # Two factors required for `never`; app passwords for alice, one without expiry.
     srv.cli("mfa", "policy", "never", "required", check=True)

@@ -89,7 +89,8 @@ def test_user_del_and_unknown(server):
 
 
 def test_user_passwd_and_del_while_running(srv):
-    srv.cli("user", "passwd", "alice", "--password-stdin", stdin="new password\n", check=True)
+    srv.cli("user", "passwd", "alice", "--password-stdin", "--allow-weak", stdin="new password\n",
+            check=True)
     with srv.tls() as c:
         c.ok("USER alice")
         r = c.err(f"PASS {DEFAULT_PASSWORD}")

@@ -153,7 +153,7 @@ def test_uidls_survive_the_move_from_dovecot(server, world_readable_dir, uidl_fo
     assert (maildir / "dovecot-uidlist").exists()
 
     srv = server(users={})
-    srv.cli("user", "add", "alice", "--maildir", str(maildir), "--password-stdin",
+    srv.cli("user", "add", "alice", "--maildir", str(maildir), "--password-stdin", "--allow-weak",
             stdin="poplar pw\n", check=True)
 
     def poplar_listing():

@@ -256,8 +256,8 @@ def test_no_user_enumeration_by_timing(server):
 
 def test_password_stdin_exact_line(server):
     srv = server(users={}, start=False)
-    srv.cli("user", "add", "sp", "--password-stdin", stdin="trailing space \n", check=True)
-    srv.cli("user", "add", "nonl", "--password-stdin", stdin="no newline", check=True)
+    srv.cli("user", "add", "sp", "--password-stdin", "--allow-weak", stdin="trailing space \n", check=True)
+    srv.cli("user", "add", "nonl", "--password-stdin", "--allow-weak", stdin="no newline", check=True)
     srv.start()
     with srv.tls() as c:
         c.login("sp", "trailing space ")

@@ -1,5 +1,6 @@
 //! `poplar`: the one binary. A thin shell over the server, auth, directory and maildir
-//! crates: `serve`, `user ...`, `lockout list|clear`, `import ...`, `audit`,
+//! crates: `serve`, `user ...`, `passwords ...`, `mfa ...`, `app-password ...`,
+//! `lockout list|clear`, `sessions`, `import ...`, `audit`,
 //! `config check`.
 #![forbid(unsafe_code)]
 
@@ -8,6 +9,7 @@ mod demo;
 mod import;
 mod lockout;
 mod mfa;
+mod passwords;
 mod sessions;
 mod user;
 
@@ -58,6 +60,9 @@ enum Command {
         #[command(subcommand)]
         command: Option<sessions::SessionsCommand>,
     },
+    /// The password policy: load a breached-password corpus, check a password.
+    #[command(subcommand)]
+    Passwords(passwords::PasswordsCommand),
     /// Show and lift sign-in locks, throttles and address bans.
     #[command(subcommand)]
     Lockout(lockout::LockoutCommand),
@@ -157,6 +162,7 @@ async fn run(
         Command::AppPassword(cmd) => {
             mfa::run_app_password(cmd, &config, open_directory(&config).await?).await
         }
+        Command::Passwords(cmd) => passwords::run(cmd, &config),
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
         Command::Audit(args) => {
             audit_report::run(args, &config, open_directory(&config).await?).await

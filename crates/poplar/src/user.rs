@@ -1,5 +1,6 @@
 //! `poplar user add|passwd|del|list`. Passwords come from a prompt or from standard
-//! input (`--password-stdin`), never from the command line, where `ps` would show them.
+//! input (`--password-stdin`), never from the command line, where `ps` would show them,
+//! and must pass the password policy (`[passwords]`, see `crate::passwords`).
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -24,6 +25,10 @@ pub enum UserCommand {
         /// Read the password as one line from standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Set the password even if the password policy refuses it; the reasons are
+        /// still printed, as a warning.
+        #[arg(long)]
+        allow_weak: bool,
     },
     /// Set a user's password.
     Passwd {
@@ -32,6 +37,10 @@ pub enum UserCommand {
         /// Read the password as one line from standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Set the password even if the password policy refuses it; the reasons are
+        /// still printed, as a warning.
+        #[arg(long)]
+        allow_weak: bool,
     },
     /// Set a user's APOP secret (separate from their password; stored encrypted under
     /// the server key). APOP itself is off unless `apop.enabled` is set.
@@ -106,6 +115,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             name,
             maildir,
             password_stdin,
+            allow_weak,
         } => {
             let canonical = policy
                 .canonical(&name)
@@ -114,7 +124,13 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 Some(path) => std::path::absolute(&path)?,
                 None => std::path::absolute(config.maildir_root().join(&canonical))?,
             };
+            // Before the prompt: no point choosing a password for a name that is taken.
+            if dir.find_user(&canonical).await?.is_some() {
+                bail!("cannot add user: user already exists");
+            }
             let password = read_password(password_stdin, true)?;
+            // A new account has no second factor yet.
+            crate::passwords::enforce(config, &canonical, &password, false, allow_weak)?;
             let auth = server::authenticator(config, dir)?;
             let added = auth
                 .add_user(
@@ -132,12 +148,24 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
         UserCommand::Passwd {
             name,
             password_stdin,
+            allow_weak,
         } => {
             let canonical = policy
                 .canonical(&name)
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            if dir.find_user(&canonical).await?.is_none() {
+                bail!("no such user: {canonical}");
+            }
             let password = read_password(password_stdin, true)?;
             let auth = server::authenticator(config, dir)?;
+            // Where the password alone no longer opens the account (two factors on),
+            // the shorter minimum applies.
+            let mfa_required = !auth
+                .mfa_status(&canonical)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .password_alone_opens_pop3;
+            crate::passwords::enforce(config, &canonical, &password, mfa_required, allow_weak)?;
             let changed = auth
                 .set_password(&canonical, password.as_bytes())
                 .await
@@ -345,7 +373,7 @@ async fn import(
     Ok(())
 }
 
-fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
+pub(crate) fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
     let password = if from_stdin {
         let mut line = Zeroizing::new(String::new());
         std::io::stdin().lock().read_line(&mut line)?;

@@ -77,7 +77,7 @@ impl Server {
         let mut add = Command::new(bin)
             .arg("--config")
             .arg(&cfg)
-            .args(["user", "add", USER, "--password-stdin"])
+            .args(["user", "add", USER, "--password-stdin", "--allow-weak"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

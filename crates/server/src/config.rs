@@ -47,6 +47,8 @@ pub struct Config {
     pub notices: Notices,
     /// Two-factor sign-in.
     pub mfa: Mfa,
+    /// The policy for new passwords.
+    pub passwords: Passwords,
     /// The Prometheus metrics and health HTTP listener.
     pub metrics: Metrics,
 }
@@ -92,6 +94,35 @@ mod optional_addr {
                 "{text:?} is not an address with a port, like \"127.0.0.1:9110\" (or \"\" for none)"
             ))
         })
+    }
+}
+
+/// The policy for passwords set with `poplar user add|passwd` (NIST SP 800-63B-4
+/// §3.1.1.2; the rules themselves are in the `policy` crate). It does not apply to
+/// hashes brought in with `poplar user import`, nor ever to sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Passwords {
+    /// Minimum length of a password used alone, in characters (Unicode code points
+    /// after SASLprep). NIST: at least 15.
+    pub min_length: usize,
+    /// Minimum length where two-factor sign-in is required. NIST: at least 8.
+    pub min_length_with_mfa: usize,
+    /// The breached-password filter that `poplar passwords load-breached` writes;
+    /// relative paths are in `data_dir`.
+    pub breached_filter: PathBuf,
+    /// Refuse passwords found in that filter (when the file exists).
+    pub check_breached: bool,
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        Passwords {
+            min_length: 15,
+            min_length_with_mfa: 8,
+            breached_filter: PathBuf::from("breached.filter"),
+            check_breached: true,
+        }
     }
 }
 
@@ -498,6 +529,7 @@ impl Default for Config {
             audit: Audit::default(),
             notices: Notices::default(),
             mfa: Mfa::default(),
+            passwords: Passwords::default(),
             metrics: Metrics::default(),
         }
     }
@@ -649,6 +681,13 @@ impl Config {
         if d.throttle_base_secs > d.throttle_max_secs {
             return bad("defence.throttle_base_secs must not exceed defence.throttle_max_secs");
         }
+        let p = &self.passwords;
+        // Above 64 a passphrase of the length NIST says must be allowed would be refused.
+        if !(1..=64).contains(&p.min_length) || !(1..=64).contains(&p.min_length_with_mfa) {
+            return bad(
+                "passwords.min_length and passwords.min_length_with_mfa must be between 1 and 64",
+            );
+        }
         Ok(())
     }
 
@@ -680,6 +719,11 @@ impl Config {
             "-" => crate::audit::Target::Stdout,
             path => crate::audit::Target::File(self.data_dir.join(path)),
         }
+    }
+
+    /// The breached-password filter file.
+    pub fn breached_filter_path(&self) -> PathBuf {
+        self.data_dir.join(&self.passwords.breached_filter)
     }
 
     /// The SQLite directory file.
@@ -751,6 +795,18 @@ impl Config {
                     .into(),
             );
         }
+        if self.passwords.min_length < 15 {
+            w.push(format!(
+                "passwords.min_length = {} is below the 15 characters NIST SP 800-63B-4 asks of a password used alone",
+                self.passwords.min_length
+            ));
+        }
+        if self.passwords.min_length_with_mfa < 8 {
+            w.push(format!(
+                "passwords.min_length_with_mfa = {} is below NIST SP 800-63B-4's 8 characters",
+                self.passwords.min_length_with_mfa
+            ));
+        }
         if self.limits.idle_timeout_transaction_secs < 600 {
             w.push("limits.idle_timeout_transaction_secs is below RFC 1939's 10 minutes".into());
         }
@@ -815,6 +871,36 @@ mod tests {
             toml::to_string(&parsed).unwrap(),
             toml::to_string(&Config::default()).unwrap()
         );
+    }
+
+    #[test]
+    fn the_password_policy_defaults_to_nist_and_is_checked() {
+        let text = include_str!("../../../poplar.example.toml");
+        let parsed: Config = toml::from_str(text).unwrap();
+        let p = &parsed.passwords;
+        assert_eq!((p.min_length, p.min_length_with_mfa), (15, 8));
+        assert_eq!(p.breached_filter, PathBuf::from("breached.filter"));
+        assert!(p.check_breached);
+        assert!(
+            text.contains("\n[passwords]\n"),
+            "documented in the example"
+        );
+        assert_eq!(
+            parsed.breached_filter_path(),
+            parsed.data_dir.join("breached.filter")
+        );
+        let c: Config = toml::from_str("[passwords]\nmin_length = 8\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.warnings()[0].contains("NIST"), "{:?}", c.warnings());
+        for bad in [
+            "min_length = 0",
+            "min_length = 65",
+            "min_length_with_mfa = 0",
+        ] {
+            let c: Config = toml::from_str(&format!("[passwords]\n{bad}\n")).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Config>("[passwords]\nmax_age_days = 90\n").is_err());
     }
 
     #[test]
