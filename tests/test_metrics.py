@@ -82,8 +82,8 @@ def test_counters_move_exactly_as_the_sessions_go(server):
         c.quit()
         session_octets = c.received
     after_session = samples(srv.scrape())
-    sent = (value(after_session, "poplar_bytes_sent_total")
-            - value(before, "poplar_bytes_sent_total"))
+    sent = (value(after_session, "poplar_sent_bytes_total")
+            - value(before, "poplar_sent_bytes_total"))
     assert sent == session_octets, (sent, session_octets)
 
     # 2. A wrong password and 3. an unknown user, on the plain port.
@@ -151,7 +151,7 @@ def test_counters_move_exactly_as_the_sessions_go(server):
     # No other counter moved: every change in the exposition is one of the above, or
     # the bytes, the gauges and the latency sums and buckets they imply.
     for (name, labels), v in after.items():
-        if name.endswith(("_sum", "_bucket")) or name in ("poplar_bytes_sent_total",):
+        if name.endswith(("_sum", "_bucket")) or name in ("poplar_sent_bytes_total",):
             continue
         if (name, labels) not in expected and v != before.get((name, labels), 0.0):
             raise AssertionError(f"{name}{dict(labels)} moved: {before.get((name, labels))} -> {v}")
@@ -188,7 +188,7 @@ def test_openmetrics_for_prometheus_and_classic_text_for_the_rest(server):
     typed = {f.name: f.type for f in parse_classic(classic)}
     # Counters keep their type in the classic format too (the parser drops _total).
     assert typed["poplar_sign_ins"] == "counter", typed
-    assert typed["poplar_bytes_sent"] == "counter"
+    assert typed["poplar_sent_bytes"] == "counter"
     assert typed["poplar_command_duration_seconds"] == "histogram"
     assert typed["poplar_build_info"] == "gauge"
 

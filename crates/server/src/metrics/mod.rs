@@ -154,9 +154,10 @@ impl Metrics {
             "Messages deleted at QUIT (UPDATE)",
             m.deleted.clone(),
         );
-        r.register(
-            "bytes_sent",
+        r.register_with_unit(
+            "sent",
             "Octets of POP3 responses and messages written to clients in sessions, before TLS",
+            Unit::Bytes,
             m.bytes_sent.clone(),
         );
         r.register_with_unit(

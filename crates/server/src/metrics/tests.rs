@@ -24,7 +24,7 @@ fn a_fresh_registry_is_openmetrics_with_fixed_series_at_zero() {
         ("poplar_account_locks", "counter"),
         ("poplar_messages_retrieved", "counter"),
         ("poplar_messages_deleted", "counter"),
-        ("poplar_bytes_sent", "counter"),
+        ("poplar_sent_bytes", "counter"),
         ("poplar_maildrop_open_seconds", "histogram"),
         ("poplar_build", "info"),
     ] {
@@ -49,7 +49,7 @@ fn a_fresh_registry_is_openmetrics_with_fixed_series_at_zero() {
         r#"poplar_tls_handshake_failures_total{reason="timeout"}"#,
         r#"poplar_sign_in_failures_total{reason="throttled"}"#,
         "poplar_bans_total",
-        "poplar_bytes_sent_total",
+        "poplar_sent_bytes_total",
         "poplar_maildrop_open_seconds_count",
     ] {
         assert_eq!(sample(&text, series), Some(0.0), "{series} in\n{text}");
@@ -153,7 +153,7 @@ fn transfer_tls_refusals_and_defence_events() {
         ),
         ("poplar_messages_retrieved_total", 1.0),
         ("poplar_messages_deleted_total", 3.0),
-        ("poplar_bytes_sent_total", 123.0),
+        ("poplar_sent_bytes_total", 123.0),
         ("poplar_bans_total", 1.0),
         ("poplar_account_locks_total", 1.0),
     ] {
