@@ -597,6 +597,22 @@ async fn scram_sha256_plus_with_wrong_binding_fails() {
     assert_eq!(ex.gs2_header, "p=tls-exporter,,");
     assert_auth_refused(&pop, &ex, "client-final");
     pop.expect_not_signed_in().await;
+    // A relayed exchange is an attack signal: the audit log names it.
+    let audit = server.dir.path().join("data").join("audit.log");
+    let mut logged = false;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if text.lines().any(|l| {
+            l.contains("\"reason\":\"channel_binding_mismatch\"")
+                && l.contains("\"mechanism\":\"SCRAM-SHA-256-PLUS\"")
+                && l.contains("\"result\":\"failure\"")
+        }) {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(logged, "no channel_binding_mismatch line in the audit log");
 
     // A channel-binding type Poplar does not support.
     let unique = Creds {

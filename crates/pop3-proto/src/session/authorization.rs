@@ -270,18 +270,25 @@ impl Session {
                 }
             }
             Step::Fail(failure) => {
+                let user = sasl.scram_user.take().map(|(_, user)| user);
                 self.state = State::Authorization { user: None };
-                match failure {
+                let reason = match failure {
                     // The same answer as every credential failure: a man in the
                     // middle learns nothing from it.
                     Failure::ChannelBinding => {
-                        response::err(out, Some(RespCode::Auth), "invalid user name or password")
+                        response::err(out, Some(RespCode::Auth), "invalid user name or password");
+                        "channel_binding_mismatch"
                     }
                     Failure::Malformed | Failure::UnexpectedStep => {
-                        response::err(out, None, "malformed SASL response")
+                        response::err(out, None, "malformed SASL response");
+                        "malformed_sasl"
                     }
+                };
+                Action::SaslFailed {
+                    mechanism,
+                    user,
+                    reason,
                 }
-                Action::None
             }
         }
     }

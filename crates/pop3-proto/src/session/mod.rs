@@ -82,6 +82,16 @@ pub enum OpenFailure {
 pub enum Action {
     /// Nothing beyond sending `out`.
     None,
+    /// A SASL exchange failed inside the protocol (a channel-binding mismatch, a
+    /// malformed message): the answer is in `out`; the I/O layer only records it.
+    SaslFailed {
+        /// The mechanism.
+        mechanism: &'static str,
+        /// The user the exchange named, if it got that far.
+        user: Option<String>,
+        /// `channel_binding_mismatch` or `malformed_sasl`.
+        reason: &'static str,
+    },
     /// Verify these credentials, then call [`Session::auth_result`].
     Authenticate(AuthRequest),
     /// Verify an APOP digest over the greeting's timestamp, then call

@@ -524,6 +524,21 @@ impl Connection {
         loop {
             action = match action {
                 Action::None => return Ok(None),
+                Action::SaslFailed {
+                    mechanism,
+                    user,
+                    reason,
+                } => {
+                    tracing::info!(peer = %self.peer, mechanism, reason, "SASL exchange failed");
+                    self.audit(Record {
+                        user: user.as_deref(),
+                        mechanism: Some(mechanism),
+                        result: Some("failure"),
+                        reason: Some(reason),
+                        ..self.record("auth")
+                    });
+                    Action::None
+                }
                 Action::Close => {
                     self.end = if self.session.closed_for_bad_commands() {
                         "bad_commands"
