@@ -464,6 +464,10 @@ mod properties {
                             prop_assert!(retrieved.is_empty());
                             s.update_result(Ok(()), &mut out)
                         }
+                        Action::SaslFailed { .. } => {
+                            prop_assert!(!s.in_transaction());
+                            Action::None
+                        }
                         Action::None | Action::Close => break,
                     };
                 }
