@@ -199,8 +199,11 @@ fn scram_exchange_through_the_session() {
     // A wrong proof still goes to the I/O layer for the verdict (and the audit log).
     let (_, a) = say(&mut s, "Yz1iaXdzLHI9eCxwPUFBQUE=");
     assert!(
-        matches!(a, Action::None),
-        "nonce mismatch is malformed: {a:?}"
+        matches!(
+            &a,
+            Action::SaslFailed { reason: "malformed_sasl", user: Some(u), mechanism: "SCRAM-SHA-256" } if u == "user"
+        ),
+        "nonce mismatch is malformed, and recorded: {a:?}"
     );
     assert_eq!(
         say(&mut s, "NOOP").0,
