@@ -226,12 +226,7 @@ pub async fn run_app_password(
             let networks = if networks.is_empty() {
                 None
             } else {
-                let parsed = networks
-                    .iter()
-                    .map(|n| auth::defence::parse_network(n).map(|n| n.to_string()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| anyhow::anyhow!(e))?;
-                Some(parsed.join(","))
+                Some(auth::defence::network_list(&networks).map_err(|e| anyhow::anyhow!(e))?)
             };
             let expires = expires_days.map(|d| now + i64::from(d) * 86_400_000);
             let (id, password) = auth

@@ -270,12 +270,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             let list = if any {
                 None
             } else {
-                let parsed = networks
-                    .iter()
-                    .map(|n| auth::defence::parse_network(n).map(|n| n.to_string()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| anyhow::anyhow!(e))?;
-                Some(parsed.join(","))
+                Some(auth::defence::network_list(&networks).map_err(|e| anyhow::anyhow!(e))?)
             };
             if !dir
                 .set_allowed_networks(&canonical, list.as_deref())

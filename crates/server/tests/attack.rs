@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use auth::defence::ManualClock;
 use directory::Directory as _;
-use server::{Config, Dir, ListenerKind, Server};
+use server::{Dir, Server};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpSocket;
 use tokio_util::sync::CancellationToken;
+
+mod common;
 
 const START: i64 = 1_800_000_000_000;
 const REAL_USER_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -29,46 +31,14 @@ struct Target {
 
 async fn start(users: &[(&str, &str)]) -> Target {
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: tmp.path().to_owned(),
-        ..Config::default()
-    };
-    config.listen.pop3 = vec!["127.0.0.1:0".parse().unwrap()];
-    config.listen.pop3s = vec![];
-    // Tests run side by side: no fixed metrics port.
-    config.metrics.listen = None;
-    config.auth.plaintext_networks = vec!["127.0.0.0/8".parse().unwrap()];
-    config.auth.argon2_memory_kib = 8;
-    config.auth.argon2_iterations = 1;
-    // The uniform failure delay is real time, not policy: off here, tested elsewhere.
-    config.auth.failure_delay_ms = 0;
+    let mut config = common::loopback_config(&tmp);
     config.limits.max_connections_per_address = 1000;
-    std::fs::create_dir_all(&config.data_dir).unwrap();
-    let dir = Arc::new(Dir::open(&config.directory_path()).await.unwrap());
+    let (dir, _) = common::directory_with(&config, users).await;
     let clock = ManualClock::new(START);
-    let auth = server::authenticator(&config, dir.clone()).unwrap();
-    for (user, password) in users {
-        let maildir = tmp.path().join("mail").join(user);
-        maildir::Maildir::new(&maildir).create().unwrap();
-        auth.add_user(
-            user,
-            password.as_bytes(),
-            maildir.to_string_lossy().into_owned(),
-        )
-        .await
-        .unwrap();
-    }
     let server = Server::bind_with_clock(config, dir.clone(), Arc::new(clock.clone()))
         .await
         .unwrap();
-    let addr = server
-        .local_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == ListenerKind::Pop3)
-        .unwrap()
-        .1;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server.run(shutdown.clone()));
+    let (addr, shutdown) = common::run(server);
     Target {
         addr,
         clock,

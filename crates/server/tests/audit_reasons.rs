@@ -3,15 +3,16 @@
 //! reason that this test does not produce fails to compile.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
 use auth::Reason;
 use base64::Engine as _;
 use directory::Directory as _;
-use server::{Config, Dir, ListenerKind, Server};
+use server::Server;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpSocket;
 use tokio_util::sync::CancellationToken;
+
+mod common;
 
 const PW: &str = "the right password";
 
@@ -25,32 +26,13 @@ struct Target {
 
 async fn start() -> Target {
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: tmp.path().to_owned(),
-        ..Config::default()
-    };
-    config.listen.pop3 = vec!["127.0.0.1:0".parse().unwrap()];
-    config.listen.pop3s = vec![];
-    // Tests run side by side: no fixed metrics port.
-    config.metrics.listen = None;
-    config.auth.plaintext_networks = vec!["127.0.0.0/8".parse().unwrap()];
-    config.auth.argon2_memory_kib = 8;
-    config.auth.argon2_iterations = 1;
-    config.auth.failure_delay_ms = 0;
+    let mut config = common::loopback_config(&tmp);
     config.apop.enabled = true;
     config.defence.lockout_threshold = 2;
     config.defence.ban_accounts = 2;
     config.mfa.password_with_code = true;
-    std::fs::create_dir_all(&config.data_dir).unwrap();
-    let dir = Arc::new(Dir::open(&config.directory_path()).await.unwrap());
-    let auth = server::authenticator(&config, dir.clone()).unwrap();
-    for user in ["alice", "bob", "dis", "lock", "net", "nat", "mfa", "app"] {
-        let maildir = tmp.path().join("mail").join(user);
-        maildir::Maildir::new(&maildir).create().unwrap();
-        auth.add_user(user, PW.as_bytes(), maildir.to_string_lossy().into_owned())
-            .await
-            .unwrap();
-    }
+    let users = ["alice", "bob", "dis", "lock", "net", "nat", "mfa", "app"].map(|u| (u, PW));
+    let (dir, auth) = common::directory_with(&config, &users).await;
     dir.set_enabled("dis", false).await.unwrap();
     dir.set_allowed_networks("net", Some("10.0.0.0/8"))
         .await
@@ -63,15 +45,7 @@ async fn start() -> Target {
         .await
         .unwrap();
     let audit = config.data_dir.join("audit.log");
-    let server = Server::bind(config, dir).await.unwrap();
-    let addr = server
-        .local_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == ListenerKind::Pop3)
-        .unwrap()
-        .1;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server.run(shutdown.clone()));
+    let (addr, shutdown) = common::run(Server::bind(config, dir).await.unwrap());
     Target {
         addr,
         audit,

@@ -311,6 +311,16 @@ pub fn network_allowed(list: Option<&str>, ip: IpAddr) -> bool {
         .any(|net| net.contains(&ip))
 }
 
+/// The stored form of a network list given as CIDRs or addresses (each normalised,
+/// comma-joined); the first entry that is not a network is the error.
+pub fn network_list<S: AsRef<str>>(entries: &[S]) -> Result<String, String> {
+    let parsed = entries
+        .iter()
+        .map(|e| parse_network(e.as_ref()).map(|n| n.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(parsed.join(","))
+}
+
 /// A CIDR, or a single address as its /32 or /128.
 pub fn parse_network(text: &str) -> Result<IpNet, String> {
     text.parse::<IpNet>()
@@ -338,5 +348,10 @@ mod tests {
         assert!(network_allowed(Some("192.0.2.0/24"), mapped));
         assert!(parse_network("2001:db8::/32").is_ok());
         assert!(parse_network("nonsense").is_err());
+        assert_eq!(
+            network_list(&["192.0.2.9", "2001:db8::1/32"]).unwrap(),
+            "192.0.2.9/32,2001:db8::/32"
+        );
+        assert!(network_list(&["10.0.0.0/8", "x"]).is_err());
     }
 }
