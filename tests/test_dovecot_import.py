@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IO_TIMEOUT, tls_context
+from conftest import IO_TIMEOUT, free_port, tls_context
 
 MAIL_UID = 21100  # Dovecot refuses to serve mail as root; no passwd entry needed.
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def require_dovecot():

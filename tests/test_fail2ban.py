@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -32,29 +31,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, plain_ir
+from conftest import REPO_ROOT, free_port, plain_ir, require_peer
 
 FILTER = REPO_ROOT / "contrib" / "fail2ban" / "filter.d" / "poplar.conf"
 JAIL = REPO_ROOT / "contrib" / "fail2ban" / "jail.d" / "poplar.local"
-INSTALL_TIMEOUT = 600
 
-
-def require_fail2ban_regex() -> str:
-    path = shutil.which("fail2ban-regex")
-    if not path:
-        installer = REPO_ROOT / "tests" / "peers" / "install-fail2ban.sh"
-        try:
-            p = subprocess.run([str(installer)], capture_output=True, timeout=INSTALL_TIMEOUT)
-            detail = (p.stdout + p.stderr).decode(errors="replace")[-2000:]
-        except (OSError, subprocess.TimeoutExpired) as e:
-            detail = str(e)
-        path = shutil.which("fail2ban-regex")
-        if not path:
-            message = f"fail2ban-regex is missing and {installer} could not install it:\n{detail}"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-    return path
 
 
 def fail2ban_regex(log, mode: str = "normal", out: str | None = None) -> str:
@@ -413,27 +394,6 @@ def test_crowdsec_scenarios_ban_brute_force_and_spraying_not_a_typo():
 CROWDSEC_TREE = Path(os.environ.get("POPLAR_PEERS_DIR", "/var/cache/poplar-peers")) / "crowdsec"
 
 
-def require_crowdsec() -> Path:
-    """Debian's crowdsec package, unpacked (not installed) by tests/peers/fetch-crowdsec.sh."""
-    if not (CROWDSEC_TREE / "usr/bin/crowdsec").exists():
-        fetcher = REPO_ROOT / "tests" / "peers" / "fetch-crowdsec.sh"
-        try:
-            p = subprocess.run([str(fetcher)], capture_output=True, timeout=INSTALL_TIMEOUT)
-            detail = (p.stdout + p.stderr).decode(errors="replace")[-2000:]
-        except (OSError, subprocess.TimeoutExpired) as e:
-            detail = str(e)
-        if not (CROWDSEC_TREE / "usr/bin/crowdsec").exists():
-            message = f"crowdsec is missing and {fetcher} could not unpack it:\n{detail}"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-    return CROWDSEC_TREE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_crowdsec_engine_on_the_audit_log(signins, tmp_path):
@@ -514,3 +474,15 @@ def test_crowdsec_engine_on_the_audit_log(signins, tmp_path):
               for o in overflows}
     assert alerts == {("poplar/pop3-bf", "192.0.2.1"), ("poplar/pop3-bf", "192.0.2.2"),
                       ("poplar/pop3-bf_user-enum", "192.0.2.2")}, alerts
+
+
+def require_fail2ban_regex() -> str:
+    return require_peer("fail2ban-regex", "install-fail2ban.sh",
+                        lambda: shutil.which("fail2ban-regex"))
+
+
+def require_crowdsec() -> Path:
+    """Debian's crowdsec package, unpacked (not installed) by tests/peers/fetch-crowdsec.sh."""
+    return require_peer("crowdsec", "fetch-crowdsec.sh",
+                        lambda: CROWDSEC_TREE if (CROWDSEC_TREE / "usr/bin/crowdsec").exists()
+                        else None)

@@ -10,7 +10,6 @@ defence's per-address counts of one step never touch another.
 
 import signal
 import socket
-import ssl
 import time
 
 from prometheus_client.openmetrics.parser import (

@@ -7,7 +7,7 @@ import socket
 import pytest
 from scramp import ScramClient
 
-from conftest import DEFAULT_PASSWORD, IO_TIMEOUT, Conn, require_tool, tls_context
+from conftest import DEFAULT_PASSWORD, IO_TIMEOUT, Conn, tls_context
 from test_clients import curl, ok
 
 MESSAGE = b"Subject: sasl\r\n\r\nhello\r\n"

@@ -5,37 +5,18 @@ sslscan is installed by scripts/test (tests/peers/install-sslscan.sh); this test
 that script itself when sslscan is missing. Under CI=true a scanner that cannot be
 installed or run is a failure, never a skip."""
 
-import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_peer
 from tls_helpers import make_cert
 
 SCAN_TIMEOUT = 600
 TLS13_SUITES = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
 WEAK = ("CBC", "RC4", "DES", "NULL", "EXP", "ANON", "ADH", "MD5")
-
-
-def require_sslscan() -> str:
-    path = shutil.which("sslscan")
-    if not path:
-        installer = REPO_ROOT / "tests" / "peers" / "install-sslscan.sh"
-        try:
-            p = subprocess.run([str(installer)], capture_output=True, timeout=SCAN_TIMEOUT)
-            detail = (p.stdout + p.stderr).decode(errors="replace")[-2000:]
-        except (OSError, subprocess.TimeoutExpired) as e:
-            detail = str(e)
-        path = shutil.which("sslscan")
-        if not path:
-            message = f"sslscan is missing and {installer} could not install it:\n{detail}"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +80,7 @@ def test_scanner_finds_only_modern_tls(scanned_server, tmp_path, listener, sni, 
     for h in result.findall("heartbleed"):
         assert h.get("vulnerable") == "0", output
     assert rc == 0, f"scripts/tls-scan judged the scan a failure:\n{output}"
+
+
+def require_sslscan() -> str:
+    return require_peer("sslscan", "install-sslscan.sh", lambda: shutil.which("sslscan"))
