@@ -139,6 +139,8 @@ def default_config(data_dir: Path) -> dict:
         "listen": {"pop3": ["127.0.0.1:0"], "pop3s": ["127.0.0.1:0"]},
         # An ephemeral port, found from the `listening metrics` line (the default is 9110).
         "metrics": {"listen": "127.0.0.1:0"},
+        # The security page, on an ephemeral port found from the `listening web` line.
+        "web": {"listen": "127.0.0.1:0"},
         "auth": {
             "plaintext_networks": [],
             "lowercase_usernames": True,
@@ -466,6 +468,7 @@ class Server:
         self.pop3_ports: list[int] = []
         self.pop3s_ports: list[int] = []
         self.metrics_port: int | None = None
+        self.web_port: int | None = None
         self._scrapes = 0
         self.fingerprint: str | None = None
         self.stderr_path = root / "poplar.stderr.log"
@@ -510,6 +513,7 @@ class Server:
         self.stopped = False
         self.pop3_ports, self.pop3s_ports, self.stdout_lines = [], [], []
         self.metrics_port = None
+        self.web_port = None
         self._stdout_q = queue.Queue()
         self._stderr_file = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
@@ -549,6 +553,10 @@ class Server:
             m = re.fullmatch(r"listening metrics 127\.0\.0\.1:(\d+)", line)
             if m:
                 self.metrics_port = int(m.group(1))
+                continue
+            m = re.fullmatch(r"listening web https://127\.0\.0\.1:(\d+)/", line)
+            if m:
+                self.web_port = int(m.group(1))
                 continue
             m = re.fullmatch(r"certificate sha256 ([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31})", line)
             if m:

@@ -58,7 +58,12 @@ const SAMPLES: [(&str, &str); 3] = [
 ];
 
 /// Prints how to fetch a message, once everything is listening.
-pub fn print_instructions(config: &Config, addrs: &[(ListenerKind, SocketAddr)], password: &str) {
+pub fn print_instructions(
+    config: &Config,
+    addrs: &[(ListenerKind, SocketAddr)],
+    web: Option<SocketAddr>,
+    password: &str,
+) {
     println!("demo user: {DEMO_USER}  password: {password}  (shown once)");
     let cert = config.data_dir.join("tls").join("cert.pem");
     if let Some((_, addr)) = addrs.iter().find(|(k, _)| *k == ListenerKind::Pop3s) {
@@ -66,6 +71,12 @@ pub fn print_instructions(config: &Config, addrs: &[(ListenerKind, SocketAddr)],
             "try: curl --cacert {} pop3s://localhost:{}/1 -u '{DEMO_USER}:{password}'",
             cert.display(),
             addr.port()
+        );
+    }
+    if let Some(web) = web {
+        println!(
+            "security page (two-step verification, app passwords): https://localhost:{}/",
+            web.port()
         );
     }
 }

@@ -210,9 +210,12 @@ async fn serve(config: Config, demo: bool, sockets: server::Sockets) -> anyhow::
     if let Some(addr) = server.metrics_addr() {
         println!("listening metrics {addr}");
     }
+    if let Some(addr) = server.web_addr() {
+        println!("listening web https://{addr}/");
+    }
     println!("certificate sha256 {}", server.fingerprint());
     if let Some(password) = demo_login {
-        demo::print_instructions(&config, &addrs, &password);
+        demo::print_instructions(&config, &addrs, server.web_addr(), &password);
     }
     println!("ready");
 

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use policy::{Account, BreachedFilter, FilterError, PasswordPolicy, Problem, describe};
+use policy::{Problem, describe};
 use server::Config;
+use server::assess_password as assess;
 use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
@@ -103,38 +104,6 @@ fn load_breached(file: &std::path::Path, min_count: u64, config: &Config) -> any
         eprintln!("note: passwords.check_breached = false, so the filter is not consulted");
     }
     Ok(())
-}
-
-/// The policy the configuration describes, with the breach filter when checking is on
-/// and `with_filter` (a missing file means no filter).
-fn configured_policy(config: &Config, with_filter: bool) -> Result<PasswordPolicy, FilterError> {
-    let p = &config.passwords;
-    let breached = if p.check_breached && with_filter {
-        BreachedFilter::open(&config.breached_filter_path())?
-    } else {
-        None
-    };
-    Ok(PasswordPolicy {
-        min_length: p.min_length,
-        min_length_with_mfa: p.min_length_with_mfa,
-        breached,
-    })
-}
-
-fn assess(
-    config: &Config,
-    canonical_user: &str,
-    password: &str,
-    mfa_required: bool,
-    with_filter: bool,
-) -> Result<Vec<Problem>, FilterError> {
-    let account = Account {
-        user: canonical_user,
-        hostname: &config.hostname,
-        domain: &config.auth.default_domain,
-        mfa_required,
-    };
-    configured_policy(config, with_filter)?.check(password, &account)
 }
 
 /// Refuses a password the policy refuses, with every reason, unless `allow_weak`: then

@@ -63,6 +63,8 @@ impl Server {
                  pop3s = [\"127.0.0.1:0\"]\n\
                  [metrics]\n\
                  listen = \"127.0.0.1:0\"\n\
+                 [web]\n\
+                 listen = \"127.0.0.1:0\"\n\
                  [auth]\n\
                  failure_delay_ms = 0\n\
                  argon2_memory_kib = 1024\n\

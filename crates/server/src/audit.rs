@@ -18,7 +18,8 @@ use serde::Serialize;
 pub struct Record<'a> {
     /// RFC 3339 UTC, milliseconds.
     pub time: String,
-    /// `connect`, `refused`, `tls`, `tls_failed`, `auth`, `ban`, `lock`, `disconnect`.
+    /// `connect`, `refused`, `tls`, `tls_failed`, `auth`, `ban`, `lock`, `disconnect`;
+    /// from the security page `web_auth` (sign-in steps) and `account` (changes).
     pub event: &'a str,
     /// The connection's id; the same on every line of one connection.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,6 +85,14 @@ pub struct Record<'a> {
     /// At disconnect: `quit`, `timeout`, `closed`, `error`, `shutdown`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<&'a str>,
+    /// `account` events (the security page): `mfa_enrolled`, `recovery_codes_renewed`,
+    /// `app_password_created`, `app_password_revoked`, `password_changed`,
+    /// `password_refused`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'a str>,
+    /// The app password an `account` event is about (its id, never the password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_password_id: Option<i64>,
 }
 
 impl Record<'_> {

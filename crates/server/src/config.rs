@@ -51,6 +51,40 @@ pub struct Config {
     pub passwords: Passwords,
     /// The Prometheus metrics and health HTTP listener.
     pub metrics: Metrics,
+    /// The self-service security page.
+    pub web: Web,
+}
+
+/// The self-service security page (HTTPS, with the POP3 certificates): users sign in
+/// with their password and a second factor, enrol an authenticator, manage app
+/// passwords, change their password and see their recent sign-ins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    /// Address to listen on (HTTPS only), e.g. `0.0.0.0:8443`; an empty string for
+    /// none. Loopback by default, like the POP3 listeners.
+    #[serde(with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    /// A signed-in session ends after this long without a request.
+    pub session_idle_secs: u64,
+    /// A signed-in session ends this long after sign-in, whatever happens.
+    pub session_max_secs: u64,
+    /// Time to type the second factor after the password.
+    pub code_timeout_secs: u64,
+    /// Signed-in sessions kept at once (the oldest idle ones go first).
+    pub max_sessions: usize,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            session_idle_secs: 900,
+            session_max_secs: 8 * 3600,
+            code_timeout_secs: 300,
+            max_sessions: 10_000,
+        }
+    }
 }
 
 /// The HTTP listener for `/metrics` (Prometheus), `/healthz` and `/readyz`: a port of
@@ -531,6 +565,7 @@ impl Default for Config {
             mfa: Mfa::default(),
             passwords: Passwords::default(),
             metrics: Metrics::default(),
+            web: Web::default(),
         }
     }
 }
@@ -638,6 +673,24 @@ impl Config {
             if metrics.port() != 0 && pop3.into_iter().any(|a| *a == metrics) {
                 return bad("metrics.listen must not be a POP3 listener's address");
             }
+        }
+        if let Some(web) = self.web.listen {
+            let taken = self.listen.pop3.iter().chain(&self.listen.pop3s);
+            if web.port() != 0
+                && (taken.into_iter().any(|a| *a == web) || self.metrics.listen == Some(web))
+            {
+                return bad("web.listen must not be a POP3 or metrics listener's address");
+            }
+        }
+        let w = &self.web;
+        if w.session_idle_secs == 0
+            || w.session_max_secs < w.session_idle_secs
+            || w.code_timeout_secs == 0
+            || w.max_sessions == 0
+        {
+            return bad(
+                "web: session_idle_secs, code_timeout_secs and max_sessions must be positive, and session_max_secs at least session_idle_secs",
+            );
         }
         if self.limits.max_command_line < 64 {
             return bad("limits.max_command_line must be at least 64");

@@ -10,6 +10,7 @@ pub mod config;
 mod conn;
 pub mod control;
 mod events;
+mod http_conn;
 mod listener;
 pub mod metrics;
 mod notices;
@@ -18,6 +19,7 @@ mod reload;
 mod secrets;
 mod sockets;
 pub mod tls;
+mod web;
 
 pub use config::Config;
 pub use listener::{ListenerKind, Server};
@@ -82,4 +84,42 @@ pub fn authenticator_with(
         return Ok(auth);
     }
     Ok(auth.with_scram(config.sasl.scram_iterations, key))
+}
+
+/// The password policy the configuration describes (`[passwords]`), with the breach
+/// filter when checking is on and `with_filter` (a missing file means no filter).
+pub fn password_policy(
+    config: &Config,
+    with_filter: bool,
+) -> Result<policy::PasswordPolicy, policy::FilterError> {
+    let p = &config.passwords;
+    let breached = if p.check_breached && with_filter {
+        policy::BreachedFilter::open(&config.breached_filter_path())?
+    } else {
+        None
+    };
+    Ok(policy::PasswordPolicy {
+        min_length: p.min_length,
+        min_length_with_mfa: p.min_length_with_mfa,
+        breached,
+    })
+}
+
+/// Every reason the configured policy refuses `password` for `canonical_user` (the
+/// CLI's `user add|passwd` and the security page's password change both ask here).
+/// `mfa_required`: the account must sign in with a second factor.
+pub fn assess_password(
+    config: &Config,
+    canonical_user: &str,
+    password: &str,
+    mfa_required: bool,
+    with_filter: bool,
+) -> Result<Vec<policy::Problem>, policy::FilterError> {
+    let account = policy::Account {
+        user: canonical_user,
+        hostname: &config.hostname,
+        domain: &config.auth.default_domain,
+        mfa_required,
+    };
+    password_policy(config, with_filter)?.check(password, &account)
 }

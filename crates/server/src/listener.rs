@@ -46,6 +46,9 @@ pub struct Server {
     listeners: Vec<(ListenerKind, TcpListener)>,
     /// The metrics and health HTTP listener.
     metrics_listener: Option<TcpListener>,
+    /// The security page's HTTPS listener, and its TLS configuration.
+    web_listener: Option<TcpListener>,
+    web_tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
     fingerprint: String,
     reloader: Reloader,
@@ -85,11 +88,12 @@ impl Server {
     ) -> anyhow::Result<Self> {
         let TlsSetup {
             config: tls_config,
+            web_config: web_tls,
             fingerprint,
             store,
             ..
         } = crate::tls::load(&config)?;
-        let (listeners, metrics_listener) = sockets.into_tokio()?;
+        let sockets = sockets.into_tokio()?;
         let audit = AuditLog::open(config.audit_target())
             .map_err(|e| anyhow::anyhow!("opening the audit log: {e}"))?;
         let notices = Arc::new(crate::notices::Notices::new(
@@ -120,8 +124,10 @@ impl Server {
             config,
         });
         Ok(Self {
-            listeners,
-            metrics_listener,
+            listeners: sockets.pop3,
+            metrics_listener: sockets.metrics,
+            web_listener: sockets.web,
+            web_tls,
             shared,
             fingerprint,
             reloader: Reloader::new(store, audit),
@@ -141,6 +147,11 @@ impl Server {
         self.metrics_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound address of the security page's HTTPS listener, if there is one.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// This server's metrics (what `/metrics` serves).
@@ -204,6 +215,16 @@ impl Server {
                 stop_http.clone(),
             ))
         });
+        let web = self.web_listener.map(|listener| {
+            tokio::spawn(crate::web::serve(
+                listener,
+                self.web_tls.clone(),
+                self.shared.auth.clone(),
+                self.shared.audit.clone(),
+                self.shared.config.clone(),
+                stop_http.clone(),
+            ))
+        });
         shutdown.cancelled().await;
         serving.store(false, Ordering::Release);
         tracker.close();
@@ -212,8 +233,8 @@ impl Server {
             tracing::warn!("sessions still open after the shutdown grace period; closing them");
         }
         stop_http.cancel();
-        if let Some(http) = http {
-            // Idle HTTP connections close at once; a stuck one is not waited for long.
+        // Idle HTTP connections close at once; a stuck one is not waited for long.
+        for http in [http, web].into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
         }
         Ok(())

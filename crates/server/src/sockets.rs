@@ -13,6 +13,8 @@ pub struct Sockets {
     pop3: Vec<(ListenerKind, std::net::TcpListener)>,
     /// The metrics and health HTTP listener, if configured.
     metrics: Option<std::net::TcpListener>,
+    /// The security page's HTTPS listener, if configured.
+    web: Option<std::net::TcpListener>,
 }
 
 impl Sockets {
@@ -29,31 +31,40 @@ impl Sockets {
         for (kind, addr) in pop3.chain(pop3s) {
             listeners.push((kind, bind(addr, kind.name())?));
         }
-        let metrics = match config.metrics.listen {
-            Some(addr) => Some(bind(addr, "metrics")?),
-            None => None,
-        };
+        let metrics = config
+            .metrics
+            .listen
+            .map(|a| bind(a, "metrics"))
+            .transpose()?;
+        let web = config.web.listen.map(|a| bind(a, "web")).transpose()?;
         Ok(Self {
             pop3: listeners,
             metrics,
+            web,
         })
     }
 
-    /// Hands the sockets to the runtime; call it inside one. The POP3 listeners, then
-    /// the metrics listener.
+    /// Hands the sockets to the runtime; call it inside one.
     pub(crate) fn into_tokio(self) -> anyhow::Result<TokioSockets> {
         let pop3 = self
             .pop3
             .into_iter()
             .map(|(kind, l)| Ok((kind, TcpListener::from_std(l)?)))
             .collect::<anyhow::Result<_>>()?;
-        let metrics = self.metrics.map(TcpListener::from_std).transpose()?;
-        Ok((pop3, metrics))
+        Ok(TokioSockets {
+            pop3,
+            metrics: self.metrics.map(TcpListener::from_std).transpose()?,
+            web: self.web.map(TcpListener::from_std).transpose()?,
+        })
     }
 }
 
-/// The POP3 listeners and the metrics listener, in the runtime.
-pub(crate) type TokioSockets = (Vec<(ListenerKind, TcpListener)>, Option<TcpListener>);
+/// The listeners, in the runtime.
+pub(crate) struct TokioSockets {
+    pub pop3: Vec<(ListenerKind, TcpListener)>,
+    pub metrics: Option<TcpListener>,
+    pub web: Option<TcpListener>,
+}
 
 /// Binds one non-blocking listening socket; `what` names it in the error.
 fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
@@ -86,6 +97,10 @@ mod tests {
             metrics: crate::config::Metrics {
                 listen: Some("127.0.0.1:0".parse().unwrap()),
             },
+            web: crate::config::Web {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                ..Default::default()
+            },
             ..Config::default()
         };
         let sockets = Sockets::bind(&config).unwrap();
@@ -93,15 +108,16 @@ mod tests {
             .enable_io()
             .build()
             .unwrap();
-        let (listeners, metrics) = runtime.block_on(async { sockets.into_tokio().unwrap() });
-        let kinds: Vec<_> = listeners.iter().map(|(k, _)| *k).collect();
+        let sockets = runtime.block_on(async { sockets.into_tokio().unwrap() });
+        let kinds: Vec<_> = sockets.pop3.iter().map(|(k, _)| *k).collect();
         assert_eq!(kinds, [ListenerKind::Pop3, ListenerKind::Pop3s]);
-        let metrics = metrics.unwrap().local_addr().unwrap();
-        assert!(
-            listeners
-                .iter()
-                .all(|(_, l)| l.local_addr().unwrap() != metrics)
-        );
+        let metrics = sockets.metrics.unwrap().local_addr().unwrap();
+        let web = sockets.web.unwrap().local_addr().unwrap();
+        assert_ne!(metrics, web);
+        assert!(sockets.pop3.iter().all(|(_, l)| {
+            let a = l.local_addr().unwrap();
+            a != metrics && a != web
+        }));
     }
 
     #[test]
@@ -113,6 +129,10 @@ mod tests {
                 pop3s: vec![taken.local_addr().unwrap()],
             },
             metrics: crate::config::Metrics { listen: None },
+            web: crate::config::Web {
+                listen: None,
+                ..Default::default()
+            },
             ..Config::default()
         };
         let err = format!("{:#}", Sockets::bind(&config).err().unwrap());
@@ -124,6 +144,10 @@ mod tests {
             },
             metrics: crate::config::Metrics {
                 listen: Some(taken.local_addr().unwrap()),
+            },
+            web: crate::config::Web {
+                listen: None,
+                ..Default::default()
             },
             ..Config::default()
         };

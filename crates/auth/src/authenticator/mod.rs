@@ -21,8 +21,10 @@ use crate::defence::{Clock, DefenceEvents, Guard, LockoutPolicy, SystemClock, Ti
 mod admin;
 mod mechanisms;
 mod two_factor;
+mod web;
 
 pub use two_factor::{Enrolment, MfaPolicy, MfaSettings, MfaStatus};
+pub use web::{SecondFactor, WebAccount};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -198,6 +200,15 @@ pub struct ScramLookup {
     ticket: Option<Ticket>,
 }
 
+/// What a password check is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Opening a POP3 session: app passwords count, and two-factor sign-in applies.
+    Pop3,
+    /// Proving the account password itself (the security page's first step).
+    AccountPassword,
+}
+
 /// The account a SCRAM lookup found.
 #[derive(Debug)]
 struct ScramAccount {
@@ -364,7 +375,9 @@ impl<D: Directory> Authenticator<D> {
     ) -> Result<Identity, AuthFailure> {
         let name = self.guard_name(raw_user);
         let ticket = self.guard.admit(&name, source).await?;
-        let result = self.check_password(raw_user, raw_password, source).await;
+        let result = self
+            .check_password(raw_user, raw_password, source, Purpose::Pop3)
+            .await;
         let attempt = result
             .is_err()
             .then(|| self.guard.attempt_hash(&name, raw_password));
@@ -377,11 +390,15 @@ impl<D: Directory> Authenticator<D> {
     /// which [`Reason`] applied. A password that does not match a disabled account is
     /// reported as [`Reason::BadPassword`]; [`Reason::Disabled`] means the password was
     /// right. On success, a hash with outdated parameters is replaced (best effort).
+    ///
+    /// For [`Purpose::AccountPassword`] only the account password counts: no app
+    /// password, no `password` + code, and two-factor sign-in is the caller's business.
     async fn check_password(
         &self,
         raw_user: &str,
         raw_password: &[u8],
         source: IpAddr,
+        purpose: Purpose,
     ) -> Result<Identity, AuthFailure> {
         let user = match self.policy.canonical(raw_user) {
             Ok(user) => user,
@@ -392,10 +409,11 @@ impl<D: Directory> Authenticator<D> {
         };
         // An app password: random and long, so a keyed-hash lookup decides it, with no
         // argon2 (its failures fall through to the password check like any other).
-        if let Some(result) = self.try_app_password(&record, raw_password, source).await? {
+        let pop3 = purpose == Purpose::Pop3;
+        if pop3 && let Some(result) = self.try_app_password(&record, raw_password, source).await? {
             return result;
         }
-        let mfa_on = self.two_factor_on(&record.name).await?;
+        let mfa_on = pop3 && self.two_factor_on(&record.name).await?;
         // With two factors on, `password` + the current 6-digit code may open a
         // one-off session where the configuration allows it.
         let (raw_password, code) = match self.split_code(mfa_on, raw_password) {

@@ -112,6 +112,13 @@ pub struct MfaStatus {
     pub password_alone_opens_pop3: bool,
 }
 
+/// The time step `code` is current for under `secret`, if later than `after`.
+fn current_step(secret: &[u8], code: &str, now: i64, after: i64) -> Result<i64, AdminError> {
+    mfa::totp_match(secret, code.trim(), now)
+        .filter(|s| *s > after)
+        .ok_or_else(|| AdminError::BadInput("the code is not the current one".into()))
+}
+
 fn unavailable(e: directory::DirectoryError) -> AdminError {
     AdminError::Unavailable(e.to_string())
 }
@@ -123,7 +130,7 @@ impl<D: Directory> Authenticator<D> {
         self
     }
 
-    async fn effective_policy(
+    pub(super) async fn effective_policy(
         &self,
         user: &str,
     ) -> Result<(MfaPolicy, bool), directory::DirectoryError> {
@@ -252,34 +259,58 @@ impl<D: Directory> Authenticator<D> {
     /// user. Nothing changes for sign-in until [`Authenticator::mfa_confirm`].
     pub async fn mfa_begin(&self, raw_user: &str) -> Result<Enrolment, AdminError> {
         let user = self.existing(raw_user).await?;
+        let enrolment = self.mfa_prepare(&user)?;
+        self.store_totp(&user, &enrolment.secret, false, 0).await?;
+        Ok(enrolment)
+    }
+
+    /// A new TOTP secret for `user` (canonical) and its `otpauth://` URI, stored
+    /// nowhere: the security page keeps it in the signed-in session until a code
+    /// confirms it ([`Authenticator::mfa_confirm_secret`]), so resetting an
+    /// authenticator never leaves the account without one.
+    pub fn mfa_prepare(&self, user: &str) -> Result<Enrolment, AdminError> {
         let secret =
             mfa::new_secret().ok_or_else(|| AdminError::Unavailable("no randomness".into()))?;
-        let b32 = Zeroizing::new(mfa::base32_encode(&secret));
+        Ok(Enrolment {
+            uri: Zeroizing::new(mfa::otpauth_uri(
+                &self.two_factor.settings.issuer,
+                user,
+                &secret,
+            )),
+            secret: Zeroizing::new(mfa::base32_encode(&secret)),
+        })
+    }
+
+    /// The issuer name authenticator apps show.
+    pub fn mfa_issuer(&self) -> &str {
+        &self.two_factor.settings.issuer
+    }
+
+    /// Seals and stores a base32 TOTP secret for `user`.
+    async fn store_totp(
+        &self,
+        user: &str,
+        b32: &str,
+        confirmed: bool,
+        last_step: i64,
+    ) -> Result<(), AdminError> {
         let sealed = self
             .two_factor
             .vault
-            .seal(&user, &b32)
+            .seal(user, b32)
             .ok_or_else(|| AdminError::Unavailable("cannot seal the secret".into()))?;
         self.dir
             .set_mfa(
-                &user,
+                user,
                 Some(&MfaRecord {
                     totp_secret: sealed,
-                    confirmed: false,
-                    last_step: 0,
+                    confirmed,
+                    last_step,
                     enrolled_at: self.guard.now(),
                 }),
             )
             .await
-            .map_err(unavailable)?;
-        Ok(Enrolment {
-            uri: Zeroizing::new(mfa::otpauth_uri(
-                &self.two_factor.settings.issuer,
-                &user,
-                &secret,
-            )),
-            secret: b32,
-        })
+            .map_err(unavailable)
     }
 
     /// Confirms an enrolment with a current code; returns ten new recovery codes
@@ -299,9 +330,7 @@ impl<D: Directory> Authenticator<D> {
         let secret = self
             .open_secret(&user, &record)
             .ok_or_else(|| AdminError::Unavailable("cannot open the secret".into()))?;
-        let step = mfa::totp_match(&secret, code, self.guard.now())
-            .filter(|s| *s > record.last_step)
-            .ok_or_else(|| AdminError::BadInput("the code is not the current one".into()))?;
+        let step = current_step(&secret, code, self.guard.now(), record.last_step)?;
         self.dir
             .set_mfa(
                 &user,
@@ -313,6 +342,31 @@ impl<D: Directory> Authenticator<D> {
             )
             .await
             .map_err(unavailable)?;
+        self.new_recovery_codes(&user).await
+    }
+
+    /// Confirms a secret from [`Authenticator::mfa_prepare`] with a current code: it
+    /// replaces any earlier authenticator, and ten new recovery codes replace the old
+    /// ones (returned once).
+    pub async fn mfa_confirm_secret(
+        &self,
+        raw_user: &str,
+        b32_secret: &str,
+        code: &str,
+    ) -> Result<Vec<Zeroizing<String>>, AdminError> {
+        let user = self.existing(raw_user).await?;
+        let secret = mfa::base32_decode(b32_secret)
+            .map(Zeroizing::new)
+            .ok_or_else(|| AdminError::BadInput("not a TOTP secret".into()))?;
+        // A code the old authenticator already used stays used.
+        let last = self
+            .dir
+            .mfa(&user)
+            .await
+            .map_err(unavailable)?
+            .map_or(0, |r| r.last_step);
+        let step = current_step(&secret, code, self.guard.now(), last)?;
+        self.store_totp(&user, b32_secret, true, step).await?;
         self.new_recovery_codes(&user).await
     }
 
@@ -339,23 +393,41 @@ impl<D: Directory> Authenticator<D> {
     }
 
     /// Checks a second factor for `user`: a current TOTP code (each accepted once) or
-    /// an unused recovery code (then used up). For the web page and `poplar mfa check`.
+    /// an unused recovery code (then used up). For `poplar mfa check`; the security
+    /// page goes through [`Authenticator::web_second_factor`], under the guard.
     pub async fn mfa_check(&self, raw_user: &str, code: &str) -> Result<bool, AdminError> {
         let user = self.existing(raw_user).await?;
+        self.check_code(&user, code)
+            .await
+            .map(|f| f.is_some())
+            .map_err(|_| AdminError::Unavailable("directory".into()))
+    }
+
+    /// Which second factor `code` is for `user` (canonical), used up; `None` if it is
+    /// neither a current TOTP code nor an unused recovery code.
+    pub(super) async fn check_code(
+        &self,
+        user: &str,
+        code: &str,
+    ) -> Result<Option<super::SecondFactor>, AuthFailure> {
+        use super::SecondFactor;
         if code.trim().len() == mfa::DIGITS as usize {
-            return self
-                .accept_totp(&user, code.trim())
-                .await
-                .map_err(|_| AdminError::Unavailable("directory".into()));
+            let ok = self.accept_totp(user, code.trim()).await?;
+            return Ok(ok.then_some(SecondFactor::Totp));
         }
         let Some(normalized) = mfa::normalize_code(code.as_bytes(), mfa::RECOVERY_CODE_LEN) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let hash = self.two_factor.codes.hash(&user, &normalized);
-        self.dir
-            .use_recovery_code(&user, &hash, self.guard.now())
+        let hash = self.two_factor.codes.hash(user, &normalized);
+        let used = self
+            .dir
+            .use_recovery_code(user, &hash, self.guard.now())
             .await
-            .map_err(unavailable)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "recovery code lookup failed");
+                AuthFailure::Unavailable
+            })?;
+        Ok(used.then_some(SecondFactor::RecoveryCode))
     }
 
     /// Removes the TOTP enrolment and recovery codes.

@@ -185,6 +185,18 @@ impl<D: Directory> Guard<D> {
         result: Result<Identity, AuthFailure>,
         attempt: Option<String>,
     ) -> Result<Identity, AuthFailure> {
+        self.settle_with(ticket, result, attempt, true).await
+    }
+
+    /// [`Guard::settle`]; `login_delay` says whether LOGIN-DELAY applies (it is a POP3
+    /// rule: the security page's sign-ins are not mail polls).
+    pub async fn settle_with(
+        &self,
+        ticket: Ticket,
+        result: Result<Identity, AuthFailure>,
+        attempt: Option<String>,
+        login_delay: bool,
+    ) -> Result<Identity, AuthFailure> {
         let now = self.now();
         let result = result.and_then(|identity| {
             if !network_allowed(identity.allowed_networks.as_deref(), ticket.ip) {
@@ -195,7 +207,7 @@ impl<D: Directory> Guard<D> {
         });
         match result {
             Ok(mut identity) => {
-                if self.policy.too_soon(ticket.state.last_success, now) {
+                if login_delay && self.policy.too_soon(ticket.state.last_success, now) {
                     return Err(AuthFailure::LoginDelay);
                 }
                 self.record_success(&ticket, &identity, now).await;

@@ -31,8 +31,11 @@ use crate::config::Config;
 
 /// A ready TLS setup.
 pub struct TlsSetup {
-    /// The rustls configuration shared by every connection.
+    /// The rustls configuration shared by every POP3 connection.
     pub config: Arc<ServerConfig>,
+    /// The security page's: the same certificates (and their reloads), HTTP/1.1 by
+    /// ALPN, no client certificates.
+    pub web_config: Arc<ServerConfig>,
     /// The certificates it serves, and their reload.
     pub store: Arc<CertStore>,
     /// SHA-256 of the default leaf certificate at start, as colon-separated hex.
@@ -81,9 +84,16 @@ pub fn load(config: &Config) -> anyhow::Result<TlsSetup> {
     let current = store.current();
     let fingerprint = current.default_cert().fingerprint.clone();
     let cert_path = sources(config)[0].cert.clone();
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(&versions)
         .context("TLS protocol versions")?;
+    let mut web = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(store.resolver());
+    web.alpn_protocols = vec![b"http/1.1".to_vec()];
     let builder = match &config.tls.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -108,6 +118,7 @@ pub fn load(config: &Config) -> anyhow::Result<TlsSetup> {
     server.alpn_protocols = vec![b"pop3".to_vec()];
     Ok(TlsSetup {
         config: Arc::new(server),
+        web_config: Arc::new(web),
         store,
         fingerprint,
         cert_path,

@@ -9,7 +9,7 @@ use server::{Config, Dir, ListenerKind, Server};
 use tokio_util::sync::CancellationToken;
 
 /// A configuration for one test: plain POP3 on an ephemeral loopback port (USER/PASS
-/// allowed there), no TLS listener, no metrics listener (tests run side by side),
+/// allowed there), no TLS listener, no metrics or web listener (tests run side by side),
 /// cheap argon2 and no failure delay (real time, tested elsewhere).
 pub fn loopback_config(tmp: &tempfile::TempDir) -> Config {
     let mut config = Config {
@@ -19,6 +19,7 @@ pub fn loopback_config(tmp: &tempfile::TempDir) -> Config {
     config.listen.pop3 = vec!["127.0.0.1:0".parse().unwrap()];
     config.listen.pop3s = vec![];
     config.metrics.listen = None;
+    config.web.listen = None;
     config.auth.plaintext_networks = vec!["127.0.0.0/8".parse().unwrap()];
     config.auth.argon2_memory_kib = 8;
     config.auth.argon2_iterations = 1;

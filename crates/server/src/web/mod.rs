@@ -1,0 +1,1038 @@
+//! The self-service security page: HTTPS with the POP3 certificates (and their
+//! reloads), plain server-rendered HTML, no script.
+//!
+//! Sign-in is the account password (never an app password), then a TOTP or recovery
+//! code when the account has an authenticator; both steps go through the
+//! [`Authenticator`] under the same guard as POP3, so guesses here count toward the
+//! same throttling, lockout and bans, and reach the audit log (`web_auth`) and the
+//! account's sign-in history (`WEB`, `WEB+TOTP`, `WEB+RECOVERY`).
+//!
+//! A password-only session (an account without an authenticator) may enrol one,
+//! change the password, revoke app passwords and read the history; creating app
+//! passwords, renewing recovery codes and replacing an authenticator need a session
+//! that signed in with two factors (or has just enrolled).
+//!
+//! Every form of a signed-in session carries its CSRF token; every POST must also come
+//! from this origin (`Sec-Fetch-Site`/`Origin`, where the browser sends them), and the
+//! cookie is `SameSite=Strict`. Responses forbid framing, caching and scripts.
+
+mod html;
+mod session;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::{AdminError, AuthFailure, Authenticator, SecondFactor};
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use directory::Directory as _;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use crate::Dir;
+use crate::audit::{AuditLog, Record};
+use crate::config::Config;
+use crate::http_conn::TlsLimited;
+use html::Frame;
+use session::{Session, Sessions, Stage};
+
+/// HTTPS connections served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 256;
+/// How long one connection may stay open (keep-alive requests included).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Form bodies are small; anything larger is refused before it is read whole.
+const MAX_BODY: usize = 16 * 1024;
+/// Sign-ins shown on the page.
+const HISTORY_SHOWN: u32 = 20;
+/// The stylesheet, served at `/style.css`.
+const STYLE: &str = include_str!("style.css");
+
+/// What the handlers share.
+struct Web {
+    auth: Authenticator<Dir>,
+    audit: AuditLog,
+    config: Config,
+    sessions: Sessions,
+}
+
+/// Serves the security page on `listener` until `shutdown`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    auth: Authenticator<Dir>,
+    audit: AuditLog,
+    config: Config,
+    shutdown: CancellationToken,
+) {
+    let listener = match TlsLimited::start(
+        listener,
+        TlsAcceptor::from(tls),
+        MAX_CONNECTIONS,
+        CONNECTION_LIFETIME,
+        HANDSHAKE_TIMEOUT,
+        shutdown.clone(),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "web: cannot serve the security page");
+            return;
+        }
+    };
+    let state = Arc::new(Web {
+        auth,
+        audit,
+        sessions: Sessions::new(&config.web),
+        config,
+    });
+    let app = router(state);
+    let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+}
+
+/// The client's address, for the guard, the audit log and the history.
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsLimited>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsLimited>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// A form field that holds a secret: wiped from memory when dropped.
+#[derive(Default)]
+struct Secret(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Secret(Zeroizing::new(s)))
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+fn router(state: Arc<Web>) -> Router {
+    Router::new()
+        .route("/", get(overview))
+        .route("/style.css", get(style))
+        .route("/signin", get(signin_page).post(signin))
+        .route("/signin/code", get(code_page).post(code))
+        .route("/signout", post(signout))
+        .route("/mfa/setup", get(enrol_page).post(enrol_start))
+        .route("/mfa/confirm", post(enrol_confirm))
+        .route("/recovery-codes", post(renew_recovery_codes))
+        .route("/app-passwords", post(create_app_password))
+        .route("/app-passwords/revoke", post(revoke_app_password))
+        .route("/password", post(change_password))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// Headers on every response: no framing, no sniffing, no referrer, no script, HTTPS
+/// only from now on, and nothing cached but the stylesheet.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    let set = |h: &mut HeaderMap, name: header::HeaderName, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    if !h.contains_key(header::CACHE_CONTROL) {
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
+    response
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        STYLE,
+    )
+}
+
+// ----------------------------------------------------------------------- helpers
+
+impl Web {
+    fn frame<'a>(&'a self, session: Option<&'a Session>) -> Frame<'a> {
+        Frame {
+            host: &self.config.hostname,
+            user: session
+                .filter(|s| s.stage != Stage::Code)
+                .map(|s| (s.user.as_str(), s.csrf.as_str())),
+        }
+    }
+
+    fn page(
+        &self,
+        status: StatusCode,
+        session: Option<&Session>,
+        title: &str,
+        body: &str,
+    ) -> Response {
+        let html = html::page(&self.frame(session), title, body);
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response()
+    }
+
+    fn unavailable(&self, session: Option<&Session>) -> Response {
+        self.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            session,
+            "Try again later",
+            &html::message(
+                "Try again later",
+                "The service is temporarily unavailable. Please try again in a few minutes.",
+            ),
+        )
+    }
+
+    /// The session of the request's cookie, with its token.
+    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let token = session::token_from(headers)?;
+        let s = self.sessions.get(&token)?;
+        Some((token, s))
+    }
+
+    /// The same delay POP3 puts on every failed sign-in.
+    async fn failure_delay(&self) {
+        let ms = self.config.auth.failure_delay_ms;
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    fn audit(&self, peer: SocketAddr, record: Record<'_>) {
+        self.audit.write(
+            Record {
+                listener: Some("web"),
+                ..record
+            }
+            .addresses(peer, None),
+        );
+    }
+
+    /// Adds a sign-in to the account's history, in the background.
+    fn remember(&self, user: &str, peer: IpAddr, mechanism: &str, result: &str) {
+        let entry = directory::SignInEntry {
+            user: user.to_owned(),
+            at: self.auth.guard().now(),
+            address: peer.to_canonical().to_string(),
+            mechanism: mechanism.to_owned(),
+            result: result.to_owned(),
+        };
+        let dir = self.auth.directory().clone();
+        tokio::spawn(async move {
+            if let Err(e) = dir.record_sign_in(&entry).await {
+                tracing::warn!(error = %e, "could not record a sign-in in the history");
+            }
+        });
+    }
+
+    /// How mail apps reach this server, for the new app password's page.
+    fn connection_hint(&self) -> String {
+        let l = &self.config.listen;
+        match (l.pop3s.first(), l.pop3.first()) {
+            (Some(s), _) => format!("POP3 over TLS (SSL/TLS), port {}", s.port()),
+            (None, Some(p)) => format!("POP3 with STARTTLS, port {}", p.port()),
+            (None, None) => "POP3".into(),
+        }
+    }
+}
+
+/// Whether a POST comes from this site: browsers say so in `Sec-Fetch-Site` (or at
+/// least `Origin`); a client that sends neither (curl, an old browser) still needs the
+/// session's CSRF token for anything that matters.
+fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.to_str(), Ok("same-origin" | "none"));
+    }
+    match (headers.get(header::ORIGIN), headers.get(header::HOST)) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => {
+            origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("https://"))
+                == host.to_str().ok()
+        }
+        (Some(_), None) => false,
+    }
+}
+
+/// Compares two tokens in time independent of where they differ.
+fn tokens_match(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn redirect(to: &'static str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
+}
+
+fn redirect_with_cookie(to: &'static str, cookie: String) -> Response {
+    let mut r = redirect(to);
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "This form has expired or did not come from this page. Go back, reload and try again.\n",
+    )
+        .into_response()
+}
+
+/// The signed-in session a POST acts for: from this origin, with its CSRF token, and
+/// past the second-factor step. `Err` is the response to send instead.
+fn acting(w: &Web, headers: &HeaderMap, csrf: &str) -> Result<(String, Session), Box<Response>> {
+    let Some((token, s)) = w.session(headers) else {
+        return Err(Box::new(redirect("/signin")));
+    };
+    if !same_origin(headers) || !tokens_match(csrf, &s.csrf) {
+        return Err(Box::new(forbidden()));
+    }
+    if s.stage == Stage::Code {
+        return Err(Box::new(redirect("/signin/code")));
+    }
+    Ok((token, s))
+}
+
+/// Whether the account has a confirmed authenticator (then a password-only session
+/// must not touch the second factor).
+async fn enrolled(w: &Web, user: &str) -> Result<bool, AdminError> {
+    Ok(w.auth.mfa_status(user).await?.enrolled)
+}
+
+// ---------------------------------------------------------------------- handlers
+
+async fn overview(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let Some((token, s)) = w.session(&headers) else {
+        return redirect("/signin");
+    };
+    if s.stage == Stage::Code {
+        return redirect("/signin/code");
+    }
+    let dir = w.auth.directory();
+    let (status, apps, history) = match (
+        w.auth.mfa_status(&s.user).await,
+        dir.list_app_passwords(&s.user).await,
+        dir.sign_in_history(&s.user, HISTORY_SHOWN).await,
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => return w.unavailable(Some(&s)),
+    };
+    let flash = w.sessions.take_flash(&token);
+    let body = html::overview(&html::Overview {
+        csrf: &s.csrf,
+        two_factor_session: s.stage == Stage::TwoFactor,
+        status: &status,
+        app_passwords: &apps,
+        history: &history,
+        flash: flash.as_deref(),
+        now: w.auth.guard().now(),
+    });
+    w.page(StatusCode::OK, Some(&s), "Security", &body)
+}
+
+async fn signin_page(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    match w.session(&headers) {
+        Some((_, s)) if s.stage == Stage::Code => redirect("/signin/code"),
+        Some(_) => redirect("/"),
+        None => w.page(StatusCode::OK, None, "Sign in", &html::signin("", None)),
+    }
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: Secret,
+}
+
+/// The text every refused sign-in gets, whatever the reason.
+const SIGNIN_REFUSED: &str = "The user name or password is not right.";
+
+async fn signin(
+    State(w): State<Arc<Web>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<SignInForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return forbidden();
+    }
+    let result = w
+        .auth
+        .web_password(&f.user, f.password.as_bytes(), peer.ip())
+        .await;
+    let base = || Record {
+        event: "web_auth",
+        user: Some(&f.user),
+        mechanism: Some("password"),
+        ..Record::default()
+    };
+    match result {
+        Ok(account) => {
+            let stage = if account.second_factor {
+                Stage::Code
+            } else {
+                Stage::Password
+            };
+            w.audit(
+                peer,
+                Record {
+                    user_resolved: Some(&account.user),
+                    result: Some(if account.second_factor {
+                        "code_required"
+                    } else {
+                        "success"
+                    }),
+                    ..base()
+                },
+            );
+            if !account.second_factor {
+                w.remember(&account.user, peer.ip(), "WEB", "success");
+            }
+            let Some(token) = w.sessions.create(&account.user, stage) else {
+                return w.unavailable(None);
+            };
+            let to = if account.second_factor {
+                "/signin/code"
+            } else {
+                "/"
+            };
+            redirect_with_cookie(to, session::set_cookie(&token))
+        }
+        Err(AuthFailure::Rejected(reason)) => {
+            w.audit(
+                peer,
+                Record {
+                    result: Some("failure"),
+                    reason: Some(reason.as_str()),
+                    ..base()
+                },
+            );
+            if let Ok(user) = w.auth.policy().canonical(&f.user) {
+                w.remember(&user, peer.ip(), "WEB", "failure");
+            }
+            w.failure_delay().await;
+            w.page(
+                StatusCode::UNAUTHORIZED,
+                None,
+                "Sign in",
+                &html::signin(&f.user, Some(SIGNIN_REFUSED)),
+            )
+        }
+        Err(AuthFailure::Unavailable | AuthFailure::LoginDelay) => {
+            w.audit(
+                peer,
+                Record {
+                    result: Some("unavailable"),
+                    ..base()
+                },
+            );
+            w.unavailable(None)
+        }
+    }
+}
+
+async fn code_page(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    match w.session(&headers) {
+        Some((_, s)) if s.stage == Stage::Code => w.page(
+            StatusCode::OK,
+            Some(&s),
+            "Two-step verification",
+            &html::code(&s.csrf, None),
+        ),
+        Some(_) => redirect("/"),
+        None => redirect("/signin"),
+    }
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: Secret,
+}
+
+async fn code(
+    State(w): State<Arc<Web>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<CodeForm>,
+) -> Response {
+    let Some((token, s)) = w.session(&headers) else {
+        return redirect("/signin");
+    };
+    if !same_origin(&headers) || !tokens_match(&f.csrf, &s.csrf) {
+        return forbidden();
+    }
+    if s.stage != Stage::Code {
+        return redirect("/");
+    }
+    let result = w.auth.web_second_factor(&s.user, &f.code, peer.ip()).await;
+    let base = |mechanism| Record {
+        event: "web_auth",
+        user: Some(&s.user),
+        user_resolved: Some(&s.user),
+        mechanism: Some(mechanism),
+        ..Record::default()
+    };
+    match result {
+        Ok(factor) => {
+            w.audit(
+                peer,
+                Record {
+                    result: Some("success"),
+                    ..base(factor.as_str())
+                },
+            );
+            let how = match factor {
+                SecondFactor::Totp => "WEB+TOTP",
+                SecondFactor::RecoveryCode => "WEB+RECOVERY",
+            };
+            w.remember(&s.user, peer.ip(), how, "success");
+            let Some(new) = w.sessions.promote(&token, Stage::TwoFactor) else {
+                return redirect("/signin");
+            };
+            if factor == SecondFactor::RecoveryCode {
+                w.sessions.update(&new, |s| {
+                    s.flash =
+                        Some("You signed in with a recovery code; it cannot be used again.".into());
+                });
+            }
+            redirect_with_cookie("/", session::set_cookie(&new))
+        }
+        Err(AuthFailure::Rejected(reason)) => {
+            w.audit(
+                peer,
+                Record {
+                    result: Some("failure"),
+                    reason: Some(reason.as_str()),
+                    ..base("code")
+                },
+            );
+            w.remember(&s.user, peer.ip(), "WEB+CODE", "failure");
+            w.failure_delay().await;
+            w.page(
+                StatusCode::UNAUTHORIZED,
+                Some(&s),
+                "Two-step verification",
+                &html::code(
+                    &s.csrf,
+                    Some("That code is not right, or it was used already. Wait for the next code and try again."),
+                ),
+            )
+        }
+        Err(AuthFailure::Unavailable | AuthFailure::LoginDelay) => w.unavailable(Some(&s)),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn signout(
+    State(w): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some((token, s)) = w.session(&headers) {
+        if !same_origin(&headers) || !tokens_match(&f.csrf, &s.csrf) {
+            return forbidden();
+        }
+        w.sessions.remove(&token);
+    }
+    redirect_with_cookie("/signin", session::clear_cookie())
+}
+
+async fn enrol_start(
+    State(w): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let (token, s) = match acting(&w, &headers, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match enrolled(&w, &s.user).await {
+        Ok(true) if s.stage != Stage::TwoFactor => return forbidden(),
+        Ok(_) => {}
+        Err(_) => return w.unavailable(Some(&s)),
+    }
+    let Ok(enrolment) = w.auth.mfa_prepare(&s.user) else {
+        return w.unavailable(Some(&s));
+    };
+    w.sessions
+        .update(&token, |s| s.enrolment = Some(enrolment.secret));
+    redirect("/mfa/setup")
+}
+
+/// The authenticator secret as a QR code of its `otpauth://` URI, inline SVG.
+fn qr_svg(uri: &str) -> Option<String> {
+    let code = qrcode::QrCode::with_error_correction_level(uri, qrcode::EcLevel::M).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(220, 220)
+        .quiet_zone(true)
+        .build();
+    // Inline in HTML: without the XML declaration.
+    let start = svg.find("<svg")?;
+    Some(svg[start..].to_owned())
+}
+
+async fn enrol_page(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    enrol_render(&w, &headers, None, StatusCode::OK)
+}
+
+fn enrol_render(w: &Web, headers: &HeaderMap, error: Option<&str>, status: StatusCode) -> Response {
+    let Some((_, s)) = w.session(headers) else {
+        return redirect("/signin");
+    };
+    let Some(secret) = s.enrolment.as_ref().filter(|_| s.stage != Stage::Code) else {
+        return redirect("/");
+    };
+    let uri = auth::mfa::base32_decode(secret)
+        .map(|raw| auth::mfa::otpauth_uri(w.auth.mfa_issuer(), &s.user, &raw));
+    let Some(svg) = uri.as_deref().and_then(qr_svg) else {
+        return w.unavailable(Some(&s));
+    };
+    let body = html::enrol(&s.csrf, &svg, secret, error);
+    w.page(status, Some(&s), "Set up an authenticator app", &body)
+}
+
+async fn enrol_confirm(
+    State(w): State<Arc<Web>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<CodeForm>,
+) -> Response {
+    let (token, s) = match acting(&w, &headers, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let Some(secret) = s.enrolment.clone() else {
+        return redirect("/");
+    };
+    match w.auth.mfa_confirm_secret(&s.user, &secret, &f.code).await {
+        Ok(codes) => {
+            w.audit(
+                peer,
+                Record {
+                    event: "account",
+                    user: Some(&s.user),
+                    user_resolved: Some(&s.user),
+                    action: Some("mfa_enrolled"),
+                    ..Record::default()
+                },
+            );
+            // The session now holds both factors: a fresh token for it.
+            let Some(new) = w.sessions.promote(&token, Stage::TwoFactor) else {
+                return redirect("/signin");
+            };
+            let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
+            let body = html::recovery_codes(&codes, "Two-step verification is on.");
+            let s = w.sessions.get(&new);
+            let mut r = w.page(StatusCode::OK, s.as_ref(), "Recovery codes", &body);
+            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&new)) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(AdminError::BadInput(_)) => {
+            w.failure_delay().await;
+            enrol_render(
+                &w,
+                &headers,
+                Some(
+                    "That code is not the current one. Check the phone's clock and try the next code.",
+                ),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
+        Err(_) => w.unavailable(Some(&s)),
+    }
+}
+
+async fn renew_recovery_codes(
+    State(w): State<Arc<Web>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let (_, s) = match acting(&w, &headers, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    if s.stage != Stage::TwoFactor {
+        return forbidden();
+    }
+    match w.auth.new_recovery_codes(&s.user).await {
+        Ok(codes) => {
+            w.audit(
+                peer,
+                Record {
+                    event: "account",
+                    user: Some(&s.user),
+                    user_resolved: Some(&s.user),
+                    action: Some("recovery_codes_renewed"),
+                    ..Record::default()
+                },
+            );
+            let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
+            let body =
+                html::recovery_codes(&codes, "New recovery codes: the old ones no longer work.");
+            w.page(StatusCode::OK, Some(&s), "Recovery codes", &body)
+        }
+        Err(_) => w.unavailable(Some(&s)),
+    }
+}
+
+#[derive(Deserialize)]
+struct AppPasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    expires_days: String,
+    #[serde(default)]
+    networks: String,
+    #[serde(default)]
+    read_only: Option<String>,
+}
+
+/// The app password form's fields, checked: label, expiry (ms), networks.
+fn app_password_fields(
+    f: &AppPasswordForm,
+    now: i64,
+) -> Result<(String, Option<i64>, Option<String>), String> {
+    let label = f.label.trim();
+    if label.is_empty() || label.chars().count() > 64 || label.chars().any(char::is_control) {
+        return Err("Give the app password a name of 1 to 64 characters.".into());
+    }
+    let expires = match f.expires_days.trim() {
+        "" => None,
+        days => match days.parse::<i64>() {
+            Ok(d @ 1..=3650) => Some(now.saturating_add(d * 86_400_000)),
+            _ => return Err("The expiry must be a number of days from 1 to 3650.".into()),
+        },
+    };
+    let entries: Vec<&str> = f
+        .networks
+        .split([',', ' ', '\n', '\r', '\t'])
+        .filter(|e| !e.is_empty())
+        .collect();
+    let networks = if entries.is_empty() {
+        None
+    } else {
+        Some(auth::defence::network_list(&entries).map_err(|e| format!("Networks: {e}"))?)
+    };
+    Ok((label.to_owned(), expires, networks))
+}
+
+async fn create_app_password(
+    State(w): State<Arc<Web>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<AppPasswordForm>,
+) -> Response {
+    let (token, s) = match acting(&w, &headers, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    if s.stage != Stage::TwoFactor {
+        return forbidden();
+    }
+    let (label, expires, networks) = match app_password_fields(&f, w.auth.guard().now()) {
+        Ok(x) => x,
+        Err(why) => {
+            w.sessions.update(&token, |s| s.flash = Some(why));
+            return redirect("/");
+        }
+    };
+    let read_only = f.read_only.is_some();
+    match w
+        .auth
+        .create_app_password(&s.user, &label, expires, networks, read_only)
+        .await
+    {
+        Ok((id, password)) => {
+            w.audit(
+                peer,
+                Record {
+                    event: "account",
+                    user: Some(&s.user),
+                    user_resolved: Some(&s.user),
+                    action: Some("app_password_created"),
+                    app_password_id: Some(id),
+                    ..Record::default()
+                },
+            );
+            let body = html::new_app_password(
+                &label,
+                &password,
+                &s.user,
+                &w.config.hostname,
+                &w.connection_hint(),
+            );
+            w.page(StatusCode::OK, Some(&s), "New app password", &body)
+        }
+        Err(_) => w.unavailable(Some(&s)),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    id: i64,
+}
+
+async fn revoke_app_password(
+    State(w): State<Arc<Web>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let (token, s) = match acting(&w, &headers, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match w.auth.directory().revoke_app_password(&s.user, f.id).await {
+        Ok(found) => {
+            if found {
+                w.audit(
+                    peer,
+                    Record {
+                        event: "account",
+                        user: Some(&s.user),
+                        user_resolved: Some(&s.user),
+                        action: Some("app_password_revoked"),
+                        app_password_id: Some(f.id),
+                        ..Record::default()
+                    },
+                );
+            }
+            let note = if found {
+                "App password revoked: it no longer signs in."
+            } else {
+                "That app password was already gone."
+            };
+            w.sessions.update(&token, |s| s.flash = Some(note.into()));
+            redirect("/")
+        }
+        Err(_) => w.unavailable(Some(&s)),
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: Secret,
+    #[serde(default)]
+    new: Secret,
+    #[serde(default)]
+    confirm: Secret,
+}
+
+async fn change_password(
+    State(w): State<Arc<Web>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    let (token, s) = match acting(&w, &headers, &f.csrf) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let refuse = |why: String| {
+        w.sessions.update(&token, |s| {
+            s.flash = Some(format!("Password not changed: {why}"))
+        });
+        redirect("/")
+    };
+    // The current password again, under the guard: a session left open is not enough.
+    match w
+        .auth
+        .web_password(&s.user, f.current.as_bytes(), peer.ip())
+        .await
+    {
+        Ok(_) => {}
+        Err(AuthFailure::Rejected(_)) => {
+            w.failure_delay().await;
+            return refuse("the current password is not right.".into());
+        }
+        Err(_) => return w.unavailable(Some(&s)),
+    }
+    if *f.new != *f.confirm {
+        return refuse("the two new passwords differ.".into());
+    }
+    let mfa_required = match w.auth.mfa_status(&s.user).await {
+        Ok(st) => !st.password_alone_opens_pop3,
+        Err(_) => return w.unavailable(Some(&s)),
+    };
+    let problems = match crate::assess_password(&w.config, &s.user, &f.new, mfa_required, true) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "web: the breached-password filter cannot be read");
+            return w.unavailable(Some(&s));
+        }
+    };
+    if !problems.is_empty() {
+        w.audit(
+            peer,
+            Record {
+                event: "account",
+                user: Some(&s.user),
+                user_resolved: Some(&s.user),
+                action: Some("password_refused"),
+                ..Record::default()
+            },
+        );
+        return refuse(format!("it is {}.", policy::describe(&problems)));
+    }
+    match w.auth.set_password(&s.user, f.new.as_bytes()).await {
+        Ok(true) => {
+            w.audit(
+                peer,
+                Record {
+                    event: "account",
+                    user: Some(&s.user),
+                    user_resolved: Some(&s.user),
+                    action: Some("password_changed"),
+                    ..Record::default()
+                },
+            );
+            // Everyone else signed in with the old password is out.
+            w.sessions.remove_user(&s.user, &token);
+            w.sessions.update(&token, |s| {
+                s.flash = Some("Password changed. Mail apps that use it need the new one; app passwords keep working.".into());
+            });
+            redirect("/")
+        }
+        Ok(false) => redirect("/signin"),
+        Err(AdminError::BadInput(why)) => refuse(why),
+        Err(_) => w.unavailable(Some(&s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_site_posts_are_refused() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h), "curl sends neither header");
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!same_origin(&h));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&h));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static("mail.example.org:8443"),
+        );
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://mail.example.org:8443"),
+        );
+        assert!(same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://mail.example.org:8443"),
+        );
+        assert!(!same_origin(&h), "not over HTTPS");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(tokens_match("abc", "abc"));
+        assert!(!tokens_match("abc", "abd"));
+        assert!(!tokens_match("abc", "abcd"));
+        assert!(!tokens_match("", "a"));
+    }
+
+    #[test]
+    fn app_password_fields_are_checked() {
+        let form = |label: &str, days: &str, nets: &str| AppPasswordForm {
+            csrf: String::new(),
+            label: label.into(),
+            expires_days: days.into(),
+            networks: nets.into(),
+            read_only: None,
+        };
+        let (label, exp, nets) =
+            app_password_fields(&form(" phone ", "2", "192.0.2.7, 2001:db8::/48"), 1000).unwrap();
+        assert_eq!(label, "phone");
+        assert_eq!(exp, Some(1000 + 2 * 86_400_000));
+        assert_eq!(nets.as_deref(), Some("192.0.2.7/32,2001:db8::/48"));
+        assert!(app_password_fields(&form("", "", ""), 0).is_err());
+        assert!(app_password_fields(&form("x", "0", ""), 0).is_err());
+        assert!(app_password_fields(&form("x", "many", ""), 0).is_err());
+        assert!(app_password_fields(&form("x", "", "not-a-net"), 0).is_err());
+        assert!(app_password_fields(&form(&"x".repeat(65), "", ""), 0).is_err());
+    }
+
+    #[test]
+    fn the_qr_code_is_inline_svg() {
+        let svg =
+            qr_svg("otpauth://totp/Poplar:alice?secret=JBSWY3DPEHPK3PXP&issuer=Poplar").unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        assert!(!svg.contains("<script"));
+    }
+}
