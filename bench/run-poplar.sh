@@ -26,6 +26,9 @@
 #   PLAINTEXT=1            allow USER/PASS and AUTH PLAIN without TLS from 127.0.0.0/8
 #                          (needed for --mode plain; Dovecot allows it on loopback)
 #   MAX_CONNECTIONS=20000
+#   APP_PASSWORDS=N        give u0 .. u(N-1) an app password each (made once, kept in
+#                          $BENCH_DIR/app-passwords.txt as `USER PASSWORD` lines, for
+#                          poplar-bench --password-file; exported as POPLAR_APP_PASSWORDS)
 #   ARGON2_MEMORY_KIB=N    argon2id memory of the users' hashes (set when users are added;
 #   ARGON2_ITERATIONS=N    default: Poplar's 19456 KiB, 2). Cheap hashes isolate per-session
 #                          memory from hashing buffers in idle runs (like the Dovecot peer
@@ -108,6 +111,21 @@ if [ -n "$missing" ]; then
     'echo "$BENCH_PASSWORD" | "$POPLAR_BIN" --config "$CFG" user add {} --maildir "$BENCH_DIR/mail/{}/Maildir" --password-stdin --allow-weak 2>/dev/null >/dev/null || echo "user add {} failed" >&2'
 fi
 
+# ---------------------------------------------------------------- app passwords (made once)
+APP_FILE=$BENCH_DIR/app-passwords.txt
+if [ "${APP_PASSWORDS:-0}" -gt 0 ]; then
+  have=$( [ -f "$APP_FILE" ] && wc -l < "$APP_FILE" || echo 0)
+  if [ "$have" -lt "$APP_PASSWORDS" ]; then
+    echo "creating $APP_PASSWORDS app passwords..."
+    : > "$APP_FILE.new"
+    for i in $(seq 0 $((APP_PASSWORDS - 1))); do
+      pw=$("$POPLAR_BIN" --config "$CFG" app-password create "u$i" --label bench 2>/dev/null)
+      echo "u$i $pw" >> "$APP_FILE.new"
+    done
+    mv "$APP_FILE.new" "$APP_FILE"
+  fi
+fi
+
 # ---------------------------------------------------------------- start, stop on exit
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 LOG=$BENCH_DIR/poplar.log
@@ -139,7 +157,7 @@ cat <&3 >/dev/null &
 CA=$BENCH_DIR/data/tls/cert.pem
 [ -f "$CA" ] || CA=$(find "$BENCH_DIR/data/tls" -name '*cert*.pem' 2>/dev/null | head -1)
 export POPLAR_PID=$PID POPLAR_PORT=$PORT POPLAR_TLS_PORT=$TLS_PORT POPLAR_CA=${CA:-none} \
-  POPLAR_BENCH_DIR=$BENCH_DIR BENCH_PASSWORD
+  POPLAR_BENCH_DIR=$BENCH_DIR BENCH_PASSWORD POPLAR_APP_PASSWORDS=$APP_FILE
 
 cat <<EOF
 poplar pid $PID; config $CFG; log $LOG; CA ${CA:-none}

@@ -211,7 +211,7 @@ def test_enrolment_recovery_codes_and_reused_codes(server, browser):
     page.fill("#code", code)
     page.click("button[type=submit]")
     assert "not right" in page.inner_text("main"), "a reused code"
-    page.fill("#code", totp.at(time.time() - 60))
+    page.fill("#code", totp.at(time.time() + 60))
     page.click("button[type=submit]")
     assert "not right" in page.inner_text("main"), "two steps off"
     shot(page, "10-code-refused")
@@ -299,8 +299,10 @@ def test_refusals_look_alike_and_forms_need_their_token(server):
     assert r.status == 200
     for header, value in [("Content-Security-Policy", "default-src 'none'"),
                           ("X-Frame-Options", "DENY"), ("Cache-Control", "no-store"),
-                          ("Strict-Transport-Security", "max-age=")]:
+                          ("Referrer-Policy", "no-referrer")]:
         assert value in (r.getheader(header) or ""), (header, r.getheaders())
+    # No HSTS: it would force HTTPS on every port of the host, the metrics port's too.
+    assert r.getheader("Strict-Transport-Security") is None
 
     def refusal(user, password):
         r, body = Http(srv).request("POST", "/signin", {"user": user, "password": password})
@@ -314,10 +316,14 @@ def test_refusals_look_alike_and_forms_need_their_token(server):
     EXTRA_SECRETS.add(app_pw)
     assert refusal("alice", app_pw) == wrong
 
-    # A cross-site POST is refused before the password is even looked at.
+    # A cross-site POST is refused before the password is even looked at: no attempt
+    # reaches the audit log.
+    attempts = len(wait_for(srv, lambda r: r["event"] == "web_auth"))
     r, _ = Http(srv).request("POST", "/signin", {"user": "alice", "password": PW},
                              {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
     assert r.status == 403
+    time.sleep(0.3)
+    assert len(wait_for(srv, lambda r: r["event"] == "web_auth")) == attempts
 
     r, _ = h.request("POST", "/signin", {"user": "alice", "password": PW})
     assert r.status == 303 and r.getheader("Location") == "/signin/code"
@@ -346,9 +352,13 @@ def test_refusals_look_alike_and_forms_need_their_token(server):
     assert r.status == 403, "no CSRF token"
     r, _ = h.request("POST", "/app-passwords", {"csrf": "0" * 64, "label": "x"})
     assert r.status == 403, "a wrong CSRF token"
-    r, page = h.request("POST", "/app-passwords", {"csrf": csrf, "label": "<b>x</b>"})
+    r, _ = h.request("POST", "/app-passwords", {"csrf": csrf, "label": "<b>x</b>"})
+    assert r.status == 303 and r.getheader("Location") == "/reveal"
+    r, page = h.request("GET", "/reveal")
     assert r.status == 200 and "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
     EXTRA_SECRETS.add(re.search(r'id="app-password">([^<]+)<', page).group(1))
+    r, _ = h.request("GET", "/reveal")
+    assert r.status == 303, "shown once: a reload shows nothing and creates nothing"
 
 
 def test_guesses_on_the_page_are_throttled_like_pop3(server):
@@ -366,3 +376,73 @@ def test_guesses_on_the_page_are_throttled_like_pop3(server):
     srv.cli("lockout", "clear", "--user", "alice", check=True)
     r, _ = Http(srv).request("POST", "/signin", {"user": "alice", "password": PW})
     assert r.status == 303 and r.getheader("Location") == "/"
+
+
+def csrf_of(page):
+    return re.search(r'name="csrf" value="([0-9a-f]{64})"', page).group(1)
+
+
+def signed_in(srv, user, password):
+    """An Http client signed in with the password alone (an account without an
+    authenticator), and its overview page."""
+    h = Http(srv)
+    r, _ = h.request("POST", "/signin", {"user": user, "password": password})
+    assert r.status == 303 and r.getheader("Location") == "/", r.status
+    r, page = h.request("GET", "/")
+    assert r.status == 200
+    return h, page
+
+
+def test_sessions_follow_the_account(server):
+    srv = server(users={"bob": PW, "carol": PW})
+    # A: a password-only session (say, someone who learnt the password) starts to
+    # set up an authenticator of its own and waits.
+    a, page = signed_in(srv, "bob", PW)
+    r, _ = a.request("POST", "/mfa/setup", {"csrf": csrf_of(page)})
+    assert r.status == 303
+    r, setup_a = a.request("GET", "/mfa/setup")
+    secret_a = re.search(r'data-secret="([A-Z2-7]+)"', setup_a).group(1)
+    # B: bob sets up his phone.
+    b, page = signed_in(srv, "bob", PW)
+    r, _ = b.request("POST", "/mfa/setup", {"csrf": csrf_of(page)})
+    r, setup_b = b.request("GET", "/mfa/setup")
+    totp_b = pyotp.TOTP(re.search(r'data-secret="([A-Z2-7]+)"', setup_b).group(1))
+    r, _ = b.request("POST", "/mfa/confirm", {"csrf": csrf_of(setup_b), "code": totp_b.now()})
+    assert r.status == 303 and r.getheader("Location") == "/reveal"
+    r, codes_page = b.request("GET", "/reveal")
+    EXTRA_SECRETS.update(re.findall(r"<code>([^<]+)</code>", codes_page))
+    # A can no longer replace bob's authenticator, nor do anything else.
+    r, _ = a.request("POST", "/mfa/confirm",
+                     {"csrf": csrf_of(setup_a), "code": pyotp.TOTP(secret_a).now()})
+    assert r.status == 303 and r.getheader("Location") == "/signin", "A's session ended"
+    assert "authenticator enrolled" in srv.cli("mfa", "status", "bob", check=True).stdout.decode()
+    r, _ = b.request("GET", "/")
+    assert r.status == 200, "B goes on"
+    # A password alone now only reaches the code step, which can do nothing.
+    c = Http(srv)
+    r, _ = c.request("POST", "/signin", {"user": "bob", "password": PW})
+    assert r.getheader("Location") == "/signin/code"
+    r, code_page = c.request("GET", "/signin/code")
+    for path in ("/app-passwords", "/recovery-codes", "/mfa/setup", "/password"):
+        r, _ = c.request("POST", path, {"csrf": csrf_of(code_page), "label": "x"})
+        assert r.status == 303 and r.getheader("Location") == "/signin/code", path
+    # The administrator disables bob: his session ends at once.
+    srv.cli("user", "disable", "bob", check=True)
+    r, _ = b.request("GET", "/")
+    assert r.status == 303 and r.getheader("Location") == "/signin"
+
+    # A password change ends carol's other sessions, not the one that made it.
+    one, page = signed_in(srv, "carol", PW)
+    two, _ = signed_in(srv, "carol", PW)
+    new = "quiet harbour maple thunder"
+    EXTRA_SECRETS.add(new)
+    r, _ = one.request("POST", "/password", {"csrf": csrf_of(page), "current": PW,
+                                             "new": new, "confirm": new})
+    assert r.status == 303
+    r, page = one.request("GET", "/")
+    assert r.status == 200 and "Password changed" in page
+    r, _ = two.request("GET", "/")
+    assert r.status == 303 and r.getheader("Location") == "/signin"
+    # A password-only session cannot create app passwords.
+    r, _ = one.request("POST", "/app-passwords", {"csrf": csrf_of(page), "label": "x"})
+    assert r.status == 403

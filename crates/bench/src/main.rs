@@ -65,6 +65,10 @@ struct Common {
     /// Password (the same for every `{i}` user).
     #[arg(long, global = true, default_value = "", hide_default_value = true)]
     password: String,
+    /// A file of `USER PASSWORD` lines (for example app passwords, one per user);
+    /// users not in it use --password.
+    #[arg(long, global = true)]
+    password_file: Option<String>,
     #[arg(long, global = true, value_enum, default_value_t = Mode::Tls)]
     mode: Mode,
     /// USER/PASS or AUTH PLAIN with an initial response.
@@ -149,13 +153,49 @@ impl Users {
     }
 }
 
+/// The password of each user: one for all, or per user from a file.
+#[derive(Clone)]
+pub struct Passwords {
+    default: String,
+    by_user: std::sync::Arc<std::collections::HashMap<String, String>>,
+}
+
+impl Passwords {
+    fn load(default: &str, file: Option<&str>) -> anyhow::Result<Self> {
+        let mut by_user = std::collections::HashMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading --password-file {path}: {e}"))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let Some((user, password)) = line.split_once(char::is_whitespace) else {
+                    anyhow::bail!("--password-file {path} line {}: not `USER PASSWORD`", n + 1);
+                };
+                by_user.insert(user.to_owned(), password.trim().to_owned());
+            }
+        }
+        Ok(Passwords {
+            default: default.to_owned(),
+            by_user: std::sync::Arc::new(by_user),
+        })
+    }
+
+    /// The password of `user`.
+    pub fn of(&self, user: &str) -> &str {
+        self.by_user.get(user).map_or(&self.default, String::as_str)
+    }
+}
+
 /// Everything a scenario needs from the command line.
 pub struct Env {
     pub target: Target,
     pub mode: Mode,
     pub auth: AuthKind,
     pub users: Users,
-    pub password: String,
+    pub passwords: Passwords,
     pub server_pid: Option<u32>,
     pub report: report::Context,
 }
@@ -213,7 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             count: c.users,
             offset: c.user_offset,
         },
-        password: c.password.clone(),
+        passwords: Passwords::load(&c.password, c.password_file.as_deref())?,
         server_pid: c.server_pid,
         report: report::Context {
             host: c.host,

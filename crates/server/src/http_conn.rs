@@ -3,9 +3,11 @@
 //! request cannot pin a listener. The security page's connections are TLS, their
 //! handshakes run in tasks of their own (one slow handshake holds up no other).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -56,7 +58,7 @@ impl axum::serve::Listener for Limited {
 
     async fn accept(&mut self) -> (Self::Io, SocketAddr) {
         let (stream, peer, permit) = accept_slot(&self.inner, &self.slots, "metrics").await;
-        (Bounded::new(stream, self.lifetime, permit), peer)
+        (Bounded::new(stream, self.lifetime, permit, None), peer)
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -64,39 +66,63 @@ impl axum::serve::Listener for Limited {
     }
 }
 
-/// An HTTPS listener: TCP connections are accepted (at most `slots` at once) and
-/// their handshakes run in their own tasks, each within `handshake_timeout`; the
-/// finished ones are handed to axum.
+/// An HTTPS listener: TCP connections are accepted (at most `slots` at once, at most
+/// `per_address` from one address, none from an address `allow` refuses) and their
+/// handshakes run in their own tasks, each within `handshake_timeout`; the finished
+/// ones are handed to axum.
 pub(crate) struct TlsLimited {
     ready: mpsc::Receiver<(Bounded<TlsStream<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
 }
 
+/// How the HTTPS listener limits its connections.
+pub(crate) struct TlsLimits {
+    pub slots: usize,
+    pub per_address: usize,
+    pub lifetime: Duration,
+    pub handshake_timeout: Duration,
+}
+
 impl TlsLimited {
     /// Starts accepting on `listener` until `shutdown`.
-    pub fn start(
+    pub fn start<A, F>(
         listener: TcpListener,
         acceptor: TlsAcceptor,
-        slots: usize,
-        lifetime: Duration,
-        handshake_timeout: Duration,
+        limits: TlsLimits,
+        allow: A,
         shutdown: CancellationToken,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<Self>
+    where
+        A: Fn(IpAddr) -> F + Send + Sync + 'static,
+        F: Future<Output = bool> + Send + 'static,
+    {
         let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(slots.max(1));
-        let slots = Arc::new(Semaphore::new(slots.max(1)));
+        let (tx, ready) = mpsc::channel(limits.slots.max(1));
+        let slots = Arc::new(Semaphore::new(limits.slots.max(1)));
+        let counts: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+        let allow = Arc::new(allow);
         tokio::spawn(async move {
             loop {
                 let (stream, peer, permit) = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     accepted = accept_slot(&listener, &slots, "web") => accepted,
                 };
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
+                let Some(address) = AddressSlot::take(&counts, peer.ip(), limits.per_address)
+                else {
+                    tracing::debug!(peer = %peer, "web: too many connections from one address");
+                    continue;
+                };
+                let (acceptor, tx, allow) = (acceptor.clone(), tx.clone(), allow.clone());
+                let (lifetime, timeout) = (limits.lifetime, limits.handshake_timeout);
                 tokio::spawn(async move {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    if !allow(peer.ip()).await {
+                        tracing::debug!(peer = %peer, "web: connection refused (banned)");
+                        return;
+                    }
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = tx.send((Bounded::new(tls, lifetime, permit), peer)).await;
+                            let conn = Bounded::new(tls, lifetime, permit, Some(address));
+                            let _ = tx.send((conn, peer)).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "web: TLS handshake failed");
@@ -107,6 +133,39 @@ impl TlsLimited {
             }
         });
         Ok(TlsLimited { ready, local })
+    }
+}
+
+/// One connection's place in the per-address count, given back when it closes.
+pub(crate) struct AddressSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -132,14 +191,21 @@ pub(crate) struct Bounded<S> {
     stream: S,
     deadline: Pin<Box<tokio::time::Sleep>>,
     _permit: OwnedSemaphorePermit,
+    _address: Option<AddressSlot>,
 }
 
 impl<S> Bounded<S> {
-    fn new(stream: S, lifetime: Duration, permit: OwnedSemaphorePermit) -> Self {
+    fn new(
+        stream: S,
+        lifetime: Duration,
+        permit: OwnedSemaphorePermit,
+        address: Option<AddressSlot>,
+    ) -> Self {
         Bounded {
             stream,
             deadline: Box::pin(tokio::time::sleep(lifetime)),
             _permit: permit,
+            _address: address,
         }
     }
 }
@@ -188,5 +254,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_counted_and_given_back() {
+        let counts = Arc::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = AddressSlot::take(&counts, ip, 2).unwrap();
+        let b = AddressSlot::take(&counts, ip, 2).unwrap();
+        assert!(AddressSlot::take(&counts, ip, 2).is_none());
+        assert!(AddressSlot::take(&counts, "192.0.2.2".parse().unwrap(), 2).is_some());
+        drop(a);
+        let c = AddressSlot::take(&counts, ip, 2).unwrap();
+        drop((b, c));
+        assert!(counts.lock().unwrap().is_empty());
     }
 }

@@ -221,6 +221,7 @@ impl Server {
                 self.web_tls.clone(),
                 self.shared.auth.clone(),
                 self.shared.audit.clone(),
+                self.shared.notices.clone(),
                 self.shared.config.clone(),
                 stop_http.clone(),
             ))

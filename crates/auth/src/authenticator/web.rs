@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use directory::Directory;
 
-use super::{AuthFailure, Authenticator, Identity, MfaPolicy, Purpose, Reason};
+use super::{AuthFailure, Authenticator, Identity, Purpose, Reason};
 
 /// Who proved the account password on the security page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +19,9 @@ pub struct WebAccount {
     /// opens. Nothing has been recorded for this attempt yet; the code step records
     /// the outcome.
     pub second_factor: bool,
-    /// The account must have two factors but has no authenticator yet: the page may
-    /// only offer to enrol one.
-    pub must_enrol: bool,
+    /// Signed in (password alone, no authenticator) from a network the account never
+    /// used before: the case for a security notice, as for POP3.
+    pub new_network: bool,
 }
 
 /// Which second factor was accepted.
@@ -81,18 +81,15 @@ impl<D: Directory> Authenticator<D> {
             .await
             .map_err(dir_err)?
             .is_some_and(|m| m.confirmed);
-        let required = self
-            .effective_policy(&identity.user)
-            .await
-            .map_err(dir_err)?
-            .0
-            == MfaPolicy::Required;
         let user = identity.user.clone();
+        let mut new_network = false;
         if !enrolled {
             // The password is all this account has: it is the success.
-            self.guard
+            new_network = self
+                .guard
                 .settle_with(ticket, Ok(identity), None, false)
-                .await?;
+                .await?
+                .new_network;
         } else if !crate::defence::network_allowed(identity.allowed_networks.as_deref(), source) {
             // Refused (and counted) here as it would be at the code step, before a
             // code is asked for: settling an identity outside its networks fails.
@@ -104,27 +101,33 @@ impl<D: Directory> Authenticator<D> {
         Ok(WebAccount {
             user,
             second_factor: enrolled,
-            must_enrol: required && !enrolled,
+            new_network,
         })
     }
 
     /// The security page's second step for `user` (canonical, from
     /// [`Authenticator::web_password`]): a current TOTP code or an unused recovery
     /// code, from `source`. A wrong code is a failure under the guard
-    /// ([`Reason::BadSecondFactor`]).
+    /// ([`Reason::BadSecondFactor`]). With the factor: whether the network is new to
+    /// the account (the case for a security notice).
     pub async fn web_second_factor(
         &self,
         user: &str,
         code: &str,
         source: IpAddr,
-    ) -> Result<SecondFactor, AuthFailure> {
+    ) -> Result<(SecondFactor, bool), AuthFailure> {
         let ticket = self.guard.admit(user, source).await?;
         let Some(record) = self.lookup(user).await? else {
             return Err(AuthFailure::Unavailable);
         };
-        let factor = self.check_code(user, code).await?;
+        // A disabled account spends no code (a recovery code stays usable).
+        let factor = if record.enabled {
+            self.check_code(user, code).await?
+        } else {
+            None
+        };
         let result = match factor {
-            Some(_) if !record.enabled => Err(AuthFailure::Rejected(Reason::Disabled)),
+            None if !record.enabled => Err(AuthFailure::Rejected(Reason::Disabled)),
             Some(_) => Ok(Identity {
                 user: record.name,
                 maildir: PathBuf::from(record.maildir),
@@ -137,9 +140,11 @@ impl<D: Directory> Authenticator<D> {
         let attempt = result
             .is_err()
             .then(|| self.guard.attempt_hash(user, code.as_bytes()));
-        self.guard
+        let identity = self
+            .guard
             .settle_with(ticket, result, attempt, false)
             .await?;
-        factor.ok_or(AuthFailure::Rejected(Reason::BadSecondFactor))
+        let factor = factor.ok_or(AuthFailure::Rejected(Reason::BadSecondFactor))?;
+        Ok((factor, identity.new_network))
     }
 }

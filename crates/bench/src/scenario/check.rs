@@ -54,7 +54,9 @@ pub async fn run(env: &Env) -> anyhow::Result<bool> {
                 println!("  STLS not offered on the plain port");
                 ok = false;
             }
-            let r = c.login(AuthKind::User, &user, &base.password).await;
+            let r = c
+                .login(AuthKind::User, &user, base.passwords.of(&user))
+                .await;
             let verdict = match &r {
                 Ok(()) => "ACCEPTED".to_string(),
                 Err(e) => format!("rejected: {e}"),
@@ -95,7 +97,7 @@ pub async fn run(env: &Env) -> anyhow::Result<bool> {
         let r = async {
             let mut c = d.connect(SMALL_CHUNK).await?;
             let caps = capa(&mut c).await;
-            c.login(auth, &user, &base.password).await?;
+            c.login(auth, &user, base.passwords.of(&user)).await?;
             let stat = c.cmd("STAT").await?;
             c.quit().await?;
             Ok::<_, crate::conn::Pop3Error>((caps, String::from_utf8_lossy(&stat).into_owned()))

@@ -98,8 +98,12 @@ async fn attempt(
 ) -> Result<(), Pop3Error> {
     let mut c = d.connect(SMALL_CHUNK).await?;
     let (user, password) = match reason {
-        Reason::WrongPassword => (d.users.name(k), format!("{}-wrong{k}", d.password)),
-        Reason::UnknownUser => (format!("nosuchuser-{k}-x7q"), d.password.clone()),
+        Reason::WrongPassword => {
+            let user = d.users.name(k);
+            let wrong = format!("{}-wrong{k}", d.passwords.of(&user));
+            (user, wrong)
+        }
+        Reason::UnknownUser => (format!("nosuchuser-{k}-x7q"), d.passwords.of("").to_owned()),
         Reason::MalformedPlain => (String::new(), String::new()),
         Reason::LockedWrong => (a.locked_user.clone(), format!("wrong{k}")),
         Reason::LockedRight => (a.locked_user.clone(), a.locked_password.clone()),

@@ -47,7 +47,8 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
                 let r = async {
                     let mut c = dialer.connect(SMALL_CHUNK).await?;
                     let t1 = Instant::now();
-                    c.login(dialer.auth, &dialer.users.name(k), &dialer.password)
+                    let user = dialer.users.name(k);
+                    c.login(dialer.auth, &user, dialer.passwords.of(&user))
                         .await?;
                     let t2 = Instant::now();
                     c.cmd("STAT").await?;

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::conn::{AuthKind, Mode, Pop3, Result, Target};
 use crate::procstat::{self, TreeStats};
 use crate::report::round;
-use crate::{Env, Users};
+use crate::{Env, Passwords, Users};
 
 /// Receive buffer for sessions that move little data.
 pub const SMALL_CHUNK: usize = 4 * 1024;
@@ -29,7 +29,7 @@ pub struct Dialer {
     pub mode: Mode,
     pub auth: AuthKind,
     pub users: Users,
-    pub password: String,
+    pub passwords: Passwords,
 }
 
 impl Dialer {
@@ -39,7 +39,7 @@ impl Dialer {
             mode: env.mode,
             auth: env.auth,
             users: env.users.clone(),
-            password: env.password.clone(),
+            passwords: env.passwords.clone(),
         }
     }
 
@@ -50,8 +50,8 @@ impl Dialer {
     /// Connects and signs in as the `k`-th user.
     pub async fn open(&self, k: u64, chunk: usize) -> Result<Pop3> {
         let mut c = self.connect(chunk).await?;
-        c.login(self.auth, &self.users.name(k), &self.password)
-            .await?;
+        let user = self.users.name(k);
+        c.login(self.auth, &user, self.passwords.of(&user)).await?;
         Ok(c)
     }
 }
@@ -62,6 +62,8 @@ pub struct Meter {
     cpu0: f64,
     server0: Option<TreeStats>,
     pid: Option<u32>,
+    /// The server tree's RSS when its peak was reset, KiB.
+    rss0: Option<u64>,
 }
 
 /// The differences at its end.
@@ -70,12 +72,16 @@ pub struct Metered {
     pub client_cpu_s: f64,
     pub server_cpu_s: Option<f64>,
     pub server_after: Option<TreeStats>,
+    /// The server tree's RSS at the start and its peak during the measurement, KiB.
+    pub server_rss_start_peak: Option<(u64, u64)>,
 }
 
 impl Meter {
     pub fn start(pid: Option<u32>) -> Self {
         let server0 = procstat::tree_stats(pid);
+        let rss0 = procstat::reset_peak_rss(pid);
         Meter {
+            rss0,
             cpu0: procstat::self_cpu(),
             server0,
             pid,
@@ -91,11 +97,13 @@ impl Meter {
             (Some(a), Some(b)) => Some(b.cpu_s - a.cpu_s),
             _ => None,
         };
+        let peak = procstat::peak_rss(self.pid);
         Metered {
             seconds,
             client_cpu_s,
             server_cpu_s,
             server_after: server1,
+            server_rss_start_peak: self.rss0.zip(peak),
         }
     }
 }
@@ -116,6 +124,14 @@ impl Metered {
             m.insert("server_rss_kib".into(), json!(a.rss_kib));
             m.insert("server_pss_kib".into(), json!(a.pss_kib));
         }
+        if let Some((start, peak)) = self.server_rss_start_peak {
+            m.insert("server_rss_start_kib".into(), json!(start));
+            m.insert("server_rss_peak_kib".into(), json!(peak));
+            m.insert(
+                "server_rss_growth_kib".into(),
+                json!(peak.saturating_sub(start)),
+            );
+        }
     }
 
     /// ` client_cpu=..% server_cpu=..%` for the summary line.
@@ -124,6 +140,12 @@ impl Metered {
         let mut s = format!(" client_cpu={:.1}%", 100.0 * self.client_cpu_s / el);
         if let Some(c) = self.server_cpu_s {
             s += &format!(" server_cpu={:.1}%", 100.0 * c / el);
+        }
+        if let Some((start, peak)) = self.server_rss_start_peak {
+            s += &format!(
+                " server_rss_growth={:.1}MiB",
+                peak.saturating_sub(start) as f64 / 1024.0
+            );
         }
         s
     }

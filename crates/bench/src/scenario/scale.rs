@@ -31,7 +31,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
         let t0 = Instant::now();
         let mut c = d.connect(BIG_CHUNK).await?;
         let t1 = Instant::now();
-        c.login(d.auth, &user, &d.password).await?;
+        c.login(d.auth, &user, d.passwords.of(&user)).await?;
         let t2 = Instant::now();
         let stat = c.cmd("STAT").await?;
         let t3 = Instant::now();

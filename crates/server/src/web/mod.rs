@@ -30,6 +30,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use directory::Directory as _;
+use sha2::{Digest as _, Sha256};
+
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -39,12 +41,15 @@ use zeroize::Zeroizing;
 use crate::Dir;
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
-use crate::http_conn::TlsLimited;
+use crate::http_conn::{TlsLimited, TlsLimits};
+use crate::notices::{Notice, Notices};
 use html::Frame;
 use session::{Session, Sessions, Stage};
 
 /// HTTPS connections served at once; more wait in the listen queue.
 const MAX_CONNECTIONS: usize = 256;
+/// HTTPS connections from one address at once (a browser opens about six).
+const MAX_PER_ADDRESS: usize = 16;
 /// How long one connection may stay open (keep-alive requests included).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 /// How long a TLS handshake may take.
@@ -60,6 +65,7 @@ const STYLE: &str = include_str!("style.css");
 struct Web {
     auth: Authenticator<Dir>,
     audit: AuditLog,
+    notices: Arc<Notices>,
     config: Config,
     sessions: Sessions,
 }
@@ -70,15 +76,27 @@ pub(crate) async fn serve(
     tls: Arc<rustls::ServerConfig>,
     auth: Authenticator<Dir>,
     audit: AuditLog,
+    notices: Arc<Notices>,
     config: Config,
     shutdown: CancellationToken,
 ) {
+    let limits = TlsLimits {
+        slots: MAX_CONNECTIONS,
+        per_address: MAX_PER_ADDRESS,
+        lifetime: CONNECTION_LIFETIME,
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+    };
+    // A banned address gets no page, as it gets no POP3 greeting.
+    let guard = auth.clone();
+    let allow = move |ip| {
+        let guard = guard.clone();
+        async move { guard.guard().connection_allowed(ip).await }
+    };
     let listener = match TlsLimited::start(
         listener,
         TlsAcceptor::from(tls),
-        MAX_CONNECTIONS,
-        CONNECTION_LIFETIME,
-        HANDSHAKE_TIMEOUT,
+        limits,
+        allow,
         shutdown.clone(),
     ) {
         Ok(l) => l,
@@ -90,6 +108,7 @@ pub(crate) async fn serve(
     let state = Arc::new(Web {
         auth,
         audit,
+        notices,
         sessions: Sessions::new(&config.web),
         config,
     });
@@ -136,6 +155,7 @@ fn router(state: Arc<Web>) -> Router {
         .route("/mfa/setup", get(enrol_page).post(enrol_start))
         .route("/mfa/confirm", post(enrol_confirm))
         .route("/recovery-codes", post(renew_recovery_codes))
+        .route("/reveal", get(reveal))
         .route("/app-passwords", post(create_app_password))
         .route("/app-passwords/revoke", post(revoke_app_password))
         .route("/password", post(change_password))
@@ -144,8 +164,10 @@ fn router(state: Arc<Web>) -> Router {
         .with_state(state)
 }
 
-/// Headers on every response: no framing, no sniffing, no referrer, no script, HTTPS
-/// only from now on, and nothing cached but the stylesheet.
+/// Headers on every response: no framing, no sniffing, no referrer, no script, and
+/// nothing cached but the stylesheet. No HSTS: it would bind every port of the host
+/// name to HTTPS, the plain metrics listener's included, and the page has no plain
+/// HTTP listener to protect.
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     let set = |h: &mut HeaderMap, name: header::HeaderName, value: &'static str| {
@@ -156,7 +178,6 @@ async fn security_headers(mut response: Response) -> Response {
         header::CONTENT_SECURITY_POLICY,
         "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
-    set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::REFERRER_POLICY, "no-referrer");
@@ -216,11 +237,69 @@ impl Web {
         )
     }
 
-    /// The session of the request's cookie, with its token.
+    /// The session of the request's cookie, with its token, without looking at the
+    /// account (for pages that show nothing of it).
     fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let token = session::token_from(headers)?;
         let s = self.sessions.get(&token)?;
         Some((token, s))
+    }
+
+    /// The session of the request's cookie, if the account is still as it was when the
+    /// session signed in (see [`Web::epoch`]); a changed account ends the session.
+    async fn current(&self, headers: &HeaderMap) -> Result<Option<(String, Session)>, Response> {
+        let Some((token, s)) = self.session(headers) else {
+            return Ok(None);
+        };
+        match self.epoch(&s.user).await {
+            Ok(Some(e)) if e == s.epoch => Ok(Some((token, s))),
+            Ok(_) => {
+                self.sessions.remove(&token);
+                Ok(None)
+            }
+            Err(()) => Err(self.unavailable(Some(&s))),
+        }
+    }
+
+    /// A fingerprint of what a sign-in to `user` rests on: the password hash, the
+    /// enabled flag and the authenticator (when it was set up, and whether it is
+    /// confirmed). A change through the page, the CLI or another node changes it.
+    /// `Ok(None)`: no such account (any more).
+    async fn epoch(&self, user: &str) -> Result<Option<String>, ()> {
+        let dir = self.auth.directory();
+        let Some(record) = dir.find_user(user).await.map_err(|_| ())? else {
+            return Ok(None);
+        };
+        let mfa = dir.mfa(user).await.map_err(|_| ())?;
+        let mut h = Sha256::new();
+        h.update(record.password_hash.as_bytes());
+        h.update([0, u8::from(record.enabled)]);
+        if let Some(m) = mfa {
+            h.update(m.enrolled_at.to_be_bytes());
+            h.update([u8::from(m.confirmed)]);
+        }
+        Ok(Some(
+            h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        ))
+    }
+
+    /// Tells the user about a sign-in from a network the account never used, as
+    /// POP3 does.
+    async fn notify_new_network(&self, user: &str, peer: SocketAddr, mechanism: &str) {
+        let notice = Notice::NewNetwork {
+            address: peer.ip().to_canonical(),
+            mechanism,
+            tls: None,
+        };
+        self.notices.send(user, notice).await;
+    }
+
+    /// Keeps `body` (a page holding a secret) for one GET of `/reveal`, and sends the
+    /// browser there: reloading that page shows nothing again and repeats nothing.
+    fn reveal(&self, token: &str, body: String) -> Response {
+        self.sessions
+            .update(token, |s| s.reveal = Some(Zeroizing::new(body)));
+        redirect("/reveal")
     }
 
     /// The same delay POP3 puts on every failed sign-in.
@@ -319,10 +398,15 @@ fn forbidden() -> Response {
         .into_response()
 }
 
-/// The signed-in session a POST acts for: from this origin, with its CSRF token, and
-/// past the second-factor step. `Err` is the response to send instead.
-fn acting(w: &Web, headers: &HeaderMap, csrf: &str) -> Result<(String, Session), Box<Response>> {
-    let Some((token, s)) = w.session(headers) else {
+/// The signed-in session a POST acts for: from this origin, with its CSRF token, past
+/// the second-factor step, and on an account unchanged since it signed in. `Err` is
+/// the response to send instead.
+async fn acting(
+    w: &Web,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(String, Session), Box<Response>> {
+    let Some((token, s)) = w.current(headers).await.map_err(Box::new)? else {
         return Err(Box::new(redirect("/signin")));
     };
     if !same_origin(headers) || !tokens_match(csrf, &s.csrf) {
@@ -343,9 +427,12 @@ async fn enrolled(w: &Web, user: &str) -> Result<bool, AdminError> {
 // ---------------------------------------------------------------------- handlers
 
 async fn overview(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    let Some((token, s)) = w.session(&headers) else {
-        return redirect("/signin");
+    let (token, s) = match w.current(&headers).await {
+        Ok(Some(x)) => x,
+        Ok(None) => return redirect("/signin"),
+        Err(r) => return r,
     };
+
     if s.stage == Stage::Code {
         return redirect("/signin/code");
     }
@@ -399,13 +486,16 @@ async fn signin(
     if !same_origin(&headers) {
         return forbidden();
     }
+    // Bounded, for the audit log and the form: a password typed into the name field
+    // must not end up there whole.
+    let shown = bounded_name(&f.user);
     let result = w
         .auth
         .web_password(&f.user, f.password.as_bytes(), peer.ip())
         .await;
     let base = || Record {
         event: "web_auth",
-        user: Some(&f.user),
+        user: Some(shown),
         mechanism: Some("password"),
         ..Record::default()
     };
@@ -431,7 +521,14 @@ async fn signin(
             if !account.second_factor {
                 w.remember(&account.user, peer.ip(), "WEB", "success");
             }
-            let Some(token) = w.sessions.create(&account.user, stage) else {
+            if account.new_network {
+                w.notify_new_network(&account.user, peer, "WEB").await;
+            }
+            let epoch = match w.epoch(&account.user).await {
+                Ok(Some(e)) => e,
+                _ => return w.unavailable(None),
+            };
+            let Some(token) = w.sessions.create(&account.user, stage, epoch) else {
                 return w.unavailable(None);
             };
             let to = if account.second_factor {
@@ -458,7 +555,7 @@ async fn signin(
                 StatusCode::UNAUTHORIZED,
                 None,
                 "Sign in",
-                &html::signin(&f.user, Some(SIGNIN_REFUSED)),
+                &html::signin(shown, Some(SIGNIN_REFUSED)),
             )
         }
         Err(AuthFailure::Unavailable | AuthFailure::LoginDelay) => {
@@ -501,8 +598,10 @@ async fn code(
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let Some((token, s)) = w.session(&headers) else {
-        return redirect("/signin");
+    let (token, s) = match w.current(&headers).await {
+        Ok(Some(x)) => x,
+        Ok(None) => return redirect("/signin"),
+        Err(r) => return r,
     };
     if !same_origin(&headers) || !tokens_match(&f.csrf, &s.csrf) {
         return forbidden();
@@ -519,7 +618,7 @@ async fn code(
         ..Record::default()
     };
     match result {
-        Ok(factor) => {
+        Ok((factor, new_network)) => {
             w.audit(
                 peer,
                 Record {
@@ -532,7 +631,13 @@ async fn code(
                 SecondFactor::RecoveryCode => "WEB+RECOVERY",
             };
             w.remember(&s.user, peer.ip(), how, "success");
-            let Some(new) = w.sessions.promote(&token, Stage::TwoFactor) else {
+            if new_network {
+                w.notify_new_network(&s.user, peer, how).await;
+            }
+            let Some(new) = w
+                .sessions
+                .promote(&token, Stage::TwoFactor, s.epoch.clone())
+            else {
                 return redirect("/signin");
             };
             if factor == SecondFactor::RecoveryCode {
@@ -568,6 +673,28 @@ async fn code(
     }
 }
 
+/// Shows, once, the page a POST kept for it (see [`Web::reveal`]).
+async fn reveal(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let (token, s) = match w.current(&headers).await {
+        Ok(Some(x)) => x,
+        Ok(None) => return redirect("/signin"),
+        Err(r) => return r,
+    };
+    match w.sessions.take_reveal(&token) {
+        Some(body) => w.page(StatusCode::OK, Some(&s), "Shown once", &body),
+        None => redirect("/"),
+    }
+}
+
+/// A user name as typed, cut to the longest name an account can have.
+fn bounded_name(raw: &str) -> &str {
+    let mut end = raw.len().min(auth::MAX_USERNAME_BYTES);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    &raw[..end]
+}
+
 #[derive(Deserialize)]
 struct CsrfForm {
     #[serde(default)]
@@ -593,7 +720,7 @@ async fn enrol_start(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (token, s) = match acting(&w, &headers, &f.csrf) {
+    let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -624,23 +751,24 @@ fn qr_svg(uri: &str) -> Option<String> {
 }
 
 async fn enrol_page(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    enrol_render(&w, &headers, None, StatusCode::OK)
+    match w.current(&headers).await {
+        Ok(Some((_, s))) => enrol_render(&w, &s, None, StatusCode::OK),
+        Ok(None) => redirect("/signin"),
+        Err(r) => r,
+    }
 }
 
-fn enrol_render(w: &Web, headers: &HeaderMap, error: Option<&str>, status: StatusCode) -> Response {
-    let Some((_, s)) = w.session(headers) else {
-        return redirect("/signin");
-    };
+fn enrol_render(w: &Web, s: &Session, error: Option<&str>, status: StatusCode) -> Response {
     let Some(secret) = s.enrolment.as_ref().filter(|_| s.stage != Stage::Code) else {
         return redirect("/");
     };
     let uri = auth::mfa::base32_decode(secret)
         .map(|raw| auth::mfa::otpauth_uri(w.auth.mfa_issuer(), &s.user, &raw));
     let Some(svg) = uri.as_deref().and_then(qr_svg) else {
-        return w.unavailable(Some(&s));
+        return w.unavailable(Some(s));
     };
     let body = html::enrol(&s.csrf, &svg, secret, error);
-    w.page(status, Some(&s), "Set up an authenticator app", &body)
+    w.page(status, Some(s), "Set up an authenticator app", &body)
 }
 
 async fn enrol_confirm(
@@ -649,13 +777,20 @@ async fn enrol_confirm(
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let (token, s) = match acting(&w, &headers, &f.csrf) {
+    let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
     let Some(secret) = s.enrolment.clone() else {
         return redirect("/");
     };
+    // Only a session with both factors replaces an authenticator (checked again here:
+    // one may have been set up since this enrolment began).
+    match enrolled(&w, &s.user).await {
+        Ok(true) if s.stage != Stage::TwoFactor => return forbidden(),
+        Ok(_) => {}
+        Err(_) => return w.unavailable(Some(&s)),
+    }
     match w.auth.mfa_confirm_secret(&s.user, &secret, &f.code).await {
         Ok(codes) => {
             w.audit(
@@ -668,14 +803,18 @@ async fn enrol_confirm(
                     ..Record::default()
                 },
             );
-            // The session now holds both factors: a fresh token for it.
-            let Some(new) = w.sessions.promote(&token, Stage::TwoFactor) else {
+            // The session now holds both factors: a fresh token for it, with the
+            // account's new epoch; every other session of the account ends.
+            let Ok(Some(epoch)) = w.epoch(&s.user).await else {
+                return w.unavailable(Some(&s));
+            };
+            let Some(new) = w.sessions.promote(&token, Stage::TwoFactor, epoch) else {
                 return redirect("/signin");
             };
+            w.sessions.remove_user(&s.user, &new);
             let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
             let body = html::recovery_codes(&codes, "Two-step verification is on.");
-            let s = w.sessions.get(&new);
-            let mut r = w.page(StatusCode::OK, s.as_ref(), "Recovery codes", &body);
+            let mut r = w.reveal(&new, body);
             if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&new)) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -685,7 +824,7 @@ async fn enrol_confirm(
             w.failure_delay().await;
             enrol_render(
                 &w,
-                &headers,
+                &s,
                 Some(
                     "That code is not the current one. Check the phone's clock and try the next code.",
                 ),
@@ -702,7 +841,7 @@ async fn renew_recovery_codes(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (_, s) = match acting(&w, &headers, &f.csrf) {
+    let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -724,7 +863,7 @@ async fn renew_recovery_codes(
             let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
             let body =
                 html::recovery_codes(&codes, "New recovery codes: the old ones no longer work.");
-            w.page(StatusCode::OK, Some(&s), "Recovery codes", &body)
+            w.reveal(&token, body)
         }
         Err(_) => w.unavailable(Some(&s)),
     }
@@ -779,7 +918,7 @@ async fn create_app_password(
     headers: HeaderMap,
     Form(f): Form<AppPasswordForm>,
 ) -> Response {
-    let (token, s) = match acting(&w, &headers, &f.csrf) {
+    let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -818,7 +957,7 @@ async fn create_app_password(
                 &w.config.hostname,
                 &w.connection_hint(),
             );
-            w.page(StatusCode::OK, Some(&s), "New app password", &body)
+            w.reveal(&token, body)
         }
         Err(_) => w.unavailable(Some(&s)),
     }
@@ -838,7 +977,7 @@ async fn revoke_app_password(
     headers: HeaderMap,
     Form(f): Form<RevokeForm>,
 ) -> Response {
-    let (token, s) = match acting(&w, &headers, &f.csrf) {
+    let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -887,7 +1026,7 @@ async fn change_password(
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
-    let (token, s) = match acting(&w, &headers, &f.csrf) {
+    let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -949,9 +1088,14 @@ async fn change_password(
                     ..Record::default()
                 },
             );
-            // Everyone else signed in with the old password is out.
+            // Everyone else signed in with the old password is out; this session
+            // carries on with the account's new epoch.
             w.sessions.remove_user(&s.user, &token);
+            let Ok(Some(epoch)) = w.epoch(&s.user).await else {
+                return w.unavailable(Some(&s));
+            };
             w.sessions.update(&token, |s| {
+                s.epoch = epoch;
                 s.flash = Some("Password changed. Mail apps that use it need the new one; app passwords keep working.".into());
             });
             redirect("/")

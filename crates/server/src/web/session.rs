@@ -18,6 +18,9 @@ use zeroize::Zeroizing;
 /// `Domain`, so no other host or plain-HTTP page can set or shadow it.
 pub(crate) const COOKIE: &str = "__Host-poplar";
 
+/// Sessions one account may hold at once; a new one ends that account's oldest.
+const PER_USER: usize = 5;
+
 /// How far a session has signed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
@@ -41,6 +44,13 @@ pub(crate) struct Session {
     pub enrolment: Option<Zeroizing<String>>,
     /// A one-line message for the next page (after a redirect).
     pub flash: Option<String>,
+    /// A page holding a secret (a new app password, recovery codes), rendered by the
+    /// POST that made it and shown once by the GET it redirects to, so that reloading
+    /// it repeats nothing.
+    pub reveal: Option<Zeroizing<String>>,
+    /// What the account's credentials were at sign-in (see `Web::epoch`): a change
+    /// made anywhere else (password, authenticator, account disabled) ends the session.
+    pub epoch: String,
     created: Instant,
     last_seen: Instant,
 }
@@ -91,21 +101,31 @@ impl Sessions {
 
     /// A new session for `user` at `stage`; its token (for the cookie). `None` if the
     /// system's random source fails.
-    pub fn create(&self, user: &str, stage: Stage) -> Option<String> {
+    pub fn create(&self, user: &str, stage: Stage, epoch: String) -> Option<String> {
         let token = random_token()?;
         let csrf = random_token()?;
         let now = Instant::now();
         let mut table = self.lock();
         table.retain(|_, s| self.live(s, now));
-        if table.len() >= self.capacity {
+        let mine = table.values().filter(|s| s.user == user).count();
+        let evict = if mine >= PER_USER {
+            // This account's oldest: one account cannot crowd out the others.
+            table
+                .iter()
+                .filter(|(_, s)| s.user == user)
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| *k)
+        } else if table.len() >= self.capacity {
             // Full of live sessions: the one idle longest makes room.
-            if let Some(oldest) = table
+            table
                 .iter()
                 .min_by_key(|(_, s)| s.last_seen)
                 .map(|(k, _)| *k)
-            {
-                table.remove(&oldest);
-            }
+        } else {
+            None
+        };
+        if let Some(k) = evict {
+            table.remove(&k);
         }
         table.insert(
             key(&token),
@@ -115,6 +135,8 @@ impl Sessions {
                 csrf,
                 enrolment: None,
                 flash: None,
+                reveal: None,
+                epoch,
                 created: now,
                 last_seen: now,
             },
@@ -151,18 +173,30 @@ impl Sessions {
             .and_then(|s| s.flash.take())
     }
 
-    /// Moves the session of `token` to a new token at `stage` (the old one stops
-    /// working), keeping its flash. `None` if it is gone or randomness fails.
-    pub fn promote(&self, token: &str, stage: Stage) -> Option<String> {
+    /// Takes the page to show once.
+    pub fn take_reveal(&self, token: &str) -> Option<Zeroizing<String>> {
+        self.lock()
+            .get_mut(&key(token))
+            .and_then(|s| s.reveal.take())
+    }
+
+    /// Moves the session of `token` to a new token at `stage` with the account's
+    /// current `epoch` (the old token stops working), keeping its flash. The session's
+    /// lifetime starts at the second factor, and is not extended by later changes.
+    /// `None` if it is gone or randomness fails.
+    pub fn promote(&self, token: &str, stage: Stage, epoch: String) -> Option<String> {
         let new = random_token()?;
         let csrf = random_token()?;
         let now = Instant::now();
         let mut table = self.lock();
         let mut s = table.remove(&key(token))?;
+        if s.stage == Stage::Code {
+            s.created = now;
+        }
         s.stage = stage;
         s.csrf = csrf;
         s.enrolment = None;
-        s.created = now;
+        s.epoch = epoch;
         s.last_seen = now;
         table.insert(key(&new), s);
         Some(new)
@@ -222,11 +256,11 @@ mod tests {
     #[test]
     fn a_token_opens_its_session_and_promotion_retires_it() {
         let s = sessions(60, 600, 10);
-        let t = s.create("alice", Stage::Code).unwrap();
+        let t = s.create("alice", Stage::Code, String::new()).unwrap();
         assert_eq!(t.len(), 64);
         let got = s.get(&t).unwrap();
         assert_eq!((got.user.as_str(), got.stage), ("alice", Stage::Code));
-        let t2 = s.promote(&t, Stage::TwoFactor).unwrap();
+        let t2 = s.promote(&t, Stage::TwoFactor, String::new()).unwrap();
         assert!(s.get(&t).is_none(), "the pre-sign-in token is dead");
         let got2 = s.get(&t2).unwrap();
         assert_eq!(got2.stage, Stage::TwoFactor);
@@ -238,25 +272,40 @@ mod tests {
     #[test]
     fn sessions_expire_and_the_table_is_bounded() {
         let s = sessions(0, 0, 10);
-        let t = s.create("alice", Stage::Password).unwrap();
+        let t = s.create("alice", Stage::Password, String::new()).unwrap();
         assert!(s.get(&t).is_none(), "idle limit 0: already expired");
         let s = sessions(60, 600, 2);
-        let a = s.create("a", Stage::Password).unwrap();
+        let a = s.create("a", Stage::Password, String::new()).unwrap();
         std::thread::sleep(Duration::from_millis(2));
-        let b = s.create("b", Stage::Password).unwrap();
+        let b = s.create("b", Stage::Password, String::new()).unwrap();
         std::thread::sleep(Duration::from_millis(2));
         let _ = s.get(&a);
-        let c = s.create("c", Stage::Password).unwrap();
+        let c = s.create("c", Stage::Password, String::new()).unwrap();
         assert!(s.get(&b).is_none(), "the longest idle made room");
         assert!(s.get(&a).is_some() && s.get(&c).is_some());
     }
 
     #[test]
+    fn one_account_cannot_crowd_out_the_others() {
+        let s = sessions(60, 600, 100);
+        let bob = s.create("bob", Stage::Password, String::new()).unwrap();
+        let first = s.create("eve", Stage::Code, String::new()).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let rest: Vec<String> = (0..PER_USER + 3)
+            .map(|_| s.create("eve", Stage::Code, String::new()).unwrap())
+            .collect();
+        assert!(s.get(&first).is_none(), "eve's oldest went first");
+        assert!(s.get(&bob).is_some());
+        let live = rest.iter().filter(|t| s.get(t).is_some()).count();
+        assert_eq!(live, PER_USER);
+    }
+
+    #[test]
     fn a_password_change_ends_the_other_sessions() {
         let s = sessions(60, 600, 10);
-        let mine = s.create("alice", Stage::TwoFactor).unwrap();
-        let other = s.create("alice", Stage::Password).unwrap();
-        let bob = s.create("bob", Stage::Password).unwrap();
+        let mine = s.create("alice", Stage::TwoFactor, String::new()).unwrap();
+        let other = s.create("alice", Stage::Password, String::new()).unwrap();
+        let bob = s.create("bob", Stage::Password, String::new()).unwrap();
         s.remove_user("alice", &mine);
         assert!(s.get(&mine).is_some() && s.get(&other).is_none() && s.get(&bob).is_some());
     }
