@@ -26,7 +26,7 @@ mod username;
 
 pub use authenticator::{
     AdminError, AuthFailure, Authenticator, Enrolment, Identity, MfaPolicy, MfaSettings, MfaStatus,
-    Reason, ScramLookup,
+    Reason, ScramLookup, TokenClaims, TokenError, TokenFuture, TokenVerifier,
 };
 pub use hasher::{Argon2Params, InvalidParams, PasswordHasher};
 pub use password::{MAX_PASSWORD_BYTES, prepare_password};

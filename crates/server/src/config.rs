@@ -51,6 +51,8 @@ pub struct Config {
     pub passwords: Passwords,
     /// The Prometheus metrics and health HTTP listener.
     pub metrics: Metrics,
+    /// OAuth 2.0 issuers whose bearer tokens sign in (OAUTHBEARER, XOAUTH2).
+    pub oauth: oauth::OAuthConfig,
 }
 
 /// The HTTP listener for `/metrics` (Prometheus), `/healthz` and `/readyz`: a port of
@@ -426,7 +428,8 @@ pub struct Limits {
 pub struct Sasl {
     /// Offered mechanisms, in the order CAPA lists them. Each appears only where it
     /// can be used: none before TLS (outside `auth.plaintext_networks`), and
-    /// SCRAM-SHA-256-PLUS only on TLS 1.3, whose exporter it binds to.
+    /// SCRAM-SHA-256-PLUS only on TLS 1.3, whose exporter it binds to; OAUTHBEARER and
+    /// XOAUTH2 only under TLS and when `[[oauth.issuers]]` are configured.
     pub mechanisms: Vec<String>,
     /// PBKDF2 iterations for new SCRAM-SHA-256 keys (RFC 7677 asks for at least 4096).
     pub scram_iterations: u32,
@@ -531,6 +534,7 @@ impl Default for Config {
             mfa: Mfa::default(),
             passwords: Passwords::default(),
             metrics: Metrics::default(),
+            oauth: oauth::OAuthConfig::default(),
         }
     }
 }
@@ -639,6 +643,7 @@ impl Config {
                 return bad("metrics.listen must not be a POP3 listener's address");
             }
         }
+        self.oauth.validate().map_err(ConfigError::Invalid)?;
         if self.limits.max_command_line < 64 {
             return bad("limits.max_command_line must be at least 64");
         }
@@ -651,7 +656,7 @@ impl Config {
         for m in &self.sasl.mechanisms {
             if sasl::Mechanism::from_name(m).is_none() {
                 return Err(ConfigError::Invalid(format!(
-                    "sasl.mechanisms: unknown mechanism {m:?} (known: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, PLAIN, LOGIN)"
+                    "sasl.mechanisms: unknown mechanism {m:?} (known: EXTERNAL, OAUTHBEARER, XOAUTH2, SCRAM-SHA-256-PLUS, SCRAM-SHA-256, PLAIN, LOGIN)"
                 )));
             }
         }
