@@ -168,6 +168,8 @@ def provider_a(tmp_path_factory):
                  "urn:poplar:opaque": {"audience": MAIL, "scope": "pop3 other",
                                        "format": "opaque"}}
     clients = [user_client("alice", ALICE), user_client("alice-short", ALICE, ttl=1),
+               user_client("alice-later", ALICE, nbfOffset=3600),
+               {"client_id": "nobody", "scope": "pop3 other"},
                {"client_id": POPLAR_CLIENT[0], "scope": "pop3"}]
     p = Provider(root, clients, resources, ALL_KEYS).start()
     yield p
@@ -361,6 +363,9 @@ def test_refusals_each_with_its_reason(poplar_a, provider_a, provider_b):
         ("token_algorithm", tamper(good, header={"alg": "none"}, signature="")),
         ("token_algorithm", hs256(good, jwks)),
         ("token_scope", provider_a.token("alice", scope="other")),
+        ("token_not_yet_valid", provider_a.token("alice-later")),
+        ("token_no_user", provider_a.token("nobody")),
+        ("token_malformed", tamper(good, header={"typ": "dpop+jwt"})),
     ]
     for reason, token in cases:
         EXTRA_SECRETS.add(token)

@@ -6,7 +6,7 @@
 //   "keys": [{"kid": "rsa-1", "type": "RSA"}, {"kid": "ec-1", "type": "EC"}, ...],
 //   "keyDir": "/tmp/.../keys",          // private keys by kid, kept across restarts
 //   "clients": [{"client_id": "...", "client_secret": "...", "scope": "pop3 other",
-//                "claims": {"email": "alice@example.org"}, "ttl": 600}],
+//                "claims": {"email": "alice@example.org"}, "ttl": 600, "nbfOffset": 0}],
 //   "resources": {"urn:poplar:mail": {"audience": "urn:poplar:mail", "scope": "pop3 other",
 //                                     "format": "jwt", "alg": "RS256"}}
 // }
@@ -75,7 +75,13 @@ const provider = new Provider(issuer, {
       },
     },
   },
-  extraTokenClaims: async (_ctx, token) => byClient.get(token.clientId)?.claims,
+  // A client's "claims" go into its tokens; "nbfOffset" adds an nbf that many seconds
+  // ahead (a token not valid yet).
+  extraTokenClaims: async (_ctx, token) => {
+    const c = byClient.get(token.clientId);
+    if (!c?.nbfOffset) return c?.claims;
+    return { ...c.claims, nbf: Math.floor(Date.now() / 1000) + c.nbfOffset };
+  },
   ttl: {
     ClientCredentials: (_ctx, _token, client) => byClient.get(client.clientId)?.ttl ?? 600,
   },

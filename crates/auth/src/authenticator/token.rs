@@ -112,9 +112,27 @@ impl<D: Directory> Authenticator<D> {
         token: &[u8],
         source: IpAddr,
     ) -> Result<Identity, AuthFailure> {
-        let name = self.guard_name(authzid.unwrap_or_default());
+        // Failures and successes are counted under the user the client named; a client
+        // that named none is counted under the token's user once the token is verified
+        // (a token that fails verification: under the empty name, i.e. per address).
+        let early = match authzid {
+            Some(_) => None,
+            None => Some(self.token_claims(token).await),
+        };
+        let name = match (authzid, &early) {
+            (Some(named), _) => self.guard_name(named),
+            (None, Some(Ok(claims))) => self.guard_name(&claims.user),
+            (None, _) => String::new(),
+        };
         let ticket = self.guard.admit(&name, source).await?;
-        let result = self.check_token(authzid, token).await;
+        let claims = match early {
+            Some(claims) => claims,
+            None => self.token_claims(token).await,
+        };
+        let result = match claims {
+            Ok(claims) => self.token_account(authzid, claims).await,
+            Err(e) => Err(e),
+        };
         // A refused token is usually sent again as it is (a client retrying): count it
         // once, as a repeated wrong password is.
         let attempt = matches!(result, Err(AuthFailure::Rejected(_)))
@@ -122,18 +140,23 @@ impl<D: Directory> Authenticator<D> {
         self.guard.settle(ticket, result, attempt).await
     }
 
-    async fn check_token(
-        &self,
-        authzid: Option<&str>,
-        token: &[u8],
-    ) -> Result<Identity, AuthFailure> {
+    /// The verified claims of `token`.
+    async fn token_claims(&self, token: &[u8]) -> Result<TokenClaims, AuthFailure> {
         let Some(verifier) = &self.tokens else {
             return Err(AuthFailure::Unavailable);
         };
         let Ok(token) = std::str::from_utf8(token) else {
             return Err(AuthFailure::Rejected(Reason::TokenMalformed));
         };
-        let claims = verifier.verify(token).await.map_err(TokenError::failure)?;
+        verifier.verify(token).await.map_err(TokenError::failure)
+    }
+
+    /// What verified claims mean for the account.
+    async fn token_account(
+        &self,
+        authzid: Option<&str>,
+        claims: TokenClaims,
+    ) -> Result<Identity, AuthFailure> {
         let Ok(user) = self.policy.canonical(&claims.user) else {
             return Err(AuthFailure::Rejected(Reason::TokenNoUser));
         };
