@@ -248,6 +248,19 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any bytes: no panic, and a token is only ever handed on when it is a
+        /// well-formed b64token.
+        #[test]
+        fn parsers_survive_any_input(data in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            for step in [parse_oauthbearer(&data), parse_xoauth2(&data)] {
+                if let Step::VerifyToken { token, .. } = step {
+                    proptest::prop_assert!(bearer_token(&[b"Bearer ", token.expose()].concat()).is_some());
+                }
+            }
+        }
+    }
+
     #[test]
     fn error_json_shapes() {
         assert_eq!(

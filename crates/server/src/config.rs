@@ -776,6 +776,18 @@ impl Config {
                 "metrics.listen = {addr} reaches beyond loopback: /metrics and /readyz answer anyone without a password; keep it on loopback or a management network, or firewall it"
             ));
         }
+        let oauth_listed = self.sasl.parsed().iter().any(|m| m.is_oauth());
+        if !self.oauth.issuers.is_empty() && !oauth_listed {
+            w.push("oauth.issuers are configured but sasl.mechanisms lists neither OAUTHBEARER nor XOAUTH2: no client can sign in with a token".into());
+        }
+        for issuer in &self.oauth.issuers {
+            if issuer.client_secret.is_some() {
+                w.push(format!(
+                    "oauth issuer {}: client_secret is in the config file; prefer client_secret_file",
+                    issuer.name
+                ));
+            }
+        }
         if self.auth.argon2_memory_kib < 19456 {
             w.push(format!(
                 "auth.argon2_memory_kib = {} is below the OWASP minimum of 19456",
@@ -1019,6 +1031,33 @@ mod tests {
         assert!(
             w[0].contains("self-signed") && w[0].contains("set tls.cert"),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn oauth_issuers_parse_validate_and_warn() {
+        let text = "[sasl]\nmechanisms = [\"PLAIN\"]\n[[oauth.issuers]]\nname = \"kc\"\n\
+                    issuer = \"https://sso.example.org/realms/mail\"\naudience = [\"poplar\"]\n\
+                    client_id = \"poplar\"\nclient_secret = \"s3cret\"\n";
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.oauth.issuers[0].user_claim, "email");
+        let w = c.warnings().join("\n");
+        assert!(w.contains("neither OAUTHBEARER nor XOAUTH2"), "{w}");
+        assert!(w.contains("client_secret_file"), "{w}");
+        let printed = toml::to_string_pretty(&c).unwrap();
+        assert!(!printed.contains("s3cret") && printed.contains("(redacted)"));
+        for bad in [
+            "[[oauth.issuers]]\nname = \"a\"\nissuer = \"http://idp.example.org\"\naudience = [\"p\"]\n",
+            "[[oauth.issuers]]\nname = \"a\"\nissuer = \"https://idp.example.org\"\naudience = []\n",
+            "[[oauth.issuers]]\nname = \"a\"\nissuer = \"https://i.example\"\naudience = [\"p\"]\nalgorithms = [\"HS256\"]\n",
+            "[[oauth.issuers]]\nname = \"a\"\nissuer = \"https://i.example\"\naudience = [\"p\"]\nclient_id = \"x\"\n",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(
+            toml::from_str::<Config>("[[oauth.issuers]]\nname = \"a\"\nissuer = \"https://i\"\naudience = [\"p\"]\ntypo = 1\n").is_err()
         );
     }
 
