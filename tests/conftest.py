@@ -127,9 +127,20 @@ def to_toml(cfg: dict) -> str:
             if not v:
                 continue
             out.append(f"\n[{k}]")
+            tables = {kk: vv for kk, vv in v.items() if _is_table_array(vv)}
             for kk, vv in v.items():
-                out.append(f"{kk} = {_toml_value(vv)}")
+                if kk not in tables:
+                    out.append(f"{kk} = {_toml_value(vv)}")
+            # Arrays of tables, e.g. [[oauth.issuers]], after the table's plain keys.
+            for kk, rows in tables.items():
+                for row in rows:
+                    out.append(f"\n[[{k}.{kk}]]")
+                    out.extend(f"{rk} = {_toml_value(rv)}" for rk, rv in row.items())
     return "\n".join(out) + "\n"
+
+
+def _is_table_array(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
 
 
 def default_config(data_dir: Path) -> dict:

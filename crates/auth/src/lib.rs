@@ -26,7 +26,8 @@ mod username;
 
 pub use authenticator::{
     AdminError, AuthFailure, Authenticator, Enrolment, Identity, MfaPolicy, MfaSettings, MfaStatus,
-    Reason, ScramLookup, SecondFactor, WebAccount,
+    Reason, ScramLookup, SecondFactor, TokenClaims, TokenError, TokenFuture, TokenVerifier,
+    WebAccount,
 };
 pub use hasher::{Argon2Params, InvalidParams, PasswordHasher};
 pub use password::{MAX_PASSWORD_BYTES, prepare_password};

@@ -1,7 +1,8 @@
 //! Sans-IO server side of the SASL mechanisms Poplar offers (RFC 4422 framework):
 //! PLAIN (RFC 4616), LOGIN (draft-murchison-sasl-login), SCRAM-SHA-256 and
 //! SCRAM-SHA-256-PLUS (RFC 5802, RFC 7677, channel binding `tls-exporter` RFC 9266),
-//! and EXTERNAL (RFC 4422 appendix A) for TLS client certificates.
+//! EXTERNAL (RFC 4422 appendix A) for TLS client certificates, and OAUTHBEARER
+//! (RFC 7628) and XOAUTH2 for OAuth 2.0 bearer tokens.
 //!
 //! An [`Exchange`] takes the client's decoded responses and returns a [`Step`]: a
 //! challenge to send, or a request for what only the caller can provide (verify a
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod login;
+pub mod oauth;
 mod plain;
 pub mod scram;
 mod secret;
@@ -33,12 +35,18 @@ pub enum Mechanism {
     /// RFC 4422 appendix A: the identity established outside SASL (a TLS client
     /// certificate).
     External,
+    /// RFC 7628: an OAuth 2.0 bearer token in a GS2 header and key-value pairs.
+    OAuthBearer,
+    /// Google's and Microsoft's format: `user=...^Aauth=Bearer ...^A^A`.
+    XOAuth2,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order CAPA lists them (strongest first).
-    pub const ALL: [Mechanism; 5] = [
+    pub const ALL: [Mechanism; 7] = [
         Mechanism::External,
+        Mechanism::OAuthBearer,
+        Mechanism::XOAuth2,
         Mechanism::ScramSha256Plus,
         Mechanism::ScramSha256,
         Mechanism::Plain,
@@ -53,6 +61,8 @@ impl Mechanism {
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
             Mechanism::External => "EXTERNAL",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
+            Mechanism::XOAuth2 => "XOAUTH2",
         }
     }
 
@@ -72,6 +82,13 @@ impl Mechanism {
     /// Needs the TLS 1.3 exporter for channel binding.
     pub fn needs_channel_binding(self) -> bool {
         self == Mechanism::ScramSha256Plus
+    }
+
+    /// Presents an OAuth 2.0 bearer token: offered only under TLS and only when an
+    /// issuer is configured (a bearer token is as good as a password to whoever
+    /// reads it).
+    pub fn is_oauth(self) -> bool {
+        matches!(self, Mechanism::OAuthBearer | Mechanism::XOAuth2)
     }
 
     /// Uses stored SCRAM keys.
@@ -119,6 +136,14 @@ pub enum Step {
         /// Identity to act as, if the client named one.
         authzid: Option<String>,
     },
+    /// OAUTHBEARER or XOAUTH2: check this bearer token through the one sign-in
+    /// service.
+    VerifyToken {
+        /// The user the client names (`a=` in the GS2 header, or XOAUTH2's `user=`).
+        authzid: Option<String>,
+        /// The bearer token as sent.
+        token: Secret,
+    },
     /// The SCRAM proof was checked. The caller decides about the account; on success
     /// it sends `server_final` as a last challenge, which the client answers with an
     /// empty response (RFC 5034 section 4: POP3 has no success-with-data).
@@ -164,6 +189,8 @@ pub struct Exchange {
 enum Inner {
     Plain { started: bool },
     External,
+    OAuthBearer,
+    XOAuth2,
     Login(login::Login),
     Scram(Box<scram::ScramServer>),
     Done,
@@ -175,6 +202,8 @@ impl Exchange {
         let inner = match mechanism {
             Mechanism::Plain => Inner::Plain { started: false },
             Mechanism::External => Inner::External,
+            Mechanism::OAuthBearer => Inner::OAuthBearer,
+            Mechanism::XOAuth2 => Inner::XOAuth2,
             Mechanism::Login => Inner::Login(login::Login::default()),
             Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Inner::Scram(Box::new(
                 scram::ScramServer::new(mechanism == Mechanism::ScramSha256Plus, binding),
@@ -193,7 +222,9 @@ impl Exchange {
                     Step::Challenge(Vec::new())
                 }
                 Inner::Login(l) => l.start(),
-                Inner::Scram(_) | Inner::External => Step::Challenge(Vec::new()),
+                Inner::Scram(_) | Inner::External | Inner::OAuthBearer | Inner::XOAuth2 => {
+                    Step::Challenge(Vec::new())
+                }
                 Inner::Done => Step::Fail(Failure::UnexpectedStep),
             },
         }
@@ -209,6 +240,8 @@ impl Exchange {
                 },
                 _ => Step::Fail(Failure::Malformed),
             },
+            Inner::OAuthBearer => oauth::parse_oauthbearer(data),
+            Inner::XOAuth2 => oauth::parse_xoauth2(data),
             Inner::Login(l) => l.respond(data),
             Inner::Scram(s) => s.respond(data),
             Inner::Done => Step::Fail(Failure::UnexpectedStep),
@@ -219,6 +252,7 @@ impl Exchange {
                 | Step::VerifyPassword { .. }
                 | Step::ScramProof { .. }
                 | Step::External { .. }
+                | Step::VerifyToken { .. }
         ) {
             self.inner = Inner::Done;
         }

@@ -53,6 +53,8 @@ pub struct Config {
     pub metrics: Metrics,
     /// The self-service security page.
     pub web: Web,
+    /// OAuth 2.0 issuers whose bearer tokens sign in (OAUTHBEARER, XOAUTH2).
+    pub oauth: oauth::OAuthConfig,
 }
 
 /// The self-service security page (HTTPS, with the POP3 certificates): users sign in
@@ -460,7 +462,8 @@ pub struct Limits {
 pub struct Sasl {
     /// Offered mechanisms, in the order CAPA lists them. Each appears only where it
     /// can be used: none before TLS (outside `auth.plaintext_networks`), and
-    /// SCRAM-SHA-256-PLUS only on TLS 1.3, whose exporter it binds to.
+    /// SCRAM-SHA-256-PLUS only on TLS 1.3, whose exporter it binds to; OAUTHBEARER and
+    /// XOAUTH2 only under TLS and when `[[oauth.issuers]]` are configured.
     pub mechanisms: Vec<String>,
     /// PBKDF2 iterations for new SCRAM-SHA-256 keys (RFC 7677 asks for at least 4096).
     pub scram_iterations: u32,
@@ -566,6 +569,7 @@ impl Default for Config {
             passwords: Passwords::default(),
             metrics: Metrics::default(),
             web: Web::default(),
+            oauth: oauth::OAuthConfig::default(),
         }
     }
 }
@@ -692,6 +696,7 @@ impl Config {
                 "web: session_idle_secs, code_timeout_secs and max_sessions must be positive, and session_max_secs at least session_idle_secs",
             );
         }
+        self.oauth.validate().map_err(ConfigError::Invalid)?;
         if self.limits.max_command_line < 64 {
             return bad("limits.max_command_line must be at least 64");
         }
@@ -704,7 +709,7 @@ impl Config {
         for m in &self.sasl.mechanisms {
             if sasl::Mechanism::from_name(m).is_none() {
                 return Err(ConfigError::Invalid(format!(
-                    "sasl.mechanisms: unknown mechanism {m:?} (known: SCRAM-SHA-256-PLUS, SCRAM-SHA-256, PLAIN, LOGIN)"
+                    "sasl.mechanisms: unknown mechanism {m:?} (known: EXTERNAL, OAUTHBEARER, XOAUTH2, SCRAM-SHA-256-PLUS, SCRAM-SHA-256, PLAIN, LOGIN)"
                 )));
             }
         }
@@ -823,6 +828,18 @@ impl Config {
             w.push(format!(
                 "metrics.listen = {addr} reaches beyond loopback: /metrics and /readyz answer anyone without a password; keep it on loopback or a management network, or firewall it"
             ));
+        }
+        let oauth_listed = self.sasl.parsed().iter().any(|m| m.is_oauth());
+        if !self.oauth.issuers.is_empty() && !oauth_listed {
+            w.push("oauth.issuers are configured but sasl.mechanisms lists neither OAUTHBEARER nor XOAUTH2: no client can sign in with a token".into());
+        }
+        for issuer in &self.oauth.issuers {
+            if issuer.client_secret.is_some() {
+                w.push(format!(
+                    "oauth issuer {}: client_secret is in the config file; prefer client_secret_file",
+                    issuer.name
+                ));
+            }
         }
         if self.auth.argon2_memory_kib < 19456 {
             w.push(format!(
@@ -1067,6 +1084,33 @@ mod tests {
         assert!(
             w[0].contains("self-signed") && w[0].contains("set tls.cert"),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn oauth_issuers_parse_validate_and_warn() {
+        let text = "[sasl]\nmechanisms = [\"PLAIN\"]\n[[oauth.issuers]]\nname = \"kc\"\n\
+                    issuer = \"https://sso.example.org/realms/mail\"\naudience = [\"poplar\"]\n\
+                    client_id = \"poplar\"\nclient_secret = \"s3cret\"\n";
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.oauth.issuers[0].user_claim, "email");
+        let w = c.warnings().join("\n");
+        assert!(w.contains("neither OAUTHBEARER nor XOAUTH2"), "{w}");
+        assert!(w.contains("client_secret_file"), "{w}");
+        let printed = toml::to_string_pretty(&c).unwrap();
+        assert!(!printed.contains("s3cret") && printed.contains("(redacted)"));
+        for bad in [
+            "[[oauth.issuers]]\nname = \"a\"\nissuer = \"http://idp.example.org\"\naudience = [\"p\"]\n",
+            "[[oauth.issuers]]\nname = \"a\"\nissuer = \"https://idp.example.org\"\naudience = []\n",
+            "[[oauth.issuers]]\nname = \"a\"\nissuer = \"https://i.example\"\naudience = [\"p\"]\nalgorithms = [\"HS256\"]\n",
+            "[[oauth.issuers]]\nname = \"a\"\nissuer = \"https://i.example\"\naudience = [\"p\"]\nclient_id = \"x\"\n",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(
+            toml::from_str::<Config>("[[oauth.issuers]]\nname = \"a\"\nissuer = \"https://i\"\naudience = [\"p\"]\ntypo = 1\n").is_err()
         );
     }
 

@@ -111,8 +111,16 @@ impl Server {
             metrics.clone(),
         ]));
         let auth = authenticator_with(&config, dir, clock, Some(events))?;
+        let (auth, oauth) = if config.oauth.issuers.is_empty() {
+            (auth, None)
+        } else {
+            let verifier =
+                Arc::new(oauth::OAuthVerifier::new(&config.oauth).map_err(anyhow::Error::msg)?);
+            (auth.with_token_verifier(verifier.clone()), Some(verifier))
+        };
         let shared = Arc::new(Shared {
             auth,
+            oauth,
             notices,
             registry: Arc::new(crate::control::Registry::default()),
             audit: audit.clone(),
@@ -183,6 +191,11 @@ impl Server {
             self.shared.registry.clone(),
             shutdown.clone(),
         ));
+        // OAuth signing keys: fetched now, then on the issuers' schedules.
+        if let Some(verifier) = &self.shared.oauth {
+            let stop = shutdown.clone();
+            oauth::spawn_refresher(verifier.clone(), async move { stop.cancelled().await });
+        }
         // Old failure counts and expired bans are dropped hourly.
         let pruning = self.shared.clone();
         let stop_pruning = shutdown.clone();

@@ -92,7 +92,9 @@ struct Plan {
     mechanism: &'static str,
 }
 
-fn plan(t: &Target, reason: Reason, n: u8) -> Plan {
+/// `None`: a bearer-token reason. Those need TLS and a real issuer; tests/test_oauth.py
+/// produces each of them against a real OpenID provider and reads its audit line.
+fn plan(t: &Target, reason: Reason, n: u8) -> Option<Plan> {
     let from = Ipv4Addr::new(127, 10, n, 1);
     let simple = |user: &'static str, pw: &str| Plan {
         setup: vec![],
@@ -100,7 +102,19 @@ fn plan(t: &Target, reason: Reason, n: u8) -> Plan {
         user,
         mechanism: "USER",
     };
-    match reason {
+    Some(match reason {
+        Reason::TokenMalformed
+        | Reason::TokenAlgorithm
+        | Reason::TokenSignature
+        | Reason::TokenUnknownKey
+        | Reason::TokenExpired
+        | Reason::TokenNotYetValid
+        | Reason::TokenIssuer
+        | Reason::TokenAudience
+        | Reason::TokenScope
+        | Reason::TokenInactive
+        | Reason::TokenNoUser
+        | Reason::TokenUserMismatch => return None,
         Reason::BadInput => simple(".hidden", PW),
         Reason::UnknownUser => simple("nobody", PW),
         Reason::BadPassword => simple("alice", "wrong"),
@@ -158,14 +172,16 @@ fn plan(t: &Target, reason: Reason, n: u8) -> Plan {
                 mechanism: "USER",
             }
         }
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failure_reason_reaches_the_audit_log() {
     let t = start().await;
     for (n, reason) in Reason::ALL.into_iter().enumerate() {
-        let p = plan(&t, reason, n as u8);
+        let Some(p) = plan(&t, reason, n as u8) else {
+            continue;
+        };
         for (from, lines) in &p.setup {
             talk(&t, *from, lines).await;
         }

@@ -20,8 +20,11 @@ use crate::defence::{Clock, DefenceEvents, Guard, LockoutPolicy, SystemClock, Ti
 
 mod admin;
 mod mechanisms;
+mod token;
 mod two_factor;
 mod web;
+
+pub use token::{TokenClaims, TokenError, TokenFuture, TokenVerifier};
 
 pub use two_factor::{Enrolment, MfaPolicy, MfaSettings, MfaStatus};
 pub use web::{SecondFactor, WebAccount};
@@ -99,11 +102,38 @@ pub enum Reason {
     BadSecondFactor,
     /// An app password that has expired.
     AppPasswordExpired,
+    /// A bearer token that is not a well-formed JWT or introspectable token, or lacks
+    /// required claims.
+    TokenMalformed,
+    /// A bearer token signed with `alg: none`, an HMAC algorithm or an algorithm its
+    /// key does not allow.
+    TokenAlgorithm,
+    /// A bearer token whose signature does not verify.
+    TokenSignature,
+    /// A bearer token signed by a key the issuer does not publish (rotated out).
+    TokenUnknownKey,
+    /// A bearer token past its `exp`.
+    TokenExpired,
+    /// A bearer token before its `nbf`.
+    TokenNotYetValid,
+    /// A bearer token from an issuer that is not configured.
+    TokenIssuer,
+    /// A bearer token for another audience.
+    TokenAudience,
+    /// A bearer token without a required scope.
+    TokenScope,
+    /// A bearer token the issuer says is not active (revoked), by introspection.
+    TokenInactive,
+    /// A bearer token without the configured user claim, or one that is no valid
+    /// user name.
+    TokenNoUser,
+    /// A valid bearer token for another user than the one the client named.
+    TokenUserMismatch,
 }
 
 impl Reason {
     /// Every reason, for exhaustive tests and reports.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 25] = [
         Reason::BadInput,
         Reason::UnknownUser,
         Reason::BadPassword,
@@ -117,6 +147,18 @@ impl Reason {
         Reason::MfaRequired,
         Reason::BadSecondFactor,
         Reason::AppPasswordExpired,
+        Reason::TokenMalformed,
+        Reason::TokenAlgorithm,
+        Reason::TokenSignature,
+        Reason::TokenUnknownKey,
+        Reason::TokenExpired,
+        Reason::TokenNotYetValid,
+        Reason::TokenIssuer,
+        Reason::TokenAudience,
+        Reason::TokenScope,
+        Reason::TokenInactive,
+        Reason::TokenNoUser,
+        Reason::TokenUserMismatch,
     ];
 }
 
@@ -137,6 +179,18 @@ impl Reason {
             Reason::MfaRequired => "mfa_required",
             Reason::BadSecondFactor => "bad_second_factor",
             Reason::AppPasswordExpired => "app_password_expired",
+            Reason::TokenMalformed => "token_malformed",
+            Reason::TokenAlgorithm => "token_algorithm",
+            Reason::TokenSignature => "token_signature",
+            Reason::TokenUnknownKey => "token_unknown_key",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::TokenIssuer => "token_issuer",
+            Reason::TokenAudience => "token_audience",
+            Reason::TokenScope => "token_scope",
+            Reason::TokenInactive => "token_inactive",
+            Reason::TokenNoUser => "token_no_user",
+            Reason::TokenUserMismatch => "token_user_mismatch",
         }
     }
 }
@@ -228,6 +282,8 @@ pub struct Authenticator<D> {
     apop: Option<Arc<ApopVault>>,
     guard: Arc<Guard<D>>,
     two_factor: Arc<two_factor::TwoFactor>,
+    /// Checks OAuth bearer tokens, when an issuer is configured.
+    tokens: Option<Arc<dyn TokenVerifier>>,
 }
 
 // By hand: a derive would demand `D: Clone`, but only the `Arc` is cloned.
@@ -242,6 +298,7 @@ impl<D> Clone for Authenticator<D> {
             apop: self.apop.clone(),
             guard: Arc::clone(&self.guard),
             two_factor: Arc::clone(&self.two_factor),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -278,6 +335,7 @@ impl<D: Directory> Authenticator<D> {
             pool: crate::pool::HashPool::new(max_concurrent_hashes),
             scram: None,
             apop: None,
+            tokens: None,
         })
     }
 
@@ -325,6 +383,12 @@ impl<D: Directory> Authenticator<D> {
             }
             raw_user[..end].to_owned()
         })
+    }
+
+    /// Enables OAUTHBEARER and XOAUTH2, with `verifier` checking the tokens.
+    pub fn with_token_verifier(mut self, verifier: Arc<dyn TokenVerifier>) -> Self {
+        self.tokens = Some(verifier);
+        self
     }
 
     /// Enables APOP secrets, encrypted under a key derived from `server_key`.

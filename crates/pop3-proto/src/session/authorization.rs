@@ -246,6 +246,14 @@ impl Session {
                     mechanism,
                 })
             }
+            Step::VerifyToken { authzid, token } => {
+                self.state = State::Authenticating;
+                Action::VerifyToken {
+                    authzid,
+                    token,
+                    mechanism,
+                }
+            }
             Step::External { authzid } => {
                 self.state = State::Authenticating;
                 Action::External { authzid }

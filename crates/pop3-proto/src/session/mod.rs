@@ -30,6 +30,9 @@ pub struct SessionConfig {
     pub plaintext_allowed: bool,
     /// SASL mechanisms enabled by configuration, in the order CAPA lists them.
     pub mechanisms: Vec<Mechanism>,
+    /// An OAuth issuer is configured: OAUTHBEARER and XOAUTH2 (if listed in
+    /// `mechanisms`) are offered, under TLS only.
+    pub oauth_offered: bool,
     /// Syntax errors tolerated before the server says goodbye.
     pub max_bad_commands: u32,
     /// Text after `+OK ` in the greeting.
@@ -94,6 +97,16 @@ pub enum Action {
     },
     /// Verify these credentials, then call [`Session::auth_result`].
     Authenticate(AuthRequest),
+    /// OAUTHBEARER or XOAUTH2: check the bearer token, then call
+    /// [`Session::auth_result`] (accepted, unavailable) or [`Session::token_rejected`].
+    VerifyToken {
+        /// The user the client names (GS2 `a=` or XOAUTH2 `user=`), if any.
+        authzid: Option<String>,
+        /// The bearer token as sent.
+        token: Secret,
+        /// The mechanism, for the audit log and the shape of the error.
+        mechanism: &'static str,
+    },
     /// Verify an APOP digest over the greeting's timestamp, then call
     /// [`Session::auth_result`].
     Apop {
@@ -200,6 +213,9 @@ enum State {
     Sasl(Box<Sasl>),
     /// Waiting for [`Session::auth_result`] after USER/PASS.
     Authenticating,
+    /// A bearer token was refused and its error sent as a challenge (RFC 7628 section
+    /// 3.2.2); the client's next line (`%x01`, XOAUTH2's empty line) gets the failure.
+    TokenRefused,
     /// Waiting for [`Session::maildrop_opened`].
     Opening,
     Transaction(Maildrop),
@@ -254,6 +270,7 @@ impl Session {
     /// The next line is a SASL response (the framer's larger cap applies).
     pub fn expects_sasl_response(&self) -> bool {
         matches!(&self.state, State::Sasl(s) if s.waiting != Waiting::Server)
+            || matches!(self.state, State::TokenRefused)
     }
 
     /// Signed in and working on the maildrop (the longer idle timeout applies).
@@ -290,6 +307,9 @@ impl Session {
             .copied()
             .filter(|m| match m {
                 Mechanism::External => self.tls_info.client_certificate,
+                // A bearer token is replayable by whoever reads it: TLS only, even from
+                // a trusted network.
+                m if m.is_oauth() => self.tls && self.config.oauth_offered,
                 m if m.needs_channel_binding() => self.tls_info.channel_binding.is_some(),
                 _ => true,
             })
@@ -339,6 +359,13 @@ impl Session {
     pub fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
         if matches!(self.state, State::Sasl(_)) {
             return self.sasl_line(line, out);
+        }
+        if matches!(self.state, State::TokenRefused) {
+            // Whatever the client answered (RFC 7628 wants %x01, XOAUTH2 clients send
+            // an empty line, `*` cancels), the exchange fails now.
+            self.state = State::Authorization { user: None };
+            response::err(out, Some(RespCode::Auth), "bearer token refused");
+            return Action::None;
         }
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
@@ -414,6 +441,15 @@ impl Session {
             ),
         }
         self.state = State::Authorization { user: None };
+        Action::None
+    }
+
+    /// The verdict of [`Action::VerifyToken`] when the token was refused: `error` (the
+    /// RFC 7628 section 3.2.2 JSON) goes to the client as a challenge, and the client's
+    /// answer to it ends the exchange with `-ERR [AUTH]`.
+    pub fn token_rejected(&mut self, error: &[u8], out: &mut Vec<u8>) -> Action {
+        authorization::challenge(out, error);
+        self.state = State::TokenRefused;
         Action::None
     }
 

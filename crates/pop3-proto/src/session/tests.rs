@@ -10,6 +10,7 @@ pub(super) fn config(tls: bool) -> SessionConfig {
         stls_offered: true,
         plaintext_allowed: false,
         mechanisms: Mechanism::ALL.to_vec(),
+        oauth_offered: false,
         max_bad_commands: 3,
         greeting: "ready".into(),
         apop_timestamp: None,
@@ -454,6 +455,11 @@ mod properties {
                             Action::None
                         }
                         Action::External { .. } => s.auth_result(AuthOutcome::Rejected, &mut out),
+                        Action::VerifyToken { .. } => match pending_outcome.next().unwrap_or(0) % 3 {
+                            0 => s.auth_result(AuthOutcome::Accepted, &mut out),
+                            1 => s.token_rejected(b"{}", &mut out),
+                            _ => s.auth_result(AuthOutcome::Unavailable, &mut out),
+                        },
                         Action::Apop { .. } => s.auth_result(AuthOutcome::Rejected, &mut out),
                         Action::LookupScram { .. } => {
                             s.scram_keys(&sasl::ScramKeys::derive("pw", b"salt", 4096), &mut out)
@@ -546,4 +552,63 @@ fn external_only_with_a_client_certificate() {
         matches!(a, Action::External { authzid: Some(ref z) } if z == "alice"),
         "{a:?}"
     );
+}
+
+#[test]
+fn oauth_only_under_tls_with_an_issuer_and_the_rfc7628_error_step() {
+    let plain = SessionConfig {
+        plaintext_allowed: true,
+        oauth_offered: true,
+        ..config(false)
+    };
+    // A trusted network may sign in without TLS, but never with a bearer token.
+    let mut s = Session::new(plain);
+    assert!(!say(&mut s, "CAPA").0.contains("OAUTHBEARER"));
+    let mut s = Session::new(config(true));
+    assert!(!say(&mut s, "CAPA").0.contains("OAUTHBEARER"));
+    let mut s = Session::new(SessionConfig {
+        oauth_offered: true,
+        ..config(true)
+    });
+    assert!(
+        say(&mut s, "CAPA")
+            .0
+            .contains("\r\nSASL OAUTHBEARER XOAUTH2 SCRAM-SHA-256 PLAIN LOGIN\r\n")
+    );
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let ir = b64(b"n,a=alice,\x01auth=Bearer abc.def.ghi\x01\x01");
+    let (text, action) = say(&mut s, &format!("AUTH OAUTHBEARER {ir}"));
+    assert_eq!(text, "");
+    let Action::VerifyToken {
+        authzid,
+        token,
+        mechanism,
+    } = action
+    else {
+        panic!("{action:?}")
+    };
+    assert_eq!(
+        (authzid.as_deref(), token.expose(), mechanism),
+        (Some("alice"), &b"abc.def.ghi"[..], "OAUTHBEARER")
+    );
+    let mut out = Vec::new();
+    s.token_rejected(br#"{"status":"invalid_token"}"#, &mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("+ {}\r\n", b64(br#"{"status":"invalid_token"}"#))
+    );
+    assert!(s.expects_sasl_response());
+    assert_eq!(
+        say(&mut s, "AQ==").0,
+        "-ERR [AUTH] bearer token refused\r\n"
+    );
+    // Back in AUTHORIZATION: XOAUTH2 without an initial response, accepted.
+    assert_eq!(say(&mut s, "AUTH XOAUTH2").0, "+ \r\n");
+    let (_, action) = say(&mut s, &b64(b"user=bob\x01auth=Bearer t0k\x01\x01"));
+    assert!(matches!(action, Action::VerifyToken { authzid: Some(ref u), .. } if u == "bob"));
+    let mut out = Vec::new();
+    assert!(matches!(
+        s.auth_result(AuthOutcome::Accepted, &mut out),
+        Action::OpenMaildrop
+    ));
 }

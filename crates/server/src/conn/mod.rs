@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     /// Hands out session ids.
     pub sessions: SessionIds,
+    /// Checks bearer tokens (OAUTHBEARER, XOAUTH2) when issuers are configured.
+    pub oauth: Option<Arc<oauth::OAuthVerifier>>,
 }
 
 /// Session ids unique across restarts: the process's start time, then a counter.
@@ -169,6 +171,7 @@ impl Connection {
             stls_offered: kind == ListenerKind::Pop3,
             plaintext_allowed: shared.config.plaintext_allowed(peer.ip()),
             mechanisms: shared.config.sasl.parsed(),
+            oauth_offered: shared.oauth.is_some(),
             max_bad_commands: limits.max_bad_commands,
             greeting: "Poplar POP3 server ready".into(),
             apop_timestamp: shared
@@ -551,6 +554,14 @@ impl Connection {
                 Action::Authenticate(req) => {
                     let outcome = self.authenticate(req).await;
                     self.session.auth_result(outcome, &mut self.out)
+                }
+                Action::VerifyToken {
+                    authzid,
+                    token,
+                    mechanism,
+                } => {
+                    self.verify_token(authzid.as_deref(), &token, mechanism)
+                        .await
                 }
                 Action::LookupScram { user } => self.lookup_scram(&user).await,
                 Action::External { authzid } => {

@@ -40,6 +40,58 @@ impl Connection {
             .await
     }
 
+    /// OAUTHBEARER and XOAUTH2: a refused token gets the RFC 7628 section 3.2.2 error
+    /// (XOAUTH2: Gmail's shape) as a challenge before the final `-ERR [AUTH]`.
+    pub(super) async fn verify_token(
+        &mut self,
+        authzid: Option<&str>,
+        token: &pop3_proto::Secret,
+        mechanism: &'static str,
+    ) -> Action {
+        let started = Instant::now();
+        let result = self
+            .shared
+            .auth
+            .verify_token(authzid, token.expose(), self.peer.ip())
+            .await;
+        let scope_missing = matches!(result, Err(AuthFailure::Rejected(auth::Reason::TokenScope)));
+        let outcome = self
+            .verdict(result, authzid.unwrap_or_default(), mechanism, started)
+            .await;
+        if outcome != AuthOutcome::Rejected {
+            return self.session.auth_result(outcome, &mut self.out);
+        }
+        // What the client needs to get a better token: the first issuer's discovery
+        // document and scopes (RFC 7628 section 3.2.2).
+        let first = self.shared.config.oauth.issuers.first();
+        let scope = first
+            .filter(|i| !i.required_scopes.is_empty())
+            .map(|i| i.required_scopes.join(" "));
+        let error = if mechanism == sasl::Mechanism::XOAuth2.name() {
+            sasl::oauth::xoauth2_error_json(
+                if scope_missing { "403" } else { "401" },
+                scope.as_deref(),
+            )
+        } else {
+            let discovery = first.map(|i| {
+                format!(
+                    "{}/.well-known/openid-configuration",
+                    i.issuer.trim_end_matches('/')
+                )
+            });
+            sasl::oauth::error_json(
+                if scope_missing {
+                    "insufficient_scope"
+                } else {
+                    "invalid_token"
+                },
+                scope.as_deref(),
+                discovery.as_deref(),
+            )
+        };
+        self.session.token_rejected(&error, &mut self.out)
+    }
+
     /// EXTERNAL: the user the TLS client certificate names.
     pub(super) async fn external(&mut self, authzid: Option<&str>) -> AuthOutcome {
         let started = Instant::now();
