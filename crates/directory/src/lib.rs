@@ -3,9 +3,10 @@
 //! DESIGN.md §2 keeps account state apart from credential verification: this crate
 //! stores users and answers questions about them, and never decides whether a sign-in
 //! succeeds (that is the `auth` crate's job). Backends implement [`Directory`]; SQLite
-//! ([`SqliteDirectory`]) is the embedded default, and PostgreSQL will follow behind the
-//! same trait, proven by the same conformance suite (`testing::conformance`, behind
-//! the `test-suite` feature).
+//! ([`SqliteDirectory`]) is the embedded default for one machine, PostgreSQL
+//! ([`PgDirectory`]) the directory several nodes share. Both pass the same conformance
+//! suite (`testing::conformance`, behind the `test-suite` feature), and
+//! [`AnyDirectory`] picks one at run time from a URL.
 //!
 //! User names reach this layer already canonical (SASLprep'd, lowercased, with the
 //! default domain applied), so backends compare them byte for byte.
@@ -13,9 +14,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod any;
 pub mod credentials;
 pub mod defence;
 pub mod mfa;
+mod postgres;
 mod sqlite;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod testing;
@@ -23,12 +26,14 @@ pub mod testing;
 use std::fmt;
 use std::future::Future;
 
+pub use any::{AnyDirectory, Location, redact};
 pub use credentials::{CredentialDates, LastSignIn};
 pub use defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
     HISTORY_PER_USER, LockoutState, Millis, SignInEntry, SourceFailures,
 };
 pub use mfa::{AppPassword, MfaRecord};
+pub use postgres::PgDirectory;
 pub use sqlite::SqliteDirectory;
 
 /// One user of the POP3 service, as the directory stores it.

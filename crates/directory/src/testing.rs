@@ -725,3 +725,57 @@ async fn last_sign_ins<D: Directory>(dir: &D) {
             .any(|s| s.user == "frank")
     );
 }
+
+/// The environment variable naming a PostgreSQL server the tests may create databases
+/// on (`postgres://postgres@127.0.0.1:PORT/postgres`). `scripts/test` starts a private
+/// cluster with `tests/peers/pg-cluster.sh` and sets it.
+pub const PG_URL_VAR: &str = "POPLAR_TEST_PG_URL";
+
+/// A new, empty database on the test PostgreSQL server, as a URL.
+///
+/// Without [`PG_URL_VAR`] the PostgreSQL tests cannot run: under `CI=true` that is a
+/// failure (this panics), elsewhere they are skipped (`None`, saying why on stderr).
+pub async fn postgres_test_database() -> Option<String> {
+    use sqlx::Connection as _;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    let Ok(server) = std::env::var(PG_URL_VAR) else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{PG_URL_VAR} is not set under CI=true: the PostgreSQL tests must run");
+        }
+        eprintln!(
+            "skipped: {PG_URL_VAR} is not set (scripts/test starts a private PostgreSQL \
+             cluster and sets it)"
+        );
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!(
+        "poplar_t_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = sqlx::PgConnection::connect(&server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {server}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("create the test database");
+    let _ = conn.close().await;
+    let (base, query) = match server.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (server.as_str(), String::new()),
+    };
+    let (root, _db) = base
+        .rsplit_once('/')
+        .filter(|(root, _)| root.contains("//") && !root.ends_with('/'))
+        .unwrap_or((base, ""));
+    Some(format!("{root}/{name}{query}"))
+}
