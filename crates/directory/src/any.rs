@@ -289,6 +289,16 @@ impl Directory for AnyDirectory {
     async fn prune_defence(&self, before: Millis) -> Result<u64, DirectoryError> {
         dispatch!(self, d => d.prune_defence(before))
     }
+    async fn server_secret(&self, name: &str) -> Result<Option<String>, DirectoryError> {
+        dispatch!(self, d => d.server_secret(name))
+    }
+    async fn ensure_server_secret(
+        &self,
+        name: &str,
+        candidate: &str,
+    ) -> Result<String, DirectoryError> {
+        dispatch!(self, d => d.ensure_server_secret(name, candidate))
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod any;
+mod copy;
 pub mod credentials;
 pub mod defence;
 pub mod mfa;
@@ -27,6 +28,7 @@ use std::fmt;
 use std::future::Future;
 
 pub use any::{AnyDirectory, Location, redact};
+pub use copy::{CopyCounts, copy_directory};
 pub use credentials::{CredentialDates, LastSignIn};
 pub use defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
@@ -376,6 +378,21 @@ pub trait Directory: Send + Sync + 'static {
         &self,
         before: Millis,
     ) -> impl Future<Output = Result<u64, DirectoryError>> + Send;
+
+    /// The shared server secret `name` (hex text), if one was stored.
+    fn server_secret(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
+
+    /// Stores `candidate` as secret `name` unless one is stored already, and returns
+    /// the stored one: nodes starting at once each offer their own and all get the
+    /// first.
+    fn ensure_server_secret(
+        &self,
+        name: &str,
+        candidate: &str,
+    ) -> impl Future<Output = Result<String, DirectoryError>> + Send;
 }
 
 #[cfg(test)]

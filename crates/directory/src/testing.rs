@@ -46,6 +46,27 @@ pub async fn conformance<D: Directory>(dir: &D) {
     app_passwords(dir).await;
     credential_dates(dir).await;
     last_sign_ins(dir).await;
+    server_secrets(dir).await;
+}
+
+/// The first stored value of a shared secret wins; later offers get it back.
+async fn server_secrets<D: Directory>(dir: &D) {
+    assert_eq!(dir.server_secret("server_key").await.unwrap(), None);
+    let (a, b) = tokio::join!(
+        dir.ensure_server_secret("server_key", "aaaa"),
+        dir.ensure_server_secret("server_key", "bbbb")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "both offers get the one stored value");
+    assert!(a == "aaaa" || a == "bbbb");
+    assert_eq!(
+        dir.ensure_server_secret("server_key", "cccc")
+            .await
+            .unwrap(),
+        a
+    );
+    assert_eq!(dir.server_secret("server_key").await.unwrap(), Some(a));
+    assert_eq!(dir.server_secret("cookie_key").await.unwrap(), None);
 }
 
 async fn starts_empty<D: Directory>(dir: &D) {

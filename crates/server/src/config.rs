@@ -51,6 +51,20 @@ pub struct Config {
     pub passwords: Passwords,
     /// The Prometheus metrics and health HTTP listener.
     pub metrics: Metrics,
+    /// Where users, credentials and the shared defence state live.
+    pub directory: DirectorySettings,
+}
+
+/// The directory's location. One machine keeps the embedded SQLite file; the nodes of
+/// a cluster share one PostgreSQL database (docs/cluster.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectorySettings {
+    /// `sqlite://PATH` (a relative PATH is under `data_dir`) or
+    /// `postgres://USER@HOST:PORT/DB?sslmode=verify-full`. Empty: the SQLite file
+    /// `poplar.db` in `data_dir`. Keep the password out of this file: libpq's
+    /// `PGPASSWORD` or a `~/.pgpass` file (`PGPASSFILE`) supply it.
+    pub url: String,
 }
 
 /// The HTTP listener for `/metrics` (Prometheus), `/healthz` and `/readyz`: a port of
@@ -531,6 +545,7 @@ impl Default for Config {
             mfa: Mfa::default(),
             passwords: Passwords::default(),
             metrics: Metrics::default(),
+            directory: DirectorySettings::default(),
         }
     }
 }
@@ -639,6 +654,7 @@ impl Config {
                 return bad("metrics.listen must not be a POP3 listener's address");
             }
         }
+        self.directory_location()?;
         if self.limits.max_command_line < 64 {
             return bad("limits.max_command_line must be at least 64");
         }
@@ -726,9 +742,31 @@ impl Config {
         self.data_dir.join(&self.passwords.breached_filter)
     }
 
-    /// The SQLite directory file.
+    /// The default SQLite directory file (when `directory.url` is empty).
     pub fn directory_path(&self) -> PathBuf {
         self.data_dir.join("poplar.db")
+    }
+
+    /// Where the directory is: `directory.url`, or the SQLite file in `data_dir`.
+    pub fn directory_location(&self) -> Result<directory::Location, ConfigError> {
+        if self.directory.url.is_empty() {
+            return Ok(directory::Location::Sqlite(self.directory_path()));
+        }
+        match directory::Location::parse(&self.directory.url) {
+            Ok(directory::Location::Sqlite(path)) => {
+                Ok(directory::Location::Sqlite(self.data_dir.join(path)))
+            }
+            Ok(location) => Ok(location),
+            Err(e) => Err(ConfigError::Invalid(format!("directory.url: {e}"))),
+        }
+    }
+
+    /// The directory's location for messages and reports, without a password.
+    pub fn directory_display(&self) -> String {
+        match self.directory_location() {
+            Ok(directory::Location::Sqlite(path)) => path.display().to_string(),
+            _ => directory::redact(&self.directory.url),
+        }
     }
 
     /// Whether plaintext sign-in is allowed from this address without TLS.
@@ -811,6 +849,11 @@ impl Config {
             w.push("limits.idle_timeout_transaction_secs is below RFC 1939's 10 minutes".into());
         }
         w.extend(crate::tls::check::warnings(self));
+        if directory::redact(&self.directory.url) != self.directory.url {
+            w.push(
+                "directory.url holds a password: anyone who reads the config file has it; set PGPASSWORD or use a ~/.pgpass file (PGPASSFILE) instead".into(),
+            );
+        }
         w
     }
 }
@@ -861,6 +904,35 @@ mod tests {
         assert!(c.listen.pop3.iter().all(|a| a.ip().is_loopback()));
         assert!(!c.plaintext_allowed("127.0.0.1".parse().unwrap()));
         assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn directory_url_chooses_the_backend_and_is_checked() {
+        let c = Config::default();
+        assert_eq!(
+            c.directory_location().unwrap(),
+            directory::Location::Sqlite(c.data_dir.join("poplar.db"))
+        );
+        let c: Config = toml::from_str("[directory]\nurl = \"sqlite://dir.db\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.directory_location().unwrap(),
+            directory::Location::Sqlite(c.data_dir.join("dir.db"))
+        );
+        let c: Config =
+            toml::from_str("[directory]\nurl = \"postgres://poplar@db.example/poplar\"\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let c: Config =
+            toml::from_str("[directory]\nurl = \"postgres://poplar:hunter2@db/poplar\"\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.warnings().iter().any(|w| w.contains("PGPASSWORD")));
+        assert!(!c.directory_display().contains("hunter2"));
+        for bad in ["mysql://db/poplar", "sqlite://", "poplar.db"] {
+            let c: Config = toml::from_str(&format!("[directory]\nurl = {bad:?}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("directory.url"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Server {
             }),
             metrics.clone(),
         ]));
-        let auth = authenticator_with(&config, dir, clock, Some(events))?;
+        let auth = authenticator_with(&config, dir, clock, Some(events)).await?;
         let shared = Arc::new(Shared {
             auth,
             notices,

@@ -909,6 +909,36 @@ impl Directory for PgDirectory {
         tx.commit().await?;
         Ok(removed)
     }
+
+    async fn server_secret(&self, name: &str) -> Result<Option<String>, DirectoryError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn ensure_server_secret(
+        &self,
+        name: &str,
+        candidate: &str,
+    ) -> Result<String, DirectoryError> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
 }
 
 #[cfg(test)]

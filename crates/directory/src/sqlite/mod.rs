@@ -59,7 +59,7 @@ fn row_to_record(
 /// A [`Directory`] backed by a SQLite file. Cloning shares the connection pool.
 #[derive(Clone, Debug)]
 pub struct SqliteDirectory {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteDirectory {
@@ -414,6 +414,36 @@ impl Directory for SqliteDirectory {
 
     async fn prune_defence(&self, before: Millis) -> Result<u64, DirectoryError> {
         self.prune_defence_impl(before).await
+    }
+
+    async fn server_secret(&self, name: &str) -> Result<Option<String>, DirectoryError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn ensure_server_secret(
+        &self,
+        name: &str,
+        candidate: &str,
+    ) -> Result<String, DirectoryError> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }
 
