@@ -116,3 +116,106 @@ def test_directory_copy_round_trip(server, pg_url, tmp_path):
     # A copy into a directory that has rows is refused.
     r = a.cli("directory", "copy", "--from", sqlite_url, "--to", pg_url)
     assert r.returncode != 0 and "not empty" in r.stderr.decode(), r.stderr
+
+
+# --------------------------------------------------------------------------- two nodes
+
+PLAIN = {"plaintext_networks": ["127.0.0.0/8"], "failure_delay_ms": 0}
+FAILURE = "-ERR [AUTH]"
+
+
+def two_nodes(server, pg_url, users=None, **extra):
+    """Two `poplar serve` processes on their own ports and data folders, sharing one
+    PostgreSQL directory and (through the absolute Maildir paths the directory keeps)
+    one Maildir tree."""
+    common = {"directory": {"url": pg_url, "maildrop_lease_secs": 3}, "auth": PLAIN, **extra}
+    a = server(users=users if users is not None else {"alice": PW}, **common)
+    b = server(users={}, **common)
+    b.passwords = a.passwords  # one directory: the same users and passwords
+    return a, b
+
+
+def pass_reply(srv, user: str, password: str, source: str | None = None) -> str:
+    with srv.plain(source=source) as c:
+        c.ok(f"USER {user}")
+        reply = c.cmd(f"PASS {password}")
+        c.close()
+    return reply
+
+
+def test_a_maildrop_open_on_one_node_is_in_use_on_the_other(server, pg_url):
+    import os
+    import signal
+    import time
+
+    a, b = two_nodes(server, pg_url)
+    a.deliver(b"Subject: shared\r\n\r\nbody\r\n", user="alice")
+    held = a.session("alice")
+    assert held.stat()[0] == 1
+    assert pass_reply(b, "alice", PW).startswith("-ERR [IN-USE]")
+    # Released at QUIT: the other node serves it at once.
+    held.quit()
+    with b.session("alice") as c:
+        assert c.stat()[0] == 1
+        assert pass_reply(a, "alice", PW).startswith("-ERR [IN-USE]")
+        c.quit()
+
+    # Node A dies mid-session (SIGKILL: no QUIT, no cleanup). Its lock file goes with
+    # the process; the lease stays until it expires, and B answers [IN-USE] until then.
+    held = a.session("alice")
+    os.kill(a.pid, signal.SIGKILL)
+    a.proc.wait(timeout=10)
+    killed = time.monotonic()
+    a.stopped, a.exit_code = True, 0  # killed on purpose
+    held.close()
+    assert pass_reply(b, "alice", PW).startswith("-ERR [IN-USE]"), "not before the lease expires"
+    while True:
+        reply = pass_reply(b, "alice", PW)
+        if reply.startswith("+OK"):
+            break
+        assert reply.startswith("-ERR [IN-USE]"), reply
+        assert time.monotonic() - killed < 10, "the lease never expired"
+        time.sleep(0.2)
+    waited = time.monotonic() - killed
+    # Renewed every second with a 3 s lease: it expires 2-3 s after the last renewal.
+    assert 1.0 < waited < 6.0, waited
+
+
+def test_failures_on_two_nodes_add_up_to_one_lockout(server, pg_url):
+    a, b = two_nodes(server, pg_url, defence={"lockout_threshold": 3})
+    # Three wrong passwords from three unfamiliar networks, split over the nodes.
+    assert pass_reply(a, "alice", "guess 1", "127.70.1.1").startswith(FAILURE)
+    assert pass_reply(b, "alice", "guess 2", "127.70.2.1").startswith(FAILURE)
+    assert pass_reply(a, "alice", "guess 3", "127.70.3.1").startswith(FAILURE)
+    # Locked for unfamiliar networks on both nodes: the right password is refused.
+    assert pass_reply(b, "alice", PW, "127.70.4.1").startswith(FAILURE)
+    assert pass_reply(a, "alice", PW, "127.70.5.1").startswith(FAILURE)
+    listed = b.cli("lockout", "list", check=True).stdout.decode()
+    assert "alice" in listed and "locked" in listed.lower(), listed
+
+
+def test_a_ban_recorded_by_one_node_is_enforced_by_the_other(server, pg_url):
+    a, b = two_nodes(server, pg_url, users={"alice": PW}, defence={"ban_accounts": 3})
+    sprayer = "127.80.0.8"
+    pass_reply(a, "carol", "Summer2024!", sprayer)
+    pass_reply(b, "dave", "Summer2024!", sprayer)
+    pass_reply(a, "erin", "Summer2024!", sprayer)
+    for node in (a, b):
+        with node.plain(greet=False, source=sprayer) as c:
+            assert c.readline().startswith("-ERR [SYS/TEMP]")
+            c.expect_eof()
+    assert "127.80.0.8  until" in b.cli("lockout", "list", check=True).stdout.decode()
+    assert pass_reply(b, "alice", PW, "127.81.0.1").startswith("+OK")
+
+
+def test_a_password_changed_through_one_node_works_on_the_other_at_once(server, pg_url):
+    a, b = two_nodes(server, pg_url)
+    assert pass_reply(b, "alice", PW).startswith("+OK")
+    a.cli("user", "passwd", "alice", "--password-stdin", "--allow-weak",
+          stdin="a brand new pw\n", check=True)
+    a.passwords["alice"] = "a brand new pw"
+    assert pass_reply(b, "alice", "a brand new pw").startswith("+OK")
+    assert pass_reply(b, "alice", PW, "127.90.0.1").startswith(FAILURE)
+    with b.tls() as c:
+        assert scram(c, "alice", "a brand new pw").startswith("+OK")
+        c.quit()

@@ -299,6 +299,25 @@ impl Directory for AnyDirectory {
     ) -> Result<String, DirectoryError> {
         dispatch!(self, d => d.ensure_server_secret(name, candidate))
     }
+    async fn acquire_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, DirectoryError> {
+        dispatch!(self, d => d.acquire_lease(maildrop, owner, ttl_ms))
+    }
+    async fn renew_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, DirectoryError> {
+        dispatch!(self, d => d.renew_lease(maildrop, owner, ttl_ms))
+    }
+    async fn release_lease(&self, maildrop: &str, owner: &str) -> Result<(), DirectoryError> {
+        dispatch!(self, d => d.release_lease(maildrop, owner))
+    }
 }
 
 #[cfg(test)]

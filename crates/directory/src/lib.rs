@@ -393,6 +393,32 @@ pub trait Directory: Send + Sync + 'static {
         name: &str,
         candidate: &str,
     ) -> impl Future<Output = Result<String, DirectoryError>> + Send;
+
+    /// Takes the lease on `maildrop` for `owner` for `ttl_ms` on the database's clock,
+    /// if nobody else holds an unexpired one (atomically: of two nodes asking at once,
+    /// one gets it). `true` if `owner` holds it now.
+    fn acquire_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Extends `owner`'s lease to `ttl_ms` from now; `false` if `owner` no longer holds
+    /// it (it expired and another took it).
+    fn renew_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Gives up `owner`'s lease (nothing if it holds none).
+    fn release_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 }
 
 #[cfg(test)]

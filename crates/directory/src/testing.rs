@@ -47,6 +47,48 @@ pub async fn conformance<D: Directory>(dir: &D) {
     credential_dates(dir).await;
     last_sign_ins(dir).await;
     server_secrets(dir).await;
+    maildrop_leases(dir).await;
+}
+
+/// One owner at a time; the owner renews and releases; an expired lease is free.
+async fn maildrop_leases<D: Directory>(dir: &D) {
+    let md = "/var/mail/poplar/alice/Maildir";
+    assert!(dir.acquire_lease(md, "node-a:1", 60_000).await.unwrap());
+    assert!(!dir.acquire_lease(md, "node-b:1", 60_000).await.unwrap());
+    assert!(
+        dir.acquire_lease(md, "node-a:1", 60_000).await.unwrap(),
+        "again by its owner"
+    );
+    assert!(dir.renew_lease(md, "node-a:1", 60_000).await.unwrap());
+    assert!(!dir.renew_lease(md, "node-b:1", 60_000).await.unwrap());
+    // Another maildrop is independent.
+    assert!(
+        dir.acquire_lease("/other", "node-b:1", 60_000)
+            .await
+            .unwrap()
+    );
+    dir.release_lease(md, "node-b:1").await.unwrap();
+    assert!(
+        !dir.acquire_lease(md, "node-b:1", 60_000).await.unwrap(),
+        "not the owner's to release"
+    );
+    dir.release_lease(md, "node-a:1").await.unwrap();
+    assert!(dir.acquire_lease(md, "node-b:1", 60_000).await.unwrap());
+    // An expired lease (a node that died) goes to the next asker.
+    assert!(dir.acquire_lease("/dead", "node-a:2", -1).await.unwrap());
+    assert!(
+        dir.acquire_lease("/dead", "node-b:2", 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(!dir.renew_lease("/dead", "node-a:2", 60_000).await.unwrap());
+    for (m, o) in [
+        (md, "node-b:1"),
+        ("/other", "node-b:1"),
+        ("/dead", "node-b:2"),
+    ] {
+        dir.release_lease(m, o).await.unwrap();
+    }
 }
 
 /// The first stored value of a shared secret wins; later offers get it back.

@@ -53,11 +53,45 @@ pub struct Config {
     pub metrics: Metrics,
     /// Where users, credentials and the shared defence state live.
     pub directory: DirectorySettings,
+    /// Load balancers that send the PROXY protocol header.
+    pub proxy: Proxy,
+}
+
+/// The PROXY protocol (v1 and v2) from trusted load balancers. A connection from a
+/// trusted address must begin with a PROXY header, and the client address it names is
+/// the one throttling, access rules, bans and the audit log see; a connection from a
+/// trusted address without a valid header is closed. Connections from other addresses
+/// are served as direct clients, and a PROXY header from one of them is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    /// Addresses or networks of the load balancers (e.g. `["10.0.0.5/32"]`). Empty
+    /// (the default): no PROXY protocol at all.
+    pub trusted: Vec<IpNet>,
+    /// How long a trusted proxy has to send its whole header.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            trusted: Vec::new(),
+            header_timeout_secs: 5,
+        }
+    }
+}
+
+impl Proxy {
+    /// Whether connections from `peer` must carry a PROXY header.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted.iter().any(|n| n.contains(&peer))
+    }
 }
 
 /// The directory's location. One machine keeps the embedded SQLite file; the nodes of
 /// a cluster share one PostgreSQL database (docs/cluster.md).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DirectorySettings {
     /// `sqlite://PATH` (a relative PATH is under `data_dir`) or
@@ -65,6 +99,19 @@ pub struct DirectorySettings {
     /// `poplar.db` in `data_dir`. Keep the password out of this file: libpq's
     /// `PGPASSWORD` or a `~/.pgpass` file (`PGPASSFILE`) supply it.
     pub url: String,
+    /// With a PostgreSQL directory, a session holds a lease on its maildrop there (the
+    /// `[IN-USE]` lock across nodes), renewed every third of this; a node that dies
+    /// leaves its maildrops locked for at most this long.
+    pub maildrop_lease_secs: u64,
+}
+
+impl Default for DirectorySettings {
+    fn default() -> Self {
+        DirectorySettings {
+            url: String::new(),
+            maildrop_lease_secs: 60,
+        }
+    }
 }
 
 /// The HTTP listener for `/metrics` (Prometheus), `/healthz` and `/readyz`: a port of
@@ -546,6 +593,7 @@ impl Default for Config {
             passwords: Passwords::default(),
             metrics: Metrics::default(),
             directory: DirectorySettings::default(),
+            proxy: Proxy::default(),
         }
     }
 }
@@ -655,6 +703,12 @@ impl Config {
             }
         }
         self.directory_location()?;
+        if self.directory.maildrop_lease_secs < 3 {
+            return bad("directory.maildrop_lease_secs must be at least 3");
+        }
+        if self.proxy.header_timeout_secs == 0 {
+            return bad("proxy.header_timeout_secs must be positive");
+        }
         if self.limits.max_command_line < 64 {
             return bad("limits.max_command_line must be at least 64");
         }

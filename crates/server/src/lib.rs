@@ -14,6 +14,7 @@ mod listener;
 pub mod metrics;
 mod notices;
 pub mod process;
+pub mod proxy;
 mod reload;
 mod secrets;
 mod sockets;
