@@ -177,6 +177,9 @@ backend poplar
     server b 127.0.0.1:{b.pop3s_port} send-proxy-v2 check port {b.metrics_port} inter 300ms
 """)
     subprocess.run([haproxy, "-c", "-f", str(cfg)], check=True, capture_output=True, timeout=30)
+    # The documented example (docs/cluster.md) is valid for this HAProxy too.
+    example = Path(__file__).resolve().parent.parent / "contrib" / "cluster" / "haproxy.cfg"
+    subprocess.run([haproxy, "-c", "-f", str(example)], check=True, capture_output=True, timeout=30)
     proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                             stderr=open(tmp_path / "haproxy.log", "wb"))
     try:

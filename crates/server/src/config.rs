@@ -990,6 +990,23 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_examples_are_valid() {
+        for text in [
+            include_str!("../../../contrib/cluster/node-a.toml"),
+            include_str!("../../../contrib/cluster/node-b.toml"),
+        ] {
+            let c: Config = toml::from_str(text).unwrap();
+            c.validate().unwrap();
+            assert!(matches!(
+                c.directory_location().unwrap(),
+                directory::Location::Postgres(_)
+            ));
+            assert!(c.proxy.trusts("10.0.0.5".parse().unwrap()));
+            assert!(!c.proxy.trusts("10.0.0.11".parse().unwrap()));
+        }
+    }
+
+    #[test]
     fn example_file_parses_to_the_defaults() {
         let text = include_str!("../../../poplar.example.toml");
         let parsed: Config = toml::from_str(text).unwrap();
