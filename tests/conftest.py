@@ -802,3 +802,60 @@ def fingerprint_of(cert_pem: Path) -> str:
     der = ssl.PEM_cert_to_DER_cert(cert_pem.read_text().split("-----END CERTIFICATE-----")[0]
                                    + "-----END CERTIFICATE-----\n")
     return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+PG_CLUSTER = REPO_ROOT / "tests" / "peers" / "pg-cluster.sh"
+
+
+def _pg_installed():
+    return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and shutil.which("psql")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The URL of a PostgreSQL server the tests may create databases on: the one
+    scripts/test started (POPLAR_TEST_PG_URL), or a private cluster started here
+    (tests/peers/pg-cluster.sh: initdb as the postgres user into a temporary folder,
+    its own port on 127.0.0.1) and stopped at the end of the session. Under CI=true a
+    PostgreSQL that cannot be installed or started fails the tests; elsewhere they skip."""
+    url = os.environ.get("POPLAR_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    require_peer("PostgreSQL", "install-postgres.sh", _pg_installed)
+    # Directly under /tmp: the postgres user must reach it (pytest's folders are 0700).
+    folder = tempfile.mkdtemp(prefix="poplar-pg-", dir="/tmp")
+    p = subprocess.run([str(PG_CLUSTER), "start", folder], capture_output=True, timeout=120)
+    if p.returncode != 0:
+        message = f"cannot start a private PostgreSQL cluster: {p.stderr.decode(errors='replace')}"
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield p.stdout.decode().strip()
+    finally:
+        subprocess.run([str(PG_CLUSTER), "stop", folder], capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_PG_DATABASES = iter(range(1_000_000))
+
+
+def new_pg_database(server_url: str) -> str:
+    """A new, empty database on `server_url`; its URL."""
+    name = f"poplar_py_{os.getpid()}_{next(_PG_DATABASES)}"
+    subprocess.run(["psql", server_url, "-v", "ON_ERROR_STOP=1", "-qc",
+                    f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' "
+                    "LC_COLLATE 'C' LC_CTYPE 'C'"],
+                   check=True, capture_output=True, timeout=60)
+    base, _, _ = server_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A new, empty PostgreSQL database for one test."""
+    return new_pg_database(pg_server)

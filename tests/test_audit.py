@@ -87,6 +87,8 @@ def test_bans_refusals_and_reasons_are_logged(server):
     ban = wait_for(srv, lambda r: r["event"] == "ban")
     assert ban and ban[0]["source"] == "127.90.0.1" and ban[0]["accounts"] == 3
     assert ban[0]["until"].endswith("Z")
+    # The audit writer is a thread of its own: wait for the last refusal to be written.
+    assert wait_for(srv, lambda r: r["event"] == "refused" and r["src_ip"] == "127.0.0.99")
     refused = wait_for(srv, lambda r: r["event"] == "refused")
     assert {(r["src_ip"], r["reason"]) for r in refused} == {("127.90.0.1", "banned"),
                                                              ("127.0.0.99", "denied")}

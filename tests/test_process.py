@@ -202,8 +202,9 @@ def test_serve_binds_a_privileged_port_then_runs_as_the_configured_user(servers,
         c.quit()
 
     # Everything the server and the CLI made in the data folder belongs to the user:
-    # poplar.db, secrets/server.key, tls/cert.pem and key.pem, the Maildir and its caches.
-    for made in ("poplar.db", "secrets/server.key", "tls/cert.pem", "tls/key.pem", "mail/alice/cur"):
+    # poplar.db (which also holds the server key), tls/cert.pem and key.pem, the Maildir
+    # and its caches.
+    for made in ("poplar.db", "tls/cert.pem", "tls/key.pem", "mail/alice/cur"):
         assert (srv.data_dir / made).exists(), made
     assert assert_all_owned_by(srv.data_dir, test_user) >= 8
     assert srv.stop() == 0

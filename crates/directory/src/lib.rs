@@ -3,9 +3,10 @@
 //! DESIGN.md §2 keeps account state apart from credential verification: this crate
 //! stores users and answers questions about them, and never decides whether a sign-in
 //! succeeds (that is the `auth` crate's job). Backends implement [`Directory`]; SQLite
-//! ([`SqliteDirectory`]) is the embedded default, and PostgreSQL will follow behind the
-//! same trait, proven by the same conformance suite (`testing::conformance`, behind
-//! the `test-suite` feature).
+//! ([`SqliteDirectory`]) is the embedded default for one machine, PostgreSQL
+//! ([`PgDirectory`]) the directory several nodes share. Both pass the same conformance
+//! suite (`testing::conformance`, behind the `test-suite` feature), and
+//! [`AnyDirectory`] picks one at run time from a URL.
 //!
 //! User names reach this layer already canonical (SASLprep'd, lowercased, with the
 //! default domain applied), so backends compare them byte for byte.
@@ -13,9 +14,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod any;
+mod copy;
 pub mod credentials;
 pub mod defence;
 pub mod mfa;
+mod postgres;
 mod sqlite;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod testing;
@@ -23,12 +27,15 @@ pub mod testing;
 use std::fmt;
 use std::future::Future;
 
+pub use any::{AnyDirectory, Location, redact};
+pub use copy::{CopyCounts, copy_directory};
 pub use credentials::{CredentialDates, LastSignIn};
 pub use defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
     HISTORY_PER_USER, LockoutState, Millis, SignInEntry, SourceFailures,
 };
 pub use mfa::{AppPassword, MfaRecord};
+pub use postgres::PgDirectory;
 pub use sqlite::SqliteDirectory;
 
 /// One user of the POP3 service, as the directory stores it.
@@ -371,6 +378,47 @@ pub trait Directory: Send + Sync + 'static {
         &self,
         before: Millis,
     ) -> impl Future<Output = Result<u64, DirectoryError>> + Send;
+
+    /// The shared server secret `name` (hex text), if one was stored.
+    fn server_secret(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, DirectoryError>> + Send;
+
+    /// Stores `candidate` as secret `name` unless one is stored already, and returns
+    /// the stored one: nodes starting at once each offer their own and all get the
+    /// first.
+    fn ensure_server_secret(
+        &self,
+        name: &str,
+        candidate: &str,
+    ) -> impl Future<Output = Result<String, DirectoryError>> + Send;
+
+    /// Takes the lease on `maildrop` for `owner` for `ttl_ms` on the database's clock,
+    /// if nobody else holds an unexpired one (atomically: of two nodes asking at once,
+    /// one gets it). `true` if `owner` holds it now.
+    fn acquire_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Extends `owner`'s lease to `ttl_ms` from now; `false` if `owner` no longer holds
+    /// it (it expired and another took it).
+    fn renew_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Gives up `owner`'s lease (nothing if it holds none).
+    fn release_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 }
 
 #[cfg(test)]

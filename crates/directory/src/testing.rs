@@ -46,6 +46,69 @@ pub async fn conformance<D: Directory>(dir: &D) {
     app_passwords(dir).await;
     credential_dates(dir).await;
     last_sign_ins(dir).await;
+    server_secrets(dir).await;
+    maildrop_leases(dir).await;
+}
+
+/// One owner at a time; the owner renews and releases; an expired lease is free.
+async fn maildrop_leases<D: Directory>(dir: &D) {
+    let md = "/var/mail/poplar/alice/Maildir";
+    assert!(dir.acquire_lease(md, "node-a:1", 60_000).await.unwrap());
+    assert!(!dir.acquire_lease(md, "node-b:1", 60_000).await.unwrap());
+    assert!(
+        dir.acquire_lease(md, "node-a:1", 60_000).await.unwrap(),
+        "again by its owner"
+    );
+    assert!(dir.renew_lease(md, "node-a:1", 60_000).await.unwrap());
+    assert!(!dir.renew_lease(md, "node-b:1", 60_000).await.unwrap());
+    // Another maildrop is independent.
+    assert!(
+        dir.acquire_lease("/other", "node-b:1", 60_000)
+            .await
+            .unwrap()
+    );
+    dir.release_lease(md, "node-b:1").await.unwrap();
+    assert!(
+        !dir.acquire_lease(md, "node-b:1", 60_000).await.unwrap(),
+        "not the owner's to release"
+    );
+    dir.release_lease(md, "node-a:1").await.unwrap();
+    assert!(dir.acquire_lease(md, "node-b:1", 60_000).await.unwrap());
+    // An expired lease (a node that died) goes to the next asker.
+    assert!(dir.acquire_lease("/dead", "node-a:2", -1).await.unwrap());
+    assert!(
+        dir.acquire_lease("/dead", "node-b:2", 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(!dir.renew_lease("/dead", "node-a:2", 60_000).await.unwrap());
+    for (m, o) in [
+        (md, "node-b:1"),
+        ("/other", "node-b:1"),
+        ("/dead", "node-b:2"),
+    ] {
+        dir.release_lease(m, o).await.unwrap();
+    }
+}
+
+/// The first stored value of a shared secret wins; later offers get it back.
+async fn server_secrets<D: Directory>(dir: &D) {
+    assert_eq!(dir.server_secret("server_key").await.unwrap(), None);
+    let (a, b) = tokio::join!(
+        dir.ensure_server_secret("server_key", "aaaa"),
+        dir.ensure_server_secret("server_key", "bbbb")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "both offers get the one stored value");
+    assert!(a == "aaaa" || a == "bbbb");
+    assert_eq!(
+        dir.ensure_server_secret("server_key", "cccc")
+            .await
+            .unwrap(),
+        a
+    );
+    assert_eq!(dir.server_secret("server_key").await.unwrap(), Some(a));
+    assert_eq!(dir.server_secret("cookie_key").await.unwrap(), None);
 }
 
 async fn starts_empty<D: Directory>(dir: &D) {
@@ -724,4 +787,58 @@ async fn last_sign_ins<D: Directory>(dir: &D) {
             .iter()
             .any(|s| s.user == "frank")
     );
+}
+
+/// The environment variable naming a PostgreSQL server the tests may create databases
+/// on (`postgres://postgres@127.0.0.1:PORT/postgres`). `scripts/test` starts a private
+/// cluster with `tests/peers/pg-cluster.sh` and sets it.
+pub const PG_URL_VAR: &str = "POPLAR_TEST_PG_URL";
+
+/// A new, empty database on the test PostgreSQL server, as a URL.
+///
+/// Without [`PG_URL_VAR`] the PostgreSQL tests cannot run: under `CI=true` that is a
+/// failure (this panics), elsewhere they are skipped (`None`, saying why on stderr).
+pub async fn postgres_test_database() -> Option<String> {
+    use sqlx::Connection as _;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    let Ok(server) = std::env::var(PG_URL_VAR) else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{PG_URL_VAR} is not set under CI=true: the PostgreSQL tests must run");
+        }
+        eprintln!(
+            "skipped: {PG_URL_VAR} is not set (scripts/test starts a private PostgreSQL \
+             cluster and sets it)"
+        );
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!(
+        "poplar_t_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = sqlx::PgConnection::connect(&server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {server}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("create the test database");
+    let _ = conn.close().await;
+    let (base, query) = match server.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (server.as_str(), String::new()),
+    };
+    let (root, _db) = base
+        .rsplit_once('/')
+        .filter(|(root, _)| root.contains("//") && !root.ends_with('/'))
+        .unwrap_or((base, ""));
+    Some(format!("{root}/{name}{query}"))
 }

@@ -203,7 +203,7 @@ async fn build(args: &AuditArgs, config: &Config, dir: &Dir) -> anyhow::Result<R
     }
     Ok(Report {
         generated_at: rfc3339(now),
-        directory: config.directory_path().display().to_string(),
+        directory: config.directory_display(),
         users: accounts.users.len(),
         summary,
         findings,

@@ -23,7 +23,7 @@ pub async fn prepare(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Option<St
     }
     let password = random_password()?;
     let maildir_path = std::path::absolute(config.maildir_root().join(&canonical))?;
-    let auth = server::authenticator(config, dir)?;
+    let auth = server::authenticator(config, dir).await?;
     auth.add_user(
         DEMO_USER,
         password.as_bytes(),

@@ -75,6 +75,24 @@ enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The directory itself: move it between SQLite and PostgreSQL.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Copy every user, credential, two-factor and defence record and the shared server
+    /// secrets from one directory into a new, empty one (SQLite to PostgreSQL or back).
+    /// URLs: `sqlite://PATH` (relative to the working directory) or `postgres://...`.
+    Copy {
+        /// The directory to read.
+        #[arg(long)]
+        from: String,
+        /// The directory to fill; it must have no rows yet (it is created if missing).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,10 +157,7 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 async fn open_directory(config: &Config) -> anyhow::Result<Arc<Dir>> {
     server::process::prepare_data_dir(&config.data_dir)?;
-    let dir = Dir::open(&config.directory_path())
-        .await
-        .with_context(|| format!("opening directory {}", config.directory_path().display()))?;
-    Ok(Arc::new(dir))
+    Ok(Arc::new(server::open_directory(config).await?))
 }
 
 async fn run(
@@ -167,8 +182,13 @@ async fn run(
         Command::Audit(args) => {
             audit_report::run(args, &config, open_directory(&config).await?).await
         }
+        Command::Directory(DirectoryCommand::Copy { from, to }) => copy_directory(&from, &to).await,
         Command::Config(ConfigCommand::Check) => {
-            print!("{}", toml::to_string_pretty(&config)?);
+            // The directory URL may carry a password: show it redacted.
+            let mut shown = config.clone();
+            shown.directory.url = directory::redact(&shown.directory.url);
+            print!("{}", toml::to_string_pretty(&shown)?);
+            println!("# directory: {}", config.directory_display());
             // An unset option prints nothing above; say what it means (a TOML comment,
             // so the output still parses).
             println!("# {}", config.store.retention_summary());
@@ -184,6 +204,46 @@ async fn run(
             Ok(())
         }
     }
+}
+
+async fn copy_directory(from: &str, to: &str) -> anyhow::Result<()> {
+    use directory::Directory as _;
+    let open = |url: &str| {
+        let url = url.to_owned();
+        async move {
+            let location = directory::Location::parse(&url)?;
+            directory::AnyDirectory::connect(&location)
+                .await
+                .with_context(|| format!("opening {}", directory::redact(&url)))
+        }
+    };
+    if from == to {
+        anyhow::bail!("--from and --to name the same directory");
+    }
+    let source = open(from).await?;
+    let target = open(to).await?;
+    if source
+        .server_secret(server::SERVER_KEY_NAME)
+        .await?
+        .is_none()
+    {
+        eprintln!(
+            "warning: {} holds no server key yet (start poplar on it once, or run any `poplar user` command against it, to store it); APOP and TOTP secrets and app passwords need it",
+            directory::redact(from)
+        );
+    }
+    let counts = directory::copy_directory(&source, &target).await?;
+    for (table, rows) in &counts {
+        println!("{table}: {rows}");
+    }
+    println!(
+        "copied {} to {}",
+        directory::redact(from),
+        directory::redact(to)
+    );
+    source.close().await;
+    target.close().await;
+    Ok(())
 }
 
 async fn serve(config: Config, demo: bool, sockets: server::Sockets) -> anyhow::Result<()> {

@@ -107,7 +107,7 @@ fn print_recovery_codes(codes: &[zeroize::Zeroizing<String>]) {
 }
 
 pub async fn run_mfa(cmd: MfaCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Result<()> {
-    let auth = server::authenticator(config, dir)?;
+    let auth = server::authenticator(config, dir).await?;
     match cmd {
         MfaCommand::Enroll { name } => {
             let enrolment = auth.mfa_begin(&name).await?;
@@ -213,7 +213,7 @@ pub async fn run_app_password(
     config: &Config,
     dir: Arc<Dir>,
 ) -> anyhow::Result<()> {
-    let auth = server::authenticator(config, dir.clone())?;
+    let auth = server::authenticator(config, dir.clone()).await?;
     let now = auth.guard().now();
     match cmd {
         AppPasswordCommand::Create {

@@ -131,7 +131,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             let password = read_password(password_stdin, true)?;
             // A new account has no second factor yet.
             crate::passwords::enforce(config, &canonical, &password, false, allow_weak)?;
-            let auth = server::authenticator(config, dir)?;
+            let auth = server::authenticator(config, dir).await?;
             let added = auth
                 .add_user(
                     &name,
@@ -157,7 +157,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 bail!("no such user: {canonical}");
             }
             let password = read_password(password_stdin, true)?;
-            let auth = server::authenticator(config, dir)?;
+            let auth = server::authenticator(config, dir).await?;
             // Where the password alone no longer opens the account (two factors on),
             // the shorter minimum applies.
             let mfa_required = !auth
@@ -188,7 +188,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             } else {
                 Some(read_password(password_stdin, true)?)
             };
-            let auth = server::authenticator(config, dir)?;
+            let auth = server::authenticator(config, dir).await?;
             let changed = auth
                 .set_apop_secret(&canonical, secret.as_ref().map(|s| s.as_bytes()))
                 .await
@@ -316,7 +316,7 @@ async fn import(
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let root = std::path::absolute(maildir_root.unwrap_or_else(|| config.maildir_root()))?;
-    let auth = server::authenticator(config, dir)?;
+    let auth = server::authenticator(config, dir).await?;
     let (mut imported, mut failed) = (0usize, 0usize);
     for (n, line) in text.lines().enumerate() {
         let n = n + 1;

@@ -55,6 +55,10 @@ pub struct Config {
     pub web: Web,
     /// OAuth 2.0 issuers whose bearer tokens sign in (OAUTHBEARER, XOAUTH2).
     pub oauth: oauth::OAuthConfig,
+    /// Where users, credentials and the shared defence state live.
+    pub directory: DirectorySettings,
+    /// Load balancers that send the PROXY protocol header.
+    pub proxy: Proxy,
 }
 
 /// The self-service security page (HTTPS, with the POP3 certificates): users sign in
@@ -85,6 +89,63 @@ impl Default for Web {
             session_max_secs: 8 * 3600,
             code_timeout_secs: 300,
             max_sessions: 10_000,
+        }
+    }
+}
+
+/// The PROXY protocol (v1 and v2) from trusted load balancers. A connection from a
+/// trusted address must begin with a PROXY header, and the client address it names is
+/// the one throttling, access rules, bans and the audit log see; a connection from a
+/// trusted address without a valid header is closed. Connections from other addresses
+/// are served as direct clients, and a PROXY header from one of them is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    /// Addresses or networks of the load balancers (e.g. `["10.0.0.5/32"]`). Empty
+    /// (the default): no PROXY protocol at all.
+    pub trusted: Vec<IpNet>,
+    /// How long a trusted proxy has to send its whole header.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            trusted: Vec::new(),
+            header_timeout_secs: 5,
+        }
+    }
+}
+
+impl Proxy {
+    /// Whether connections from `peer` must carry a PROXY header.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// The directory's location. One machine keeps the embedded SQLite file; the nodes of
+/// a cluster share one PostgreSQL database (docs/cluster.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectorySettings {
+    /// `sqlite://PATH` (a relative PATH is under `data_dir`) or
+    /// `postgres://USER@HOST:PORT/DB?sslmode=verify-full`. Empty: the SQLite file
+    /// `poplar.db` in `data_dir`. Keep the password out of this file: libpq's
+    /// `PGPASSWORD` or a `~/.pgpass` file (`PGPASSFILE`) supply it.
+    pub url: String,
+    /// With a PostgreSQL directory, a session holds a lease on its maildrop there (the
+    /// `[IN-USE]` lock across nodes), renewed every third of this; a node that dies
+    /// leaves its maildrops locked for at most this long.
+    pub maildrop_lease_secs: u64,
+}
+
+impl Default for DirectorySettings {
+    fn default() -> Self {
+        DirectorySettings {
+            url: String::new(),
+            maildrop_lease_secs: 60,
         }
     }
 }
@@ -570,6 +631,8 @@ impl Default for Config {
             metrics: Metrics::default(),
             web: Web::default(),
             oauth: oauth::OAuthConfig::default(),
+            directory: DirectorySettings::default(),
+            proxy: Proxy::default(),
         }
     }
 }
@@ -697,6 +760,13 @@ impl Config {
             );
         }
         self.oauth.validate().map_err(ConfigError::Invalid)?;
+        self.directory_location()?;
+        if self.directory.maildrop_lease_secs < 3 {
+            return bad("directory.maildrop_lease_secs must be at least 3");
+        }
+        if self.proxy.header_timeout_secs == 0 {
+            return bad("proxy.header_timeout_secs must be positive");
+        }
         if self.limits.max_command_line < 64 {
             return bad("limits.max_command_line must be at least 64");
         }
@@ -784,9 +854,31 @@ impl Config {
         self.data_dir.join(&self.passwords.breached_filter)
     }
 
-    /// The SQLite directory file.
+    /// The default SQLite directory file (when `directory.url` is empty).
     pub fn directory_path(&self) -> PathBuf {
         self.data_dir.join("poplar.db")
+    }
+
+    /// Where the directory is: `directory.url`, or the SQLite file in `data_dir`.
+    pub fn directory_location(&self) -> Result<directory::Location, ConfigError> {
+        if self.directory.url.is_empty() {
+            return Ok(directory::Location::Sqlite(self.directory_path()));
+        }
+        match directory::Location::parse(&self.directory.url) {
+            Ok(directory::Location::Sqlite(path)) => {
+                Ok(directory::Location::Sqlite(self.data_dir.join(path)))
+            }
+            Ok(location) => Ok(location),
+            Err(e) => Err(ConfigError::Invalid(format!("directory.url: {e}"))),
+        }
+    }
+
+    /// The directory's location for messages and reports, without a password.
+    pub fn directory_display(&self) -> String {
+        match self.directory_location() {
+            Ok(directory::Location::Sqlite(path)) => path.display().to_string(),
+            _ => directory::redact(&self.directory.url),
+        }
     }
 
     /// Whether plaintext sign-in is allowed from this address without TLS.
@@ -881,6 +973,11 @@ impl Config {
             w.push("limits.idle_timeout_transaction_secs is below RFC 1939's 10 minutes".into());
         }
         w.extend(crate::tls::check::warnings(self));
+        if directory::redact(&self.directory.url) != self.directory.url {
+            w.push(
+                "directory.url holds a password: anyone who reads the config file has it; set PGPASSWORD or use a ~/.pgpass file (PGPASSFILE) instead".into(),
+            );
+        }
         w
     }
 }
@@ -931,6 +1028,52 @@ mod tests {
         assert!(c.listen.pop3.iter().all(|a| a.ip().is_loopback()));
         assert!(!c.plaintext_allowed("127.0.0.1".parse().unwrap()));
         assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn directory_url_chooses_the_backend_and_is_checked() {
+        let c = Config::default();
+        assert_eq!(
+            c.directory_location().unwrap(),
+            directory::Location::Sqlite(c.data_dir.join("poplar.db"))
+        );
+        let c: Config = toml::from_str("[directory]\nurl = \"sqlite://dir.db\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.directory_location().unwrap(),
+            directory::Location::Sqlite(c.data_dir.join("dir.db"))
+        );
+        let c: Config =
+            toml::from_str("[directory]\nurl = \"postgres://poplar@db.example/poplar\"\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let c: Config =
+            toml::from_str("[directory]\nurl = \"postgres://poplar:hunter2@db/poplar\"\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.warnings().iter().any(|w| w.contains("PGPASSWORD")));
+        assert!(!c.directory_display().contains("hunter2"));
+        for bad in ["mysql://db/poplar", "sqlite://", "poplar.db"] {
+            let c: Config = toml::from_str(&format!("[directory]\nurl = {bad:?}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("directory.url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_cluster_examples_are_valid() {
+        for text in [
+            include_str!("../../../contrib/cluster/node-a.toml"),
+            include_str!("../../../contrib/cluster/node-b.toml"),
+        ] {
+            let c: Config = toml::from_str(text).unwrap();
+            c.validate().unwrap();
+            assert!(matches!(
+                c.directory_location().unwrap(),
+                directory::Location::Postgres(_)
+            ));
+            assert!(c.proxy.trusts("10.0.0.5".parse().unwrap()));
+            assert!(!c.proxy.trusts("10.0.0.11".parse().unwrap()));
+        }
     }
 
     #[test]

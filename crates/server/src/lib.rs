@@ -15,6 +15,7 @@ mod listener;
 pub mod metrics;
 mod notices;
 pub mod process;
+pub mod proxy;
 mod reload;
 mod secrets;
 mod sockets;
@@ -25,16 +26,26 @@ pub use config::Config;
 pub use listener::{ListenerKind, Server};
 pub use metrics::Metrics;
 pub use reload::Reloader;
+pub use secrets::SERVER_KEY as SERVER_KEY_NAME;
 pub use sockets::Sockets;
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use auth::{Authenticator, UsernamePolicy};
-use directory::SqliteDirectory;
+use directory::AnyDirectory;
 
-/// The directory the server runs on. SQLite is the embedded default; the PostgreSQL
-/// backend will join behind the same `Directory` seam.
-pub type Dir = SqliteDirectory;
+/// The directory the server runs on: SQLite (the embedded default) or PostgreSQL (a
+/// cluster's shared directory), chosen by `directory.url`.
+pub type Dir = AnyDirectory;
+
+/// Opens the directory the config names, bringing its schema up to date.
+pub async fn open_directory(config: &Config) -> anyhow::Result<Dir> {
+    let location = config.directory_location()?;
+    Dir::connect(&location)
+        .await
+        .with_context(|| format!("opening directory {}", config.directory_display()))
+}
 
 /// Builds the username policy the config describes: one canonical form everywhere.
 pub fn username_policy(config: &Config) -> UsernamePolicy {
@@ -46,13 +57,13 @@ pub fn username_policy(config: &Config) -> UsernamePolicy {
 }
 
 /// Builds the authenticator the config describes, on the system clock (for the CLI).
-pub fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authenticator<Dir>> {
-    authenticator_with(config, dir, Arc::new(auth::defence::SystemClock), None)
+pub async fn authenticator(config: &Config, dir: Arc<Dir>) -> anyhow::Result<Authenticator<Dir>> {
+    authenticator_with(config, dir, Arc::new(auth::defence::SystemClock), None).await
 }
 
 /// Builds the authenticator the config describes; every defence rule reads `clock`,
 /// and bans and locks are reported to `events`.
-pub fn authenticator_with(
+pub async fn authenticator_with(
     config: &Config,
     dir: Arc<Dir>,
     clock: Arc<dyn auth::defence::Clock>,
@@ -63,8 +74,8 @@ pub fn authenticator_with(
         iterations: config.auth.argon2_iterations,
         parallelism: 1,
     };
+    let key = secrets::server_key(config, &dir).await?;
     let auth = Authenticator::new(dir, username_policy(config), params, config.hash_slots())?;
-    let key = secrets::server_key(&config.server_key_path())?;
     let auth = auth
         .with_apop(&key)
         .with_defence_events(config.defence.policy(), clock, &key, events)

@@ -110,7 +110,7 @@ impl Server {
             }),
             metrics.clone(),
         ]));
-        let auth = authenticator_with(&config, dir, clock, Some(events))?;
+        let auth = authenticator_with(&config, dir, clock, Some(events)).await?;
         let (auth, oauth) = if config.oauth.issuers.is_empty() {
             (auth, None)
         } else {
@@ -126,6 +126,7 @@ impl Server {
             audit: audit.clone(),
             metrics,
             sessions: crate::conn::SessionIds::new(),
+            node: node_id()?,
             per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
             acceptor: TlsAcceptor::from(tls_config),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -278,40 +279,93 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         shared.metrics.connection(kind);
-        if !shared.config.access.allows(peer.ip()) {
-            tracing::info!(peer = %peer, "connection refused by the access rules");
-            audit_refusal(&shared, &stream, peer, kind, Refused::Denied);
-            tracker.spawn(refuse(stream, kind, Refused::Denied));
+        if shared.config.proxy.trusts(peer.ip()) {
+            // The real client address comes in the PROXY header: read it in the
+            // connection's own task (a slow proxy never holds up the accept loop),
+            // then admit the connection under that address.
+            let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %peer, "connection limit reached; refusing a connection");
+                audit_refusal(&shared, &stream, peer, kind, Refused::Busy);
+                tracker.spawn(refuse(stream, kind, Refused::Busy));
+                continue;
+            };
+            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                let mut stream = stream;
+                let timeout = Duration::from_secs(shared.config.proxy.header_timeout_secs);
+                match crate::proxy::read_header(&mut stream, timeout).await {
+                    Ok(header) => {
+                        let client = header.source.unwrap_or(peer);
+                        admit(kind, stream, client, &shared, shutdown, Some(permit)).await;
+                    }
+                    Err(e) => {
+                        tracing::info!(proxy = %peer, error = %e, "connection from a trusted proxy without a valid PROXY header closed");
+                        audit_refusal(&shared, &stream, peer, kind, Refused::Proxy);
+                        drop(permit);
+                    }
+                }
+            });
             continue;
         }
-        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, "connection limit reached; refusing a connection");
-            audit_refusal(&shared, &stream, peer, kind, Refused::Busy);
-            tracker.spawn(refuse(stream, kind, Refused::Busy));
-            continue;
-        };
-        let Some(slot) = AddressSlot::take(&shared, peer) else {
-            tracing::info!(peer = %peer, "too many connections from one address");
-            audit_refusal(&shared, &stream, peer, kind, Refused::Busy);
-            tracker.spawn(refuse(stream, kind, Refused::Busy));
-            continue;
-        };
-        let conn = Connection::new(shared.clone(), peer, kind, shutdown.clone());
         let shared = shared.clone();
-        tracker.spawn(async move {
-            // The ban check reads the directory: in the connection's task, so a slow
-            // lookup never holds up the accept loop.
-            if shared.auth.guard().connection_allowed(peer.ip()).await {
-                conn.run(stream).await;
-            } else {
-                tracing::info!(peer = %peer, "connection from a banned address refused");
-                audit_refusal(&shared, &stream, peer, kind, Refused::Banned);
-                refuse(stream, kind, Refused::Banned).await;
-            }
-            drop(slot);
-            drop(permit);
-        });
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move { admit(kind, stream, peer, &shared, shutdown, None).await });
     }
+}
+
+/// Admits a connection from `peer` (the real client, behind a proxy or not): access
+/// rules, the connection limits, bans; then serves it.
+async fn admit(
+    kind: ListenerKind,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    shutdown: CancellationToken,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    if !shared.config.access.allows(peer.ip()) {
+        tracing::info!(peer = %peer, "connection refused by the access rules");
+        audit_refusal(shared, &stream, peer, kind, Refused::Denied);
+        refuse(stream, kind, Refused::Denied).await;
+        return;
+    }
+    let permit = match permit {
+        Some(p) => p,
+        None => {
+            let Ok(p) = shared.connections.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %peer, "connection limit reached; refusing a connection");
+                audit_refusal(shared, &stream, peer, kind, Refused::Busy);
+                refuse(stream, kind, Refused::Busy).await;
+                return;
+            };
+            p
+        }
+    };
+    let Some(slot) = AddressSlot::take(shared, peer) else {
+        tracing::info!(peer = %peer, "too many connections from one address");
+        audit_refusal(shared, &stream, peer, kind, Refused::Busy);
+        refuse(stream, kind, Refused::Busy).await;
+        return;
+    };
+    // The ban check reads the directory: in the connection's task, so a slow lookup
+    // never holds up the accept loop.
+    if shared.auth.guard().connection_allowed(peer.ip()).await {
+        let conn = Connection::new(shared.clone(), peer, kind, shutdown);
+        conn.run(stream).await;
+    } else {
+        tracing::info!(peer = %peer, "connection from a banned address refused");
+        audit_refusal(shared, &stream, peer, kind, Refused::Banned);
+        refuse(stream, kind, Refused::Banned).await;
+    }
+    drop(slot);
+    drop(permit);
+}
+
+/// A random id for this process, naming it as the owner of maildrop leases.
+fn node_id() -> anyhow::Result<String> {
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Writes a refusal to the audit log and counts it.
@@ -343,6 +397,7 @@ async fn refuse(mut stream: TcpStream, kind: ListenerKind, why: Refused) {
     let line: &[u8] = match why {
         Refused::Busy => b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
         Refused::Denied => b"-ERR [SYS/PERM] connections from your address are not accepted\r\n",
+        Refused::Proxy => return,
         Refused::Banned => {
             b"-ERR [SYS/TEMP] too many failed sign-ins from your address, try again later\r\n"
         }

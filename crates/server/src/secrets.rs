@@ -1,66 +1,65 @@
-//! The server's own secret key: 32 random bytes made on first start in
-//! `<data_dir>/secrets/server.key` (folder 0700, file 0600). It keys values that must
-//! stay stable across restarts but unpredictable to clients, such as the fake SCRAM
-//! salts shown for unknown users. Several nodes serving one directory must share it.
-
-use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-use std::path::Path;
+//! The server's own secret key: 32 random bytes that seal APOP and TOTP secrets and key
+//! the hashes of app passwords, recovery codes and wrong secrets. Every node serving
+//! one directory must have the same key, so it lives in the directory itself (the
+//! `server_secrets` table, row `server_key`, hex): made by whichever node or CLI
+//! command starts first, read by all others, and carried by `poplar directory copy`.
+//!
+//! Installations from before kept it in `<data_dir>/secrets/server.key`; when the
+//! directory has no key yet and that file exists, its key is adopted into the
+//! directory (so nothing sealed under it is lost) and the file is no longer read.
 
 use anyhow::{Context as _, bail};
+use directory::Directory as _;
 
-/// Reads the key, making it first if it does not exist.
-pub fn server_key(path: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+use crate::{Config, Dir};
+
+/// The row of `server_secrets` holding the server key.
+pub const SERVER_KEY: &str = "server_key";
+
+/// The server key from the directory, made (or adopted from the legacy file) first if
+/// the directory has none.
+pub async fn server_key(config: &Config, dir: &Dir) -> anyhow::Result<Vec<u8>> {
+    if let Some(stored) = dir
+        .server_secret(SERVER_KEY)
+        .await
+        .context("reading the server key from the directory")?
+    {
+        return parse_key(&stored).context("the directory's server_key");
     }
-    if !path.exists() {
-        create_key(path)?;
+    let legacy = config.server_key_path();
+    let candidate = if legacy.exists() {
+        let text = std::fs::read_to_string(&legacy)
+            .with_context(|| format!("reading {}", legacy.display()))?;
+        parse_key(&text).with_context(|| legacy.display().to_string())?;
+        text.trim().to_owned()
+    } else {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        hex(&key)
+    };
+    let stored = dir
+        .ensure_server_secret(SERVER_KEY, &candidate)
+        .await
+        .context("storing the server key in the directory")?;
+    if legacy.exists() && stored != candidate {
+        tracing::warn!(
+            "{} differs from the directory's server key; the directory's is used",
+            legacy.display()
+        );
     }
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_key(&stored).context("the directory's server_key")
+}
+
+fn parse_key(text: &str) -> anyhow::Result<Vec<u8>> {
     let text = text.trim();
     if text.len() < 32 || !text.len().is_multiple_of(2) {
-        bail!(
-            "{} does not hold a hex key of at least 16 bytes",
-            path.display()
-        );
+        bail!("not a hex key of at least 16 bytes");
     }
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
         .collect::<Result<Vec<u8>, _>>()
-        .with_context(|| format!("{} is not hex", path.display()))
-}
-
-/// Writes a fresh key to a private temporary file, then links it into place: the key
-/// file appears complete or not at all, and when two processes start at once (two
-/// `poplar user add`, two nodes) the first link wins and both read that key.
-fn create_key(path: &Path) -> anyhow::Result<()> {
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let tmp = path.with_extension(format!("tmp-{}", hex(&suffix)));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    let written = file
-        .write_all(hex(&key).as_bytes())
-        .and_then(|()| file.sync_all());
-    let linked = written.and_then(|()| match fs::hard_link(&tmp, path) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
-    });
-    let _ = fs::remove_file(&tmp);
-    linked.with_context(|| format!("creating {}", path.display()))
+        .context("not hex")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -70,36 +69,48 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
-    #[test]
-    fn made_once_private_and_stable() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secrets/server.key");
-        let a = server_key(&path).unwrap();
-        let b = server_key(&path).unwrap();
+    fn config(dir: &Path) -> Config {
+        Config {
+            data_dir: dir.to_owned(),
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn made_once_in_the_directory_and_stable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config(tmp.path());
+        let dir = Dir::open(&config.directory_path()).await.unwrap();
+        let a = server_key(&config, &dir).await.unwrap();
+        let b = server_key(&config, &dir).await.unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 32);
-        let mode =
-            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
-        assert_eq!(mode & 0o777, 0o600);
-        fs::write(&path, "zz").unwrap();
-        assert!(server_key(&path).is_err());
+        assert!(!config.server_key_path().exists(), "no key file any more");
+        assert_eq!(dir.server_secret(SERVER_KEY).await.unwrap(), Some(hex(&a)));
+    }
+
+    #[tokio::test]
+    async fn a_legacy_key_file_is_adopted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config(tmp.path());
+        let path = config.server_key_path();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let legacy = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        std::fs::write(&path, format!("{legacy}\n")).unwrap();
+        let dir = Dir::open(&config.directory_path()).await.unwrap();
+        let key = server_key(&config, &dir).await.unwrap();
+        assert_eq!(hex(&key), legacy);
+        // Once adopted, the directory's key is the one; the file no longer matters.
+        std::fs::write(&path, "zz").unwrap();
+        assert_eq!(server_key(&config, &dir).await.unwrap(), key);
     }
 
     #[test]
-    fn concurrent_first_starts_agree_on_one_key() {
-        for _ in 0..20 {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("secrets/server.key");
-            let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..4)
-                    .map(|_| s.spawn(|| server_key(&path).unwrap()))
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            });
-            assert!(keys.windows(2).all(|w| w[0] == w[1]));
-            let leftovers = fs::read_dir(path.parent().unwrap()).unwrap().count();
-            assert_eq!(leftovers, 1, "temporary files left behind");
-        }
+    fn bad_keys_are_refused() {
+        assert!(parse_key("zz").is_err());
+        assert!(parse_key(&"g".repeat(64)).is_err());
+        assert_eq!(parse_key(&"ab".repeat(16)).unwrap(), vec![0xab; 16]);
     }
 }

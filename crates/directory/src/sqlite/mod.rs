@@ -59,7 +59,7 @@ fn row_to_record(
 /// A [`Directory`] backed by a SQLite file. Cloning shares the connection pool.
 #[derive(Clone, Debug)]
 pub struct SqliteDirectory {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteDirectory {
@@ -414,6 +414,87 @@ impl Directory for SqliteDirectory {
 
     async fn prune_defence(&self, before: Millis) -> Result<u64, DirectoryError> {
         self.prune_defence_impl(before).await
+    }
+
+    async fn server_secret(&self, name: &str) -> Result<Option<String>, DirectoryError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn ensure_server_secret(
+        &self,
+        name: &str,
+        candidate: &str,
+    ) -> Result<String, DirectoryError> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn acquire_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, DirectoryError> {
+        // One statement: a free or expired lease is taken, a live one of another
+        // owner is left alone (the WHERE of the upsert), and the row lock makes two
+        // nodes asking at once see each other.
+        let done = sqlx::query(
+            "INSERT INTO maildrop_leases (maildrop, owner, expires_at) \
+             VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + ?3) \
+             ON CONFLICT (maildrop) DO UPDATE SET owner = excluded.owner, \
+             expires_at = excluded.expires_at \
+             WHERE maildrop_leases.expires_at <= CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) OR maildrop_leases.owner = excluded.owner",
+        )
+        .bind(maildrop)
+        .bind(owner)
+        .bind(ttl_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn renew_lease(
+        &self,
+        maildrop: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, DirectoryError> {
+        let done = sqlx::query(
+            "UPDATE maildrop_leases SET expires_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + ?3 \
+             WHERE maildrop = ?1 AND owner = ?2",
+        )
+        .bind(maildrop)
+        .bind(owner)
+        .bind(ttl_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, maildrop: &str, owner: &str) -> Result<(), DirectoryError> {
+        sqlx::query("DELETE FROM maildrop_leases WHERE maildrop = ?1 AND owner = ?2")
+            .bind(maildrop)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@ use maildir::{Maildir, MessageEntry, StoreError};
 use pop3_proto::{DotStuffer, MessageMeta, OpenFailure};
 use tokio::io::{AsyncReadExt as _, AsyncWrite};
 
+use super::lease::{Lease, LeaseError};
 use super::{Connection, OpenMaildrop};
 
 impl Connection {
@@ -20,6 +21,36 @@ impl Connection {
         };
         let retention = self.shared.config.store.retention();
         let (peer, user) = (self.peer, self.user.clone());
+        // Across nodes first: a shared directory means a shared Maildir tree.
+        let lease = if matches!(
+            **self.shared.auth.directory(),
+            directory::AnyDirectory::Postgres(_)
+        ) {
+            let ttl =
+                std::time::Duration::from_secs(self.shared.config.directory.maildrop_lease_secs);
+            let owner = format!("{}:{}", self.shared.node, self.id);
+            match Lease::acquire(
+                self.shared.auth.directory().clone(),
+                path.to_string_lossy().into_owned(),
+                owner,
+                ttl,
+                self.shutdown.clone(),
+            )
+            .await
+            {
+                Ok(lease) => Some(lease),
+                Err(LeaseError::InUse) => {
+                    tracing::info!(peer = %self.peer, user = ?self.user, "maildrop in use on another node");
+                    return Err(OpenFailure::InUse);
+                }
+                Err(LeaseError::Unavailable(e)) => {
+                    tracing::error!(peer = %self.peer, user = ?self.user, error = %e, "cannot take the maildrop lease");
+                    return Err(OpenFailure::Unavailable);
+                }
+            }
+        } else {
+            None
+        };
         let opened = tokio::task::spawn_blocking(move || {
             let maildir = Maildir::new(path);
             maildir.create()?;
@@ -53,6 +84,7 @@ impl Connection {
                     maildir,
                     entries,
                     _guard: guard,
+                    _lease: lease,
                 });
                 Ok(metas)
             }
@@ -135,9 +167,10 @@ impl Connection {
         delete: Vec<usize>,
         retrieved: Vec<usize>,
     ) -> Result<(), ()> {
-        let Some(maildrop) = self.maildrop.take() else {
+        let Some(mut maildrop) = self.maildrop.take() else {
             return Ok(());
         };
+        let lease = maildrop._lease.take();
         if delete.is_empty() && retrieved.is_empty() {
             // Freeing a 100,000-message listing takes tens of milliseconds: do it
             // off the executor and answer QUIT at once. The lock is released now, so
@@ -146,6 +179,9 @@ impl Connection {
                 entries, _guard, ..
             } = maildrop;
             drop(_guard);
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
             tokio::task::spawn_blocking(move || drop(entries));
             return Ok(());
         }
@@ -173,6 +209,10 @@ impl Connection {
             deleted
         })
         .await;
+        // Released after the deletions, whatever became of them.
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
         match result {
             Ok(Ok(())) => {
                 tracing::info!(peer = %self.peer, user = ?user, deleted = count, "maildrop updated");

@@ -2,6 +2,7 @@
 //! actions it returns and writes responses in batches (RFC 2449 PIPELINING: all the
 //! answers to one packet of commands leave in as few writes as possible).
 
+mod lease;
 mod maildrop;
 mod signin;
 
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub sessions: SessionIds,
     /// Checks bearer tokens (OAUTHBEARER, XOAUTH2) when issuers are configured.
     pub oauth: Option<Arc<oauth::OAuthVerifier>>,
+    /// This process's random id, naming it as the owner of maildrop leases.
+    pub node: String,
 }
 
 /// Session ids unique across restarts: the process's start time, then a counter.
@@ -94,6 +97,8 @@ struct OpenMaildrop {
     entries: Vec<MessageEntry>,
     /// Held for the whole session: the lock behind `[IN-USE]`.
     _guard: MaildropGuard,
+    /// The lease behind `[IN-USE]` across nodes, when the directory is shared.
+    _lease: Option<lease::Lease>,
 }
 
 /// Which timer ended a wait for input.
@@ -374,6 +379,19 @@ impl Connection {
                 let started = std::time::Instant::now();
                 // A fixed keyword for the latency histogram, never the line itself.
                 let (command, action) = match frame {
+                    // A PROXY header where none may come (the first line of a direct
+                    // connection, or a second header behind a proxy): a client
+                    // pretending to be a load balancer. Closed without an answer.
+                    Frame::Line(line) if self.commands == 1 && line.starts_with(b"PROXY ") => {
+                        tracing::info!(peer = %self.peer, "PROXY header from an untrusted address; closing");
+                        self.shared.metrics.refused(crate::metrics::Refused::Proxy);
+                        self.audit(Record {
+                            reason: Some(crate::metrics::Refused::Proxy.as_str()),
+                            ..self.record("refused")
+                        });
+                        self.end = "proxy_untrusted";
+                        return Ok(Leg::Closed);
+                    }
                     Frame::Line(line) => {
                         let command = if self.session.expects_sasl_response() {
                             CommandKind::Auth

@@ -27,10 +27,17 @@ pub(crate) enum Refused {
     Denied,
     /// The address is banned by the sign-in defence.
     Banned,
+    /// A trusted proxy sent no valid PROXY header, or an untrusted address sent one.
+    Proxy,
 }
 
 impl Refused {
-    pub(super) const ALL: [Refused; 3] = [Refused::Busy, Refused::Denied, Refused::Banned];
+    pub(super) const ALL: [Refused; 4] = [
+        Refused::Busy,
+        Refused::Denied,
+        Refused::Banned,
+        Refused::Proxy,
+    ];
 
     /// The audit log's and the metrics' name.
     pub(crate) fn as_str(self) -> &'static str {
@@ -38,6 +45,7 @@ impl Refused {
             Refused::Busy => "busy",
             Refused::Denied => "denied",
             Refused::Banned => "banned",
+            Refused::Proxy => "proxy",
         }
     }
 }

@@ -34,7 +34,7 @@ pub async fn directory_with(
 ) -> (Arc<Dir>, Authenticator<Dir>) {
     std::fs::create_dir_all(&config.data_dir).unwrap();
     let dir = Arc::new(Dir::open(&config.directory_path()).await.unwrap());
-    let auth = server::authenticator(config, dir.clone()).unwrap();
+    let auth = server::authenticator(config, dir.clone()).await.unwrap();
     for (user, password) in users {
         let maildir = config.data_dir.join("mail").join(user);
         maildir::Maildir::new(&maildir).create().unwrap();
