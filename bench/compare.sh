@@ -20,7 +20,8 @@
 # RETR 1 x 50 MB, RETR 1,000 x 20 KiB pipelined, scale on bulk (100,000 msgs: first
 # open with the server's index/caches deleted, then warm); in "defaults" also scale on
 # alice (10) and small (1,000), idle sessions (200 and $SESSIONS, each on a fresh
-# Poplar), and failed sign-ins. Machine limits measured in the same run: openssl speed
+# Poplar), and failed sign-ins; for Poplar alone also sign-ins with app passwords (c=8
+# and 16; $APP_PASSWORDS users) and the server's RSS growth during a 100 MB RETR. Machine limits measured in the same run: openssl speed
 # AES-128/256-GCM (one core) and argon2id m=64 MiB,t=2 hashes/s with 2 processes.
 #
 # Knobs: DUR=6 (login seconds)  SWEEP_DUR=5  RUNS=2 (RETR repeats)  SESSIONS=1000
@@ -35,6 +36,7 @@ SHARED=${SHARED:-/work/shared}
 TOOL=${TOOL:-$REPO/target/release/poplar-bench}
 export POPLAR_BIN=${POPLAR_BIN:-$REPO/target/release/poplar}
 DUR=${DUR:-6}; SWEEP_DUR=${SWEEP_DUR:-5}; RUNS=${RUNS:-2}; SESSIONS=${SESSIONS:-1000}
+APP_PASSWORDS=${APP_PASSWORDS:-100}
 CONFIGS=${CONFIGS:-equal defaults}
 DOVECOT_FAIL_COUNT=${DOVECOT_FAIL_COUNT:-8}; POPLAR_FAIL_COUNT=${POPLAR_FAIL_COUNT:-30}
 PW=bench-Secret-0
@@ -77,6 +79,14 @@ if [ "${1:-}" = __run ]; then
       B retr-small-pipe --user small --password "$PW" retr --pipeline
     done
   fi
+  if on applogin; then   # Poplar only: app passwords, checked with a keyed hash, no argon2
+    for c in 8 16; do
+      B "login-app-c$c" --user 'u{i}' --users "$APP_PASSWORDS" --password-file "$POPLAR_APP_PASSWORDS" login --concurrency $c --duration "$DUR" --max-logins 50000
+    done
+  fi
+  if on huge; then       # Poplar only: the server's memory growth during a 100 MB RETR
+    B retr-huge --user huge --password "$PW" retr --repeat 2
+  fi
   if on scale; then
     first_open
     B scale-bulk --user bulk --password "$PW" scale --repeat 3
@@ -95,7 +105,7 @@ fi
 mkdir -p "$HERE/results"
 export OUT=${OUT:-$HERE/results/$(date +%F)-compare.jsonl}
 export RUN_ID=${RUN_ID:-cmp$(date +%Y%m%dT%H%M%S)}
-export TOOL SESSIONS DUR SWEEP_DUR RUNS PW PEER DOVECOT_FAIL_COUNT POPLAR_FAIL_COUNT
+export TOOL SESSIONS DUR SWEEP_DUR RUNS PW PEER DOVECOT_FAIL_COUNT POPLAR_FAIL_COUNT APP_PASSWORDS
 SELF=$HERE/compare.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 trap 'bash "$SHARED/dovecot/stop.sh" >/dev/null 2>&1 || true' EXIT
@@ -159,8 +169,8 @@ for CFG in $CONFIGS; do
   case "$CFG" in
     equal)    SCHEME=ARGON2ID; PENV=(ARGON2_MEMORY_KIB=65536 ARGON2_ITERATIONS=2 IDLE_USERS=100 FAILURE_DELAY_MS=0)
               SEC="login retr scale"; PSEC=(); DSEC="login retr scale" ;;
-    defaults) SCHEME=CRYPT;    PENV=(IDLE_USERS=$SESSIONS FAILURE_DELAY_MS=1000)
-              SEC="idle login retr scale scale-sizes failures"; DSEC="idle200d idle login retr scale scale-sizes failures" ;;
+    defaults) SCHEME=CRYPT;    PENV=(IDLE_USERS=$SESSIONS FAILURE_DELAY_MS=1000 APP_PASSWORDS=$APP_PASSWORDS PRESET=alice,big,small,bulk,huge)
+              SEC="idle login applogin retr huge scale scale-sizes failures"; DSEC="idle200d idle login retr scale scale-sizes failures" ;;
     none) continue ;;   # CONFIGS=none: machine limits only (RUN_ID=... to add them to a run)
     *) echo "unknown config $CFG"; continue ;;
   esac

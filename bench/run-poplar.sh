@@ -10,7 +10,8 @@
 # Everything lives under $BENCH_DIR (default /tmp/poplar-bench): poplar.toml, the data
 # folder (SQLite directory, self-signed certificate) and mail/ with the maildrops that
 # shared/bench/populate.py builds (byte-identical to the Dovecot peer's):
-#   alice (10 x 4 KiB), big (1 x 50 MB), small (1,000 x 20 KiB), bulk (100,000 x 1-4 KiB)
+#   alice (10 x 4 KiB), big (1 x 50 MB), small (1,000 x 20 KiB), bulk (100,000 x 1-4 KiB),
+#   and on request (PRESET=...,huge) huge (1 x 100 MB)
 #   u0 .. u$((IDLE_USERS-1)) (10 x 4 KiB each: a maildrop is exclusive, so idle and
 #   login runs spread over these)
 # All with the password $BENCH_PASSWORD. The server is stopped on exit (trap), by PID.
@@ -83,11 +84,14 @@ import os, shutil, sys
 sys.path.insert(0, sys.argv[1])
 import populate
 root, preset, n_idle, force = sys.argv[2], sys.argv[3].split(","), int(sys.argv[4]), sys.argv[5] == "1"
+# `huge` (one 100 MB message, for the memory bound of a large RETR) is ours, not
+# populate.py's; Dovecot's peer never needs it.
+presets = dict(populate.PRESET, huge=(1, 100 * 1000 * 1000, None, 17))
 for u in filter(None, preset):
     md = os.path.join(root, u, "Maildir")
     if force or not os.path.isdir(os.path.join(md, "cur")):
         shutil.rmtree(os.path.join(root, u), ignore_errors=True)
-        c, s, smax, seed = populate.PRESET[u]
+        c, s, smax, seed = presets[u]
         populate.build(md, c, s, smax, seed, user=u)
 built = 0
 for i in range(n_idle):

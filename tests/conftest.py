@@ -18,6 +18,7 @@ into new/ (or cur/ with an info suffix).
 from __future__ import annotations
 
 import base64
+import json
 import hashlib
 import os
 import queue
@@ -82,6 +83,16 @@ def require_peer(what: str, script: str, find):
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def read_audit(path: Path) -> list[dict]:
+    """The audit log's records (JSON lines). The server's writer thread may be halfway
+    through a line when a test reads: only complete lines (ending in a newline) count."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def free_port() -> int:

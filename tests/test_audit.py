@@ -6,16 +6,13 @@ import os
 import signal
 import time
 
-from conftest import plain_ir
+from conftest import plain_ir, read_audit
 
 PLAINTEXT_LOOPBACK = {"plaintext_networks": ["127.0.0.0/8"], "failure_delay_ms": 0}
 
 
 def audit_lines(srv, path=None):
-    path = path or (srv.data_dir / "audit.log")
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return read_audit(path or (srv.data_dir / "audit.log"))
 
 
 def wait_for(srv, pred, timeout=5.0, path=None):

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, free_port, plain_ir, require_peer
+from conftest import REPO_ROOT, free_port, plain_ir, read_audit, require_peer
 
 FILTER = REPO_ROOT / "contrib" / "fail2ban" / "filter.d" / "poplar.conf"
 JAIL = REPO_ROOT / "contrib" / "fail2ban" / "jail.d" / "poplar.local"
@@ -82,7 +82,7 @@ def unix(rfc3339: str) -> int:
 
 
 def audit_records(srv) -> list[dict]:
-    return [json.loads(line) for line in (srv.data_dir / "audit.log").read_text().splitlines()]
+    return read_audit(srv.data_dir / "audit.log")
 
 
 def attempt(srv, user: str, password: str, source: str, tls: bool = False) -> str:

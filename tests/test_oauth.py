@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXTRA_SECRETS, IO_TIMEOUT, REPO_ROOT, free_port, require_peer, require_tool, tls_context
+from conftest import (EXTRA_SECRETS, IO_TIMEOUT, REPO_ROOT, free_port, read_audit, require_peer,
+                      require_tool, tls_context)
 
 OIDC_DIR = REPO_ROOT / "tests" / "peers" / "oidc"
 ALICE = "alice@example.org"
@@ -219,10 +220,7 @@ def xoauth2(user: str, token: str) -> str:
 
 
 def audit_reasons(srv) -> list[dict]:
-    path = srv.data_dir / "audit.log"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_audit(srv.data_dir / "audit.log")
 
 
 def wait_audit(srv, reason: str, mechanism: str = "OAUTHBEARER") -> dict:

@@ -368,3 +368,36 @@ async fn new_networks_are_reported_once_and_never_on_the_first_sign_in() {
     assert!(!new("198.51.100.1").await, "now familiar");
     assert!(new("2001:db8::1").await);
 }
+
+#[tokio::test]
+async fn an_app_passwords_last_use_is_kept_to_the_minute() {
+    let f = fixture(LockoutPolicy::default()).await;
+    let (id, pw) = f
+        .auth
+        .create_app_password("alice", "phone", None, None, false)
+        .await
+        .unwrap();
+    let last = |dir: Arc<SqliteDirectory>| async move {
+        let apps = dir.list_app_passwords("alice").await.unwrap();
+        let app = apps.into_iter().find(|a| a.id == id).unwrap();
+        (app.last_used_at, app.last_used_from)
+    };
+    assert_eq!(f.try_pw("alice", &pw, "192.0.2.1").await, None);
+    assert_eq!(
+        last(f.dir.clone()).await,
+        (Some(START), Some("192.0.2.1".into()))
+    );
+    // A poll half a minute later from the same address writes nothing ...
+    f.clock.advance(Duration::from_secs(30));
+    assert_eq!(f.try_pw("alice", &pw, "192.0.2.1").await, None);
+    assert_eq!(last(f.dir.clone()).await.0, Some(START));
+    // ... one from another address does, and so does one after a minute.
+    assert_eq!(f.try_pw("alice", &pw, "198.51.100.7").await, None);
+    assert_eq!(
+        last(f.dir.clone()).await,
+        (Some(START + 30_000), Some("198.51.100.7".into()))
+    );
+    f.clock.advance(Duration::from_secs(61));
+    assert_eq!(f.try_pw("alice", &pw, "198.51.100.7").await, None);
+    assert_eq!(last(f.dir.clone()).await.0, Some(START + 91_000));
+}

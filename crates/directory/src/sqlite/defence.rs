@@ -8,7 +8,7 @@ use super::SqliteDirectory;
 use crate::DirectoryError;
 use crate::defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
-    HISTORY_PER_USER, LockoutState, Millis, SignInEntry, SourceFailures,
+    LockoutState, Millis, SignInEntry, SourceFailures,
 };
 
 /// Separates the keyed hashes in `auth_failures.recent`.
@@ -23,50 +23,50 @@ impl SqliteDirectory {
         &self,
         q: &GuardQuery<'_>,
     ) -> Result<GuardState, DirectoryError> {
-        let mut conn = self.pool.acquire().await?;
+        // One statement, so one round trip to the database thread: every sign-in
+        // begins here.
+        type Row = (
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let (failures, last, account_failures, account_last, network, any, banned): Row =
+            sqlx::query_as(
+                "SELECT \
+                 (SELECT failures FROM auth_failures \
+                   WHERE user = ?1 AND source = ?2 AND last_failure >= ?3), \
+                 (SELECT last_failure FROM auth_failures \
+                   WHERE user = ?1 AND source = ?2 AND last_failure >= ?3), \
+                 (SELECT failures FROM account_failures WHERE user = ?1 AND last_failure >= ?3), \
+                 (SELECT last_failure FROM account_failures WHERE user = ?1 AND last_failure >= ?3), \
+                 (SELECT MAX(CASE WHEN network = ?4 THEN last_success END) \
+                   FROM familiar_networks WHERE user = ?1), \
+                 (SELECT MAX(last_success) FROM familiar_networks WHERE user = ?1), \
+                 (SELECT banned_until FROM address_bans WHERE source = ?2 AND banned_until > ?5)",
+            )
+            .bind(q.user)
+            .bind(q.source)
+            .bind(q.forget_before)
+            .bind(q.network)
+            .bind(q.now)
+            .fetch_one(&self.pool)
+            .await?;
         let mut state = GuardState::default();
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT failures, last_failure FROM auth_failures \
-             WHERE user = ?1 AND source = ?2 AND last_failure >= ?3",
-        )
-        .bind(q.user)
-        .bind(q.source)
-        .bind(q.forget_before)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some((failures, last)) = row {
+        if let (Some(failures), Some(last)) = (failures, last) {
             state.failures = count(failures);
             state.last_failure = Some(last);
         }
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT failures, last_failure FROM account_failures \
-             WHERE user = ?1 AND last_failure >= ?2",
-        )
-        .bind(q.user)
-        .bind(q.forget_before)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some((failures, last)) = row {
+        if let (Some(failures), Some(last)) = (account_failures, account_last) {
             state.account_failures = count(failures);
             state.account_last_failure = Some(last);
         }
-        let (network, any): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT MAX(CASE WHEN network = ?2 THEN last_success END), MAX(last_success) \
-             FROM familiar_networks WHERE user = ?1",
-        )
-        .bind(q.user)
-        .bind(q.network)
-        .fetch_one(&mut *conn)
-        .await?;
         state.network_last_success = network;
         state.last_success = any;
-        state.source_banned_until = sqlx::query_scalar(
-            "SELECT banned_until FROM address_bans WHERE source = ?1 AND banned_until > ?2",
-        )
-        .bind(q.source)
-        .bind(q.now)
-        .fetch_optional(&mut *conn)
-        .await?;
+        state.source_banned_until = banned;
         Ok(state)
     }
 
@@ -324,8 +324,8 @@ impl SqliteDirectory {
     }
 
     pub(super) async fn record_sign_in_impl(&self, e: &SignInEntry) -> Result<(), DirectoryError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let added = sqlx::query(
+        // The trigger of migration 0010 keeps the newest HISTORY_PER_USER entries.
+        sqlx::query(
             "INSERT INTO sign_in_history (user, at, address, mechanism, result) \
              SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM users WHERE name = ?1)",
         )
@@ -334,21 +334,8 @@ impl SqliteDirectory {
         .bind(&e.address)
         .bind(&e.mechanism)
         .bind(&e.result)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if added > 0 {
-            sqlx::query(
-                "DELETE FROM sign_in_history WHERE user = ?1 AND rowid NOT IN \
-                 (SELECT rowid FROM sign_in_history WHERE user = ?1 \
-                  ORDER BY at DESC, rowid DESC LIMIT ?2)",
-            )
-            .bind(&e.user)
-            .bind(HISTORY_PER_USER)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
