@@ -76,6 +76,8 @@ ${ARGON2_ITERATIONS:+argon2_iterations = $ARGON2_ITERATIONS}
 
 [limits]
 max_connections = $MAX_CONNECTIONS
+# Every benchmark client comes from 127.0.0.1.
+max_connections_per_address = $MAX_CONNECTIONS
 EOF
 
 # ---------------------------------------------------------------- maildrops (deterministic)
