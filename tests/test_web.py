@@ -185,8 +185,11 @@ def test_enrolment_recovery_codes_and_reused_codes(server, browser):
     page.wait_for_url("**/mfa/setup")
     assert page.locator(".qr svg").count() == 1, "a QR code as inline SVG"
     secret = page.get_attribute("#secret", "data-secret")
+    page.click("details summary")
+    uri = page.inner_text("#otpauth")
     shot(page, "08-enrol")
-    totp = pyotp.TOTP(secret)
+    totp = pyotp.parse_uri(uri)
+    assert totp.secret == secret and totp.name == "bob", uri
     assert totp.interval == 30 and totp.digits == 6
     page.fill("#code", "000000" if totp.now() != "000000" else "111111")
     page.click("form[action='/mfa/confirm'] button")

@@ -127,7 +127,13 @@ pub(crate) fn code(csrf: &str, error: Option<&str>) -> String {
 }
 
 /// The enrolment page: the QR code, the secret to type by hand, the confirmation form.
-pub(crate) fn enrol(csrf: &str, qr_svg: &str, secret: &str, error: Option<&str>) -> String {
+pub(crate) fn enrol(
+    csrf: &str,
+    qr_svg: &str,
+    secret: &str,
+    uri: &str,
+    error: Option<&str>,
+) -> String {
     let grouped: Vec<String> = secret
         .as_bytes()
         .chunks(4)
@@ -143,6 +149,7 @@ pub(crate) fn enrol(csrf: &str, qr_svg: &str, secret: &str, error: Option<&str>)
 <div class="qr" role="img" aria-label="QR code of the authenticator secret">{qr_svg}</div>
 <p class="muted">Cannot scan? Enter this key instead (time-based, 6 digits, every 30 seconds):</p>
 <p class="secret" id="secret" data-secret="{secret}">{grouped}</p>
+<details><summary>Setup link (for apps that take one)</summary><p class="secret"><code id="otpauth">{uri}</code></p></details>
 <ol class="steps" start="2">
 <li>Type the 6-digit code the app shows now.</li>
 </ol>
@@ -156,6 +163,7 @@ pub(crate) fn enrol(csrf: &str, qr_svg: &str, secret: &str, error: Option<&str>)
 </section>"#,
         error = error.map(|e| notice("error", e)).unwrap_or_default(),
         secret = esc(secret),
+        uri = esc(uri),
         grouped = esc(&grouped.join(" ")),
         csrf = csrf_field(csrf),
     )

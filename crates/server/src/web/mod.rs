@@ -764,10 +764,10 @@ fn enrol_render(w: &Web, s: &Session, error: Option<&str>, status: StatusCode) -
     };
     let uri = auth::mfa::base32_decode(secret)
         .map(|raw| auth::mfa::otpauth_uri(w.auth.mfa_issuer(), &s.user, &raw));
-    let Some(svg) = uri.as_deref().and_then(qr_svg) else {
+    let (Some(uri), Some(svg)) = (uri.as_deref(), uri.as_deref().and_then(qr_svg)) else {
         return w.unavailable(Some(s));
     };
-    let body = html::enrol(&s.csrf, &svg, secret, error);
+    let body = html::enrol(&s.csrf, &svg, secret, uri, error);
     w.page(status, Some(s), "Set up an authenticator app", &body)
 }
 
