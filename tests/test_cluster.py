@@ -219,3 +219,31 @@ def test_a_password_changed_through_one_node_works_on_the_other_at_once(server, 
     with b.tls() as c:
         assert scram(c, "alice", "a brand new pw").startswith("+OK")
         c.quit()
+
+
+def test_a_session_that_lost_its_lease_deletes_nothing(server, pg_url):
+    import subprocess
+
+    a, b = two_nodes(server, pg_url)
+    a.deliver(b"Subject: keep me\r\n\r\nbody\r\n", user="alice")
+    c = a.session("alice")
+    assert c.stat()[0] == 1
+    # Another node took the maildrop meanwhile (as after a database outage that let this
+    # session's lease lapse). DELE and QUIT come at once: nothing may be deleted.
+    subprocess.run(["psql", pg_url, "-v", "ON_ERROR_STOP=1", "-qc",
+                    "UPDATE maildrop_leases SET owner = 'another node', "
+                    "expires_at = expires_at + 600000"],
+                   check=True, capture_output=True, timeout=30)
+    c.send("DELE 1\r\nQUIT\r\n")
+    replies = []
+    try:
+        while True:
+            line = c.readline()
+            if not line:
+                break
+            replies.append(line)
+    except Exception:  # the connection ends (EOF, TLS close) after QUIT or cancel
+        pass
+    c.close()
+    assert not any("signing off" in r for r in replies), replies
+    assert len(a.message_files("alice")) == 1, "the message is still there"

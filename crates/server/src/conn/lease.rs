@@ -5,10 +5,14 @@
 //! last renewal on the database's clock; the session renews it every third of that.
 //! A node that dies stops renewing, and the maildrop is free once the lease expires.
 //! A session that finds its lease gone (taken after it expired, say while the database
-//! was unreachable) is ended, so two sessions never serve one maildrop.
+//! was unreachable) is ended, so two sessions never serve one maildrop. It also keeps a
+//! local deadline (the last confirmed renewal plus the lease time, less a margin): a
+//! session that cannot renew (the database is slow or unreachable) is ended once that
+//! deadline passes, without waiting to hear from the database, and UPDATE deletes only
+//! after the database confirms the lease once more (see [`Lease::confirm`]).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use directory::Directory as _;
 use tokio_util::sync::CancellationToken;
@@ -20,8 +24,39 @@ pub(crate) struct Lease {
     dir: Arc<Dir>,
     maildrop: String,
     owner: String,
+    ttl: Duration,
+    /// Until when the lease is surely held, by this node's monotonic clock.
+    held_until: Arc<Mutex<Instant>>,
     stop: CancellationToken,
     runtime: tokio::runtime::Handle,
+}
+
+/// The part of the lease time not counted on: the database's clock and this node's may
+/// run apart a little, and a renewal takes time to land.
+fn margin(ttl: Duration) -> Duration {
+    ttl / 6
+}
+
+/// Renews once within `ttl / 3`; on success, moves `held_until` on.
+async fn renew_once(
+    dir: &Dir,
+    maildrop: &str,
+    owner: &str,
+    ttl: Duration,
+    held_until: &Mutex<Instant>,
+) -> Result<bool, String> {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let started = Instant::now();
+    match tokio::time::timeout(ttl / 3, dir.renew_lease(maildrop, owner, ttl_ms)).await {
+        Ok(Ok(true)) => {
+            let until = started + ttl - margin(ttl);
+            *held_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
+            Ok(true)
+        }
+        Ok(Ok(false)) => Ok(false),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
 }
 
 /// Why no lease was had.
@@ -42,15 +77,22 @@ impl Lease {
         session: CancellationToken,
     ) -> Result<Lease, LeaseError> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let started = Instant::now();
         match dir.acquire_lease(&maildrop, &owner, ttl_ms).await {
             Ok(true) => {}
             Ok(false) => return Err(LeaseError::InUse),
             Err(e) => return Err(LeaseError::Unavailable(e)),
         }
+        let held_until = Arc::new(Mutex::new(started + ttl - margin(ttl)));
         let stop = CancellationToken::new();
         let renew = {
-            let (dir, maildrop, owner, stop) =
-                (dir.clone(), maildrop.clone(), owner.clone(), stop.clone());
+            let (dir, maildrop, owner, stop, held_until) = (
+                dir.clone(),
+                maildrop.clone(),
+                owner.clone(),
+                stop.clone(),
+                held_until.clone(),
+            );
             async move {
                 let every = ttl / 3;
                 loop {
@@ -58,19 +100,26 @@ impl Lease {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(every) => {}
                     }
-                    match dir.renew_lease(&maildrop, &owner, ttl_ms).await {
+                    let renewed = renew_once(&dir, &maildrop, &owner, ttl, &held_until).await;
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    match renewed {
                         Ok(true) => {}
                         Ok(false) => {
-                            if stop.is_cancelled() {
-                                return;
-                            }
                             tracing::error!(%maildrop, %owner, "maildrop lease lost; ending the session");
                             session.cancel();
                             return;
                         }
-                        // Tried again at the next tick; the lease outlives two misses.
                         Err(e) => {
-                            tracing::warn!(%maildrop, error = %e, "renewing the maildrop lease failed")
+                            let until = *held_until.lock().unwrap_or_else(|e| e.into_inner());
+                            if Instant::now() >= until {
+                                tracing::error!(%maildrop, error = %e, "maildrop lease not renewed in time; ending the session");
+                                session.cancel();
+                                return;
+                            }
+                            // Tried again at the next tick; the lease outlives two misses.
+                            tracing::warn!(%maildrop, error = %e, "renewing the maildrop lease failed");
                         }
                     }
                 }
@@ -81,6 +130,8 @@ impl Lease {
             dir,
             maildrop,
             owner,
+            ttl,
+            held_until,
             stop,
             runtime: tokio::runtime::Handle::current(),
         })
@@ -88,6 +139,22 @@ impl Lease {
 }
 
 impl Lease {
+    /// Whether the lease is still this session's, as the database says now (within a
+    /// third of the lease time): UPDATE deletes nothing without it.
+    pub(crate) async fn confirm(&self) -> bool {
+        match renew_once(&self.dir, &self.maildrop, &self.owner, self.ttl, &self.held_until).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::error!(maildrop = %self.maildrop, "maildrop lease lost before UPDATE; nothing deleted");
+                false
+            }
+            Err(e) => {
+                tracing::error!(maildrop = %self.maildrop, error = %e, "maildrop lease not confirmed before UPDATE; nothing deleted");
+                false
+            }
+        }
+    }
+
     /// Gives the lease up now, before answering QUIT: the next session, on any node,
     /// finds the maildrop free.
     pub(crate) async fn release(mut self) {

@@ -185,6 +185,13 @@ impl Connection {
             tokio::task::spawn_blocking(move || drop(entries));
             return Ok(());
         }
+        // Across nodes, another session may have the maildrop by now if this one's
+        // lease lapsed (the database unreachable for a while): delete nothing then.
+        if let Some(lease) = &lease
+            && !lease.confirm().await
+        {
+            return Err(());
+        }
         let user = self.user.clone();
         let count = delete.len();
         let peer = self.peer;
