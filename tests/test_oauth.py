@@ -139,8 +139,9 @@ class Provider:
         self._post("/token/revocation", client, {"token": token})
 
 
-def user_client(name: str, email: str, scope="pop3 other", **extra) -> dict:
-    return {"client_id": name, "scope": scope, "claims": {"email": email}, **extra}
+def user_client(name: str, email: str, scope="pop3 other", verified=True, **extra) -> dict:
+    claims = {"email": email, "email_verified": verified}
+    return {"client_id": name, "scope": scope, "claims": claims, **extra}
 
 
 def jwt_resources(aud: str, prefix: str) -> dict:
@@ -170,6 +171,11 @@ def provider_a(tmp_path_factory):
                                        "format": "opaque"}}
     clients = [user_client("alice", ALICE), user_client("alice-short", ALICE, ttl=1),
                user_client("alice-later", ALICE, nbfOffset=3600),
+               # An address the provider has not verified, the same address in
+               # full-width letters (NFKC would fold it into alice's) and in capitals.
+               user_client("alice-unverified", ALICE, verified=False),
+               user_client("alice-fullwidth", "\uff41\uff4c\uff49\uff43\uff45@example.org"),
+               user_client("alice-capitals", ALICE.upper()),
                {"client_id": "nobody", "scope": "pop3 other"},
                {"client_id": POPLAR_CLIENT[0], "scope": "pop3"}]
     p = Provider(root, clients, resources, ALL_KEYS).start()
@@ -223,9 +229,10 @@ def audit_reasons(srv) -> list[dict]:
     return read_audit(srv.data_dir / "audit.log")
 
 
-def wait_audit(srv, reason: str, mechanism: str = "OAUTHBEARER") -> dict:
+def wait_audit(srv, reason: str, mechanism: str = "OAUTHBEARER", after: int = 0) -> dict:
+    """The first audit line with `reason` among those after the first `after` lines."""
     for _ in range(100):
-        for line in audit_reasons(srv):
+        for line in audit_reasons(srv)[after:]:
             if line.get("reason") == reason and line.get("mechanism") == mechanism:
                 return line
         time.sleep(0.05)
@@ -364,16 +371,19 @@ def test_refusals_each_with_its_reason(poplar_a, provider_a, provider_b):
         ("token_not_yet_valid", provider_a.token("alice-later")),
         ("token_no_user", provider_a.token("nobody")),
         ("token_malformed", tamper(good, header={"typ": "dpop+jwt"})),
+        ("token_no_user", provider_a.token("alice-unverified")),
+        ("token_no_user", provider_a.token("alice-fullwidth")),
     ]
     for reason, token in cases:
         EXTRA_SECRETS.add(token)
+        before = len(audit_reasons(poplar_a))
         error = refused(poplar_a, token)
         assert error["status"] == ("insufficient_scope" if reason == "token_scope"
                                    else "invalid_token"), (reason, error)
         assert error["openid-configuration"] == \
             f"{provider_a.issuer}/.well-known/openid-configuration"
         assert error["scope"] == "pop3"
-        line = wait_audit(poplar_a, reason)
+        line = wait_audit(poplar_a, reason, after=before)
         assert line["result"] == "failure" and line["user"] == ALICE
     # A valid token for alice, but the client names bob.
     refused(poplar_a, good, user=BOB)
@@ -475,3 +485,23 @@ def test_config_check_validates_oauth(server, tmp_path):
         srv = server(users={}, start=False, oauth={"issuers": [issuer]})
         r = srv.cli("config", "check")
         assert r.returncode != 0 and b"oauth" in r.stderr, (bad, r.stderr)
+    # Two issuers that both introspect: an opaque token cannot say whose it is, so
+    # one would be shown the other's users' tokens.
+    two = [{"name": n, "issuer": f"https://{n}.example.org", "audience": ["api://poplar"],
+            "client_id": "poplar", "client_secret": "x"} for n in ("corp", "partner")]
+    srv = server(users={}, start=False, oauth={"issuers": two})
+    r = srv.cli("config", "check")
+    assert r.returncode != 0 and b"at most one issuer may have client_id" in r.stderr, r.stderr
+
+
+def test_the_token_must_name_the_account_as_it_is(poplar_a, provider_a):
+    # Letter case is all that may differ (user names are lower-cased here) ...
+    token = provider_a.token("alice-capitals")
+    EXTRA_SECRETS.add(token)
+    p = poplib_sign_in(poplar_a, "OAUTHBEARER", ALICE, token)
+    assert p.stat()[0] >= 1
+    p.quit()
+    # ... and with no name given, the token's (verified) address picks the account.
+    with poplar_a.tls() as c:
+        assert c.cmd("AUTH OAUTHBEARER " + oauthbearer(None, token)).startswith("+OK")
+        c.quit()

@@ -158,11 +158,31 @@ impl OAuthConfig {
                     ));
                 }
             }
+            // A local file may be read again at once; a URL must not be fetched on every
+            // unknown key id a client makes up.
+            if iss.jwks_min_refresh_secs == 0 && iss.jwks_file.is_none() {
+                return Err(format!(
+                    "{at}.jwks_min_refresh_secs must be at least 1 unless the keys come from jwks_file"
+                ));
+            }
             if iss.jwks_min_refresh_secs > iss.jwks_refresh_secs {
                 return Err(format!(
                     "{at}: jwks_min_refresh_secs must not exceed jwks_refresh_secs"
                 ));
             }
+        }
+        // An opaque token says nothing about its issuer: with two introspecting
+        // issuers, one would be shown the other's users' tokens.
+        if self
+            .issuers
+            .iter()
+            .filter(|i| i.client_id.is_some())
+            .count()
+            > 1
+        {
+            return Err(
+                "oauth: at most one issuer may have client_id (introspection of opaque tokens); an opaque token would otherwise be sent to issuers that did not issue it".into(),
+            );
         }
         if self.http_timeout_secs == 0 {
             return Err("oauth.http_timeout_secs must be positive".into());

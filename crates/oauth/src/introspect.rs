@@ -126,7 +126,15 @@ impl OAuthVerifier {
             return Err(TokenError::Issuer);
         }
         let now = now_secs();
-        let exp = answer.get("exp").and_then(Value::as_u64);
+        // NumericDate may carry a fraction (RFC 7519 section 2); a value that is no
+        // number at all is refused rather than read as "never expires".
+        let exp = match answer.get("exp") {
+            None => None,
+            Some(v) => match v.as_f64() {
+                Some(x) if x >= 0.0 => Some(x.floor() as u64),
+                _ => return Err(TokenError::Malformed),
+            },
+        };
         if exp.is_some_and(|exp| exp + c.leeway_secs < now) {
             return Err(TokenError::Expired);
         }

@@ -302,6 +302,13 @@ fn claims_of(
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty())
         .ok_or(TokenError::NoUser)?;
+    // An address the provider has not verified names nobody: on many providers users
+    // may type any address into their profile.
+    if issuer.config.user_claim == "email"
+        && claims.get("email_verified").and_then(Value::as_bool) != Some(true)
+    {
+        return Err(TokenError::NoUser);
+    }
     Ok(TokenClaims {
         user: user.to_owned(),
         issuer: issuer.config.name.clone(),

@@ -50,7 +50,7 @@ fn now() -> u64 {
 
 fn claims() -> Value {
     json!({"iss": ISS, "aud": "poplar", "exp": now() + 300, "iat": now(),
-           "scope": "openid pop3", "email": "alice@example.org"})
+           "scope": "openid pop3", "email": "alice@example.org", "email_verified": true})
 }
 
 fn sign(key: &Key, claims: &Value) -> String {
@@ -145,6 +145,14 @@ async fn jwt_rules_and_rotation_through_a_jwks_file() {
             TokenError::Scope,
         ),
         (sign(&k1, &with(json!({"email": null}))), TokenError::NoUser),
+        (
+            sign(&k1, &with(json!({"email_verified": false}))),
+            TokenError::NoUser,
+        ),
+        (
+            sign(&k1, &with(json!({"email_verified": null}))),
+            TokenError::NoUser,
+        ),
         (
             sign(&k1, &with(json!({"exp": null}))),
             TokenError::Malformed,

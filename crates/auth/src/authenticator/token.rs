@@ -115,6 +115,12 @@ impl<D: Directory> Authenticator<D> {
         // Failures and successes are counted under the user the client named; a client
         // that named none is counted under the token's user once the token is verified
         // (a token that fails verification: under the empty name, i.e. per address).
+        // Without a name, the address alone is checked first (bans, and throttling of
+        // anonymous failures), so a banned or throttled client costs no network call to
+        // the identity provider.
+        if authzid.is_none() {
+            self.guard.admit("", source).await?;
+        }
         let early = match authzid {
             Some(_) => None,
             None => Some(self.token_claims(token).await),
@@ -160,6 +166,18 @@ impl<D: Directory> Authenticator<D> {
         let Ok(user) = self.policy.canonical(&claims.user) else {
             return Err(AuthFailure::Rejected(Reason::TokenNoUser));
         };
+        // The provider's identity is the whole proof here: it must name the account as
+        // it is, up to letter case (when user names are lower-cased). No Unicode
+        // folding, no default domain appended: `ａｌｉｃｅ` or a bare `alice` at the
+        // provider is not `alice@example.org` here.
+        let as_given = if self.policy.lowercase {
+            claims.user.to_lowercase()
+        } else {
+            claims.user.clone()
+        };
+        if user != as_given {
+            return Err(AuthFailure::Rejected(Reason::TokenNoUser));
+        }
         if let Some(named) = authzid
             && self.policy.canonical(named).ok().as_deref() != Some(user.as_str())
         {

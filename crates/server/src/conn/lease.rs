@@ -142,7 +142,15 @@ impl Lease {
     /// Whether the lease is still this session's, as the database says now (within a
     /// third of the lease time): UPDATE deletes nothing without it.
     pub(crate) async fn confirm(&self) -> bool {
-        match renew_once(&self.dir, &self.maildrop, &self.owner, self.ttl, &self.held_until).await {
+        match renew_once(
+            &self.dir,
+            &self.maildrop,
+            &self.owner,
+            self.ttl,
+            &self.held_until,
+        )
+        .await
+        {
             Ok(true) => true,
             Ok(false) => {
                 tracing::error!(maildrop = %self.maildrop, "maildrop lease lost before UPDATE; nothing deleted");
