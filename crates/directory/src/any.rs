@@ -46,6 +46,21 @@ impl Location {
 
 /// `url` without a password, for messages.
 pub fn redact(url: &str) -> String {
+    // A `password=` query parameter too (libpq accepts one).
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url.to_owned(),
+    };
+    let url = url.as_str();
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -346,6 +361,10 @@ mod tests {
         assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite:///x"), "sqlite:///x");
+        assert_eq!(
+            redact("postgres://u@h/db?sslmode=verify-full&password=hunter2"),
+            "postgres://u@h/db?sslmode=verify-full&password=***"
+        );
     }
 
     #[tokio::test]

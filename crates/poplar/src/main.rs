@@ -227,8 +227,11 @@ async fn copy_directory(from: &str, to: &str) -> anyhow::Result<()> {
         .await?
         .is_none()
     {
-        eprintln!(
-            "warning: {} holds no server key yet (start poplar on it once, or run any `poplar user` command against it, to store it); APOP and TOTP secrets and app passwords need it",
+        // The key may still be only in an older install's secrets/server.key: copying
+        // without it would leave every sealed APOP and TOTP secret, app password and
+        // recovery code unusable at the destination.
+        anyhow::bail!(
+            "{} holds no server key yet: start poplar on it once (or run any `poplar user` command against it with the config that owns it), so its key is stored in it, then copy",
             directory::redact(from)
         );
     }

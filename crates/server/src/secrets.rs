@@ -24,7 +24,20 @@ pub async fn server_key(config: &Config, dir: &Dir) -> anyhow::Result<Vec<u8>> {
         .await
         .context("reading the server key from the directory")?
     {
-        return parse_key(&stored).context("the directory's server_key");
+        let key = parse_key(&stored).context("the directory's server_key")?;
+        // A key file left from a one-machine install that is not the directory's key
+        // means this node's sealed secrets were made under another key (say another
+        // node stored a fresh one first): refuse rather than lose them unseen.
+        let legacy = config.server_key_path();
+        if let Ok(text) = std::fs::read_to_string(&legacy)
+            && parse_key(&text).is_ok_and(|file_key| file_key != key)
+        {
+            bail!(
+                "{} differs from the server key stored in the directory: secrets sealed under one are unreadable under the other. Keep the key the directory's sealed secrets were made with (move the file away to use the directory's)",
+                legacy.display()
+            );
+        }
+        return Ok(key);
     }
     let legacy = config.server_key_path();
     let candidate = if legacy.exists() {
@@ -42,8 +55,10 @@ pub async fn server_key(config: &Config, dir: &Dir) -> anyhow::Result<Vec<u8>> {
         .await
         .context("storing the server key in the directory")?;
     if legacy.exists() && stored != candidate {
-        tracing::warn!(
-            "{} differs from the directory's server key; the directory's is used",
+        // Sealed secrets and keyed hashes made under the file's key would silently stop
+        // working: refuse to start until someone decides which key is right.
+        bail!(
+            "{} differs from the server key stored in the directory: secrets sealed under one are unreadable under the other. Keep the one the directory's sealed secrets were made with and remove the other (move the file away to use the directory's key)",
             legacy.display()
         );
     }
@@ -102,9 +117,15 @@ mod tests {
         let dir = Dir::open(&config.directory_path()).await.unwrap();
         let key = server_key(&config, &dir).await.unwrap();
         assert_eq!(hex(&key), legacy);
-        // Once adopted, the directory's key is the one; the file no longer matters.
+        // Once adopted, the directory's key is the one; the same key in the file is
+        // fine, an unreadable file is ignored ...
+        assert_eq!(server_key(&config, &dir).await.unwrap(), key);
         std::fs::write(&path, "zz").unwrap();
         assert_eq!(server_key(&config, &dir).await.unwrap(), key);
+        // ... and another key there stops the start: its secrets would be lost unseen.
+        std::fs::write(&path, "ff".repeat(32)).unwrap();
+        let err = format!("{:#}", server_key(&config, &dir).await.unwrap_err());
+        assert!(err.contains("differs from the server key"), "{err}");
     }
 
     #[test]
