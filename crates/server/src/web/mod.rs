@@ -320,6 +320,22 @@ impl Web {
         );
     }
 
+    /// An `account` event: a change the user made on the page (`app_password` names
+    /// the app password it concerns, by id).
+    fn account_event(&self, peer: SocketAddr, user: &str, action: &str, app_password: Option<i64>) {
+        self.audit(
+            peer,
+            Record {
+                event: "account",
+                user: Some(user),
+                user_resolved: Some(user),
+                action: Some(action),
+                app_password_id: app_password,
+                ..Record::default()
+            },
+        );
+    }
+
     /// Adds a sign-in to the account's history, in the background.
     fn remember(&self, user: &str, peer: IpAddr, mechanism: &str, result: &str) {
         let entry = directory::SignInEntry {
@@ -793,16 +809,7 @@ async fn enrol_confirm(
     }
     match w.auth.mfa_confirm_secret(&s.user, &secret, &f.code).await {
         Ok(codes) => {
-            w.audit(
-                peer,
-                Record {
-                    event: "account",
-                    user: Some(&s.user),
-                    user_resolved: Some(&s.user),
-                    action: Some("mfa_enrolled"),
-                    ..Record::default()
-                },
-            );
+            w.account_event(peer, &s.user, "mfa_enrolled", None);
             // The session now holds both factors: a fresh token for it, with the
             // account's new epoch; every other session of the account ends.
             let Ok(Some(epoch)) = w.epoch(&s.user).await else {
@@ -850,16 +857,7 @@ async fn renew_recovery_codes(
     }
     match w.auth.new_recovery_codes(&s.user).await {
         Ok(codes) => {
-            w.audit(
-                peer,
-                Record {
-                    event: "account",
-                    user: Some(&s.user),
-                    user_resolved: Some(&s.user),
-                    action: Some("recovery_codes_renewed"),
-                    ..Record::default()
-                },
-            );
+            w.account_event(peer, &s.user, "recovery_codes_renewed", None);
             let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
             let body =
                 html::recovery_codes(&codes, "New recovery codes: the old ones no longer work.");
@@ -939,17 +937,7 @@ async fn create_app_password(
         .await
     {
         Ok((id, password)) => {
-            w.audit(
-                peer,
-                Record {
-                    event: "account",
-                    user: Some(&s.user),
-                    user_resolved: Some(&s.user),
-                    action: Some("app_password_created"),
-                    app_password_id: Some(id),
-                    ..Record::default()
-                },
-            );
+            w.account_event(peer, &s.user, "app_password_created", Some(id));
             let body = html::new_app_password(
                 &label,
                 &password,
@@ -984,17 +972,7 @@ async fn revoke_app_password(
     match w.auth.directory().revoke_app_password(&s.user, f.id).await {
         Ok(found) => {
             if found {
-                w.audit(
-                    peer,
-                    Record {
-                        event: "account",
-                        user: Some(&s.user),
-                        user_resolved: Some(&s.user),
-                        action: Some("app_password_revoked"),
-                        app_password_id: Some(f.id),
-                        ..Record::default()
-                    },
-                );
+                w.account_event(peer, &s.user, "app_password_revoked", Some(f.id));
             }
             let note = if found {
                 "App password revoked: it no longer signs in."
@@ -1064,30 +1042,12 @@ async fn change_password(
         }
     };
     if !problems.is_empty() {
-        w.audit(
-            peer,
-            Record {
-                event: "account",
-                user: Some(&s.user),
-                user_resolved: Some(&s.user),
-                action: Some("password_refused"),
-                ..Record::default()
-            },
-        );
+        w.account_event(peer, &s.user, "password_refused", None);
         return refuse(format!("it is {}.", policy::describe(&problems)));
     }
     match w.auth.set_password(&s.user, f.new.as_bytes()).await {
         Ok(true) => {
-            w.audit(
-                peer,
-                Record {
-                    event: "account",
-                    user: Some(&s.user),
-                    user_resolved: Some(&s.user),
-                    action: Some("password_changed"),
-                    ..Record::default()
-                },
-            );
+            w.account_event(peer, &s.user, "password_changed", None);
             // Everyone else signed in with the old password is out; this session
             // carries on with the account's new epoch.
             w.sessions.remove_user(&s.user, &token);
