@@ -10,6 +10,7 @@ import re
 from scramp import ScramClient
 
 from conftest import Conn
+from test_audit import wait_for
 
 PW = "alice secret pw"
 BOB_PW = "bob other pw"
@@ -247,3 +248,25 @@ def test_a_session_that_lost_its_lease_deletes_nothing(server, pg_url):
     c.close()
     assert not any("signing off" in r for r in replies), replies
     assert len(a.message_files("alice")) == 1, "the message is still there"
+
+
+def test_a_session_whose_lease_is_taken_is_ended_and_says_why(server, pg_url):
+    import subprocess
+    import time
+
+    a, _ = two_nodes(server, pg_url, audit={"log": "audit.log"})
+    a.deliver(b"Subject: keep me\r\n\r\nbody\r\n", user="alice")
+    c = a.session("alice")
+    assert c.stat()[0] == 1
+    subprocess.run(["psql", pg_url, "-v", "ON_ERROR_STOP=1", "-qc",
+                    "UPDATE maildrop_leases SET owner = 'another node', "
+                    "expires_at = expires_at + 600000"],
+                   check=True, capture_output=True, timeout=30)
+    # The next renewal (every second with a 3 s lease) finds the lease gone.
+    time.sleep(2.5)
+    line = c.readline()
+    c.close()
+    assert line.startswith("-ERR [SYS/TEMP] this maildrop may be in use on another server"), line
+    ends = wait_for(a, lambda r: r["event"] == "disconnect")
+    assert ends and ends[-1]["end"] == "lease_lost", ends
+    assert len(a.message_files("alice")) == 1

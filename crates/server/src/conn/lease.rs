@@ -11,6 +11,7 @@
 //! deadline passes, without waiting to hear from the database, and UPDATE deletes only
 //! after the database confirms the lease once more (see [`Lease::confirm`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ pub(crate) struct Lease {
     ttl: Duration,
     /// Until when the lease is surely held, by this node's monotonic clock.
     held_until: Arc<Mutex<Instant>>,
+    /// Set when the session is ended because the lease is (or may be) gone.
+    lost: Arc<AtomicBool>,
     stop: CancellationToken,
     runtime: tokio::runtime::Handle,
 }
@@ -84,14 +87,16 @@ impl Lease {
             Err(e) => return Err(LeaseError::Unavailable(e)),
         }
         let held_until = Arc::new(Mutex::new(started + ttl - margin(ttl)));
+        let lost = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         let renew = {
-            let (dir, maildrop, owner, stop, held_until) = (
+            let (dir, maildrop, owner, stop, held_until, lost) = (
                 dir.clone(),
                 maildrop.clone(),
                 owner.clone(),
                 stop.clone(),
                 held_until.clone(),
+                lost.clone(),
             );
             async move {
                 let every = ttl / 3;
@@ -108,6 +113,7 @@ impl Lease {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::error!(%maildrop, %owner, "maildrop lease lost; ending the session");
+                            lost.store(true, Ordering::Release);
                             session.cancel();
                             return;
                         }
@@ -115,6 +121,7 @@ impl Lease {
                             let until = *held_until.lock().unwrap_or_else(|e| e.into_inner());
                             if Instant::now() >= until {
                                 tracing::error!(%maildrop, error = %e, "maildrop lease not renewed in time; ending the session");
+                                lost.store(true, Ordering::Release);
                                 session.cancel();
                                 return;
                             }
@@ -132,6 +139,7 @@ impl Lease {
             owner,
             ttl,
             held_until,
+            lost,
             stop,
             runtime: tokio::runtime::Handle::current(),
         })
@@ -139,6 +147,11 @@ impl Lease {
 }
 
 impl Lease {
+    /// Whether the session was ended for the lease (lost, or not renewed in time).
+    pub(crate) fn lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
     /// Whether the lease is still this session's, as the database says now (within a
     /// third of the lease time): UPDATE deletes nothing without it.
     pub(crate) async fn confirm(&self) -> bool {

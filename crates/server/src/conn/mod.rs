@@ -457,8 +457,18 @@ impl Connection {
             let read = tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     // Not in UPDATE here (UPDATE never waits for input): nothing is deleted.
+                    let lease_lost = self
+                        .maildrop
+                        .as_ref()
+                        .and_then(|m| m._lease.as_ref())
+                        .is_some_and(|l| l.lost());
                     let (text, end) = if self.server_shutting_down() {
                         ("server shutting down, try again later", "shutdown")
+                    } else if lease_lost {
+                        (
+                            "this maildrop may be in use on another server now; session ended, nothing deleted",
+                            "lease_lost",
+                        )
                     } else {
                         ("session ended by the administrator", "ended_by_admin")
                     };
