@@ -932,12 +932,10 @@ impl Directory for PgDirectory {
         .bind(candidate)
         .execute(&self.pool)
         .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        // Whichever value won (ours, or one stored first by another node).
+        self.server_secret(name)
+            .await?
+            .ok_or_else(|| DirectoryError::Unavailable(format!("server secret {name} vanished")))
     }
 
     async fn acquire_lease(

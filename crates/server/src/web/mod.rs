@@ -261,6 +261,13 @@ impl Web {
         }
     }
 
+    /// [`Web::current`], or the response that sends the browser to sign in.
+    async fn signed_in(&self, headers: &HeaderMap) -> Result<(String, Session), Response> {
+        self.current(headers)
+            .await?
+            .ok_or_else(|| redirect("/signin"))
+    }
+
     /// A fingerprint of what a sign-in to `user` rests on: the password hash, the
     /// enabled flag and the authenticator (when it was set up, and whether it is
     /// confirmed). A change through the page, the CLI or another node changes it.
@@ -422,9 +429,7 @@ async fn acting(
     headers: &HeaderMap,
     csrf: &str,
 ) -> Result<(String, Session), Box<Response>> {
-    let Some((token, s)) = w.current(headers).await.map_err(Box::new)? else {
-        return Err(Box::new(redirect("/signin")));
-    };
+    let (token, s) = w.signed_in(headers).await.map_err(Box::new)?;
     if !same_origin(headers) || !tokens_match(csrf, &s.csrf) {
         return Err(Box::new(forbidden()));
     }
@@ -443,9 +448,8 @@ async fn enrolled(w: &Web, user: &str) -> Result<bool, AdminError> {
 // ---------------------------------------------------------------------- handlers
 
 async fn overview(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    let (token, s) = match w.current(&headers).await {
-        Ok(Some(x)) => x,
-        Ok(None) => return redirect("/signin"),
+    let (token, s) = match w.signed_in(&headers).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
 
@@ -614,9 +618,8 @@ async fn code(
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let (token, s) = match w.current(&headers).await {
-        Ok(Some(x)) => x,
-        Ok(None) => return redirect("/signin"),
+    let (token, s) = match w.signed_in(&headers).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if !same_origin(&headers) || !tokens_match(&f.csrf, &s.csrf) {
@@ -691,9 +694,8 @@ async fn code(
 
 /// Shows, once, the page a POST kept for it (see [`Web::reveal`]).
 async fn reveal(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    let (token, s) = match w.current(&headers).await {
-        Ok(Some(x)) => x,
-        Ok(None) => return redirect("/signin"),
+    let (token, s) = match w.signed_in(&headers).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     match w.sessions.take_reveal(&token) {
@@ -767,9 +769,8 @@ fn qr_svg(uri: &str) -> Option<String> {
 }
 
 async fn enrol_page(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    match w.current(&headers).await {
-        Ok(Some((_, s))) => enrol_render(&w, &s, None, StatusCode::OK),
-        Ok(None) => redirect("/signin"),
+    match w.signed_in(&headers).await {
+        Ok((_, s)) => enrol_render(&w, &s, None, StatusCode::OK),
         Err(r) => r,
     }
 }
