@@ -1,18 +1,30 @@
-//! A per-maildrop cache of the whole listing, trusted only while the Maildir has not
-//! changed, so a warm sign-in neither lists nor stats the message files.
+//! A per-maildrop cache of the finished listing, trusted only while the Maildir has not
+//! changed, so a warm sign-in neither lists, stats, sorts nor numbers the message files.
 //!
 //! Every delivery, rename (flag change, `new/` to `cur/`) and deletion in a Maildir
 //! changes the modification time of `new/` or `cur/`. `poplar-listing` records both
-//! times with the listing made from them; while they are unchanged the listing is
-//! still true. It is written only when both times are at least [`SETTLE`] older than
-//! the scan, so a change landing in the same clock tick as the scan cannot hide behind
-//! an unchanged time. Unreadable or stale, it is ignored; it is only a cache.
+//! times, and the state of the UIDL override file (`poplar-uidl`), with the listing
+//! made from them: messages in maildrop order with their POP3 sizes and UIDLs. While
+//! all three are unchanged the listing is still true. It is written only when both
+//! times are at least [`SETTLE`] older than the scan, so a change landing in the same
+//! clock tick as the scan cannot hide behind an unchanged time. Unreadable, stale or
+//! malformed in any line, it is ignored as a whole; it is only a cache.
+//!
+//! Format (version 2): a header line `poplar-listing v2 <new/ mtime ns> <cur/ mtime ns>
+//! <override stamp>`, then one line per message, `<size>\t<uidl>\t<new|cur>/<file name>`,
+//! where an empty UIDL means "the unique part of the file name".
 
+use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
+use std::io::{self, Write as _};
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use crate::MessageEntry;
+use crate::name::{is_hidden, parse_name};
+use crate::uidl::{OVERRIDE_FILE, is_valid_uidl};
 
 /// The cache file's name in the Maildir root.
 pub const LISTING_CACHE: &str = "poplar-listing";
@@ -26,11 +38,7 @@ pub(crate) struct DirTimes([i128; 2]);
 
 impl DirTimes {
     pub(crate) fn read(root: &Path) -> Self {
-        let time = |dir: &str| {
-            fs::metadata(root.join(dir)).map_or(0, |m| {
-                i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
-            })
-        };
+        let time = |dir: &str| fs::metadata(root.join(dir)).map_or(0, |m| nanos(&m));
         Self([time("new"), time("cur")])
     }
 
@@ -43,62 +51,117 @@ impl DirTimes {
     }
 }
 
-/// One cached message: what the scan would have found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CachedFile {
-    pub mtime: i64,
-    pub size: u64,
-    pub path: PathBuf,
+fn nanos(m: &fs::Metadata) -> i128 {
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
 }
 
-/// The cached listing, if it was made from exactly these directory times.
-pub(crate) fn load(root: &Path, times: DirTimes) -> Option<Vec<CachedFile>> {
+/// Everything a listing is made from besides the file names themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Source {
+    times: DirTimes,
+    /// `-` without an override file, else its modification time, length and inode
+    /// (it is always replaced by rename, so any change shows in one of them).
+    overrides: String,
+}
+
+impl Source {
+    /// Read before the override file's content and the directories are: a change
+    /// made meanwhile then makes the cache stale rather than wrong.
+    pub(crate) fn read(root: &Path) -> io::Result<Self> {
+        let overrides = match fs::symlink_metadata(root.join(OVERRIDE_FILE)) {
+            Ok(m) => format!("{}.{}.{}", nanos(&m), m.len(), m.ino()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "-".to_owned(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            times: DirTimes::read(root),
+            overrides,
+        })
+    }
+
+    /// Whether the directories still have the times this source saw.
+    pub(crate) fn still_matches(&self, root: &Path) -> bool {
+        DirTimes::read(root) == self.times
+    }
+
+    fn header(&self) -> String {
+        format!(
+            "poplar-listing v2 {} {} {}",
+            self.times.0[0], self.times.0[1], self.overrides
+        )
+    }
+}
+
+/// The cached listing, if it was made from exactly this source and every line is sound.
+pub(crate) fn load(root: &Path, source: &Source) -> Option<Vec<MessageEntry>> {
     let text = fs::read_to_string(root.join(LISTING_CACHE)).ok()?;
-    let mut lines = text.lines();
-    if lines.next()? != header(times) {
+    let (head, body) = text.split_once('\n')?;
+    if head != source.header() {
         return None;
     }
-    lines
-        .map(|line| {
-            let mut f = line.splitn(3, '\t');
-            let mtime = f.next()?.parse().ok()?;
-            let size = f.next()?.parse().ok()?;
-            let rel = f.next()?;
-            // Only names inside new/ or cur/, never a path that leaves the Maildir.
-            let (dir, name) = rel.split_once('/')?;
-            if !matches!(dir, "new" | "cur") || name.is_empty() || name.contains('/') {
-                return None;
-            }
-            Some(CachedFile {
-                mtime,
-                size,
-                path: root.join(dir).join(name),
-            })
-        })
-        .collect()
+    let root = root.as_os_str().as_bytes();
+    let lines = memchr_count(body.as_bytes());
+    let mut out = Vec::with_capacity(lines);
+    for line in body.split_terminator('\n') {
+        let mut f = line.splitn(3, '\t');
+        let size = f.next()?.parse().ok()?;
+        let uidl = f.next()?;
+        let rel = f.next()?;
+        // Only names inside new/ or cur/, never a path that leaves the Maildir.
+        let (dir, name) = rel.split_once('/')?;
+        if !matches!(dir, "new" | "cur") || name.is_empty() || name.contains('/') || is_hidden(name)
+        {
+            return None;
+        }
+        let unique = parse_name(name).unique;
+        let uidl = if uidl.is_empty() {
+            unique.clone()
+        } else {
+            uidl.to_owned()
+        };
+        if !is_valid_uidl(&uidl) {
+            return None;
+        }
+        let mut path = Vec::with_capacity(root.len() + 1 + rel.len());
+        path.extend_from_slice(root);
+        path.push(b'/');
+        path.extend_from_slice(rel.as_bytes());
+        out.push(MessageEntry {
+            unique,
+            uidl,
+            size,
+            path: PathBuf::from(std::ffi::OsString::from_vec(path)),
+        });
+    }
+    Some(out)
 }
 
-/// Stores a listing made while the directories had `times`, if they had settled.
-pub(crate) fn save(root: &Path, times: DirTimes, started: SystemTime, files: &[CachedFile]) {
-    if !times.settled(started) {
+fn memchr_count(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// Stores a listing made from `source`, if its directories had settled by `started`.
+pub(crate) fn save(root: &Path, source: &Source, started: SystemTime, entries: &[MessageEntry]) {
+    if !source.times.settled(started) {
         return;
     }
-    let mut text = header(times);
+    let mut text = String::with_capacity(64 + entries.len() * 64);
+    text.push_str(&source.header());
     text.push('\n');
-    for f in files {
-        let (Some(name), Some(dir)) = (
-            f.path.file_name().and_then(|n| n.to_str()),
-            f.path
-                .parent()
-                .and_then(|d| d.file_name())
-                .and_then(|d| d.to_str()),
-        ) else {
+    for e in entries {
+        // The last two components of the path: `new|cur` and the file name.
+        let Ok(path) = std::str::from_utf8(e.path.as_os_str().as_bytes()) else {
             return;
         };
-        if name.contains(['\t', '\n']) {
+        let mut parts = path.rsplitn(3, '/');
+        let (Some(name), Some(dir)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        if name.contains(['\t', '\n']) || !matches!(dir, "new" | "cur") {
             return;
         }
-        text.push_str(&format!("{}\t{}\t{dir}/{name}\n", f.mtime, f.size));
+        let uidl = if e.uidl == e.unique { "" } else { &e.uidl };
+        let _ = write!(text, "{}\t{uidl}\t{dir}/{name}\n", e.size);
     }
     let tmp = root.join(format!(".{LISTING_CACHE}.tmp"));
     let written = fs::File::create(&tmp)
@@ -107,8 +170,4 @@ pub(crate) fn save(root: &Path, times: DirTimes, started: SystemTime, files: &[C
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-}
-
-fn header(times: DirTimes) -> String {
-    format!("poplar-listing v1 {} {}", times.0[0], times.0[1])
 }

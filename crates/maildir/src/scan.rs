@@ -1,20 +1,27 @@
 //! Scanning `new/` and `cur/` into one POP3 maildrop listing (RFC 1939 sections 5, 7).
 //!
-//! The listing is ordered by (modification time in whole seconds, unique part, path):
-//! delivery agents set the mtime at delivery and renames by other programs keep it, so
-//! message numbers and UIDLs stay stable from one session to the next.
+//! The listing is ordered by (delivery time in whole seconds, unique part, path). The
+//! delivery time is the one a Maildir unique name starts with (`<seconds>.<rest>`, as
+//! every delivery agent writes it), else the file's modification time: renames by other
+//! programs keep both, so message numbers and UIDLs stay stable from one session to the
+//! next, and a Maildir restored from a backup with fresh modification times keeps its
+//! order.
+//!
+//! A name that carries its delivery time and Dovecot's `,S=`/`,W=` sizes (a plausible
+//! pair: `S <= W <= 2 S`) is listed without a `stat`, as Dovecot does; for every other
+//! file the size is taken from the size cache or counted, against the file's length.
 
 use std::collections::HashSet;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirEntryExt as _, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::index::SizeIndex;
-use crate::listing::{self, CachedFile, DirTimes};
+use crate::listing::{self, Source};
 use crate::name::{is_hidden, parse_name};
 use crate::size::{CHUNK, crlf_size};
-use crate::uidl::{UidlAssigner, load_overrides};
+use crate::uidl::{UidlAssigner, load_overrides, natural_uidl};
 use crate::{Maildir, MessageEntry, StoreError};
 
 /// The two directories that hold messages, in the order they are read: a message moved
@@ -27,10 +34,8 @@ pub(crate) const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
 pub(crate) fn message_entries(root: &Path) -> io::Result<Vec<(fs::DirEntry, String)>> {
     let mut out = Vec::new();
     for dir in MESSAGE_DIRS {
-        let entries = match fs::read_dir(root.join(dir)) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+        let Some(entries) = read_dir(root, dir)? else {
+            continue;
         };
         for entry in entries {
             let entry = entry?;
@@ -41,6 +46,15 @@ pub(crate) fn message_entries(root: &Path) -> io::Result<Vec<(fs::DirEntry, Stri
         }
     }
     Ok(out)
+}
+
+/// `root/dir`'s entries; `None` if the directory does not exist.
+fn read_dir(root: &Path, dir: &str) -> io::Result<Option<fs::ReadDir>> {
+    match fs::read_dir(root.join(dir)) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// How often a scan is redone when files vanished under it (usually renamed by another
@@ -85,11 +99,21 @@ pub(crate) fn open_regular(path: &Path, expected: &Metadata) -> io::Result<File>
 
 /// One message file found by a scan, before UIDLs are assigned.
 struct Found {
-    mtime: i64,
+    /// Delivery time in seconds: from the name, else the modification time.
+    time: i64,
     unique: String,
-    base: String,
     size: u64,
     path: PathBuf,
+}
+
+/// The delivery time a Maildir unique name starts with: `<seconds>.` (at most 12
+/// digits, so it fits and is a plausible time).
+fn delivery_time(unique: &str) -> Option<i64> {
+    let (secs, _) = unique.split_once('.')?;
+    if secs.is_empty() || secs.len() > 12 || !secs.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    secs.parse().ok()
 }
 
 impl Maildir {
@@ -100,57 +124,38 @@ impl Maildir {
     /// to two rescans, since a vanished file has usually just been renamed). A missing
     /// `new/` or `cur/` reads as empty, so a Maildir not yet created is an empty maildrop.
     pub fn scan(&self) -> Result<Vec<MessageEntry>, StoreError> {
-        let overrides = load_overrides(&self.root)?;
+        let source = Source::read(&self.root)?;
         let started = std::time::SystemTime::now();
-        let times = DirTimes::read(&self.root);
-        let cached = listing::load(&self.root, times);
-        let from_cache = cached.is_some();
-        let mut found: Vec<Found> = match cached {
-            Some(cached) => cached
-                .into_iter()
-                .map(|c| {
-                    let name = c.path.file_name().map(|n| n.to_string_lossy().into_owned());
-                    let parts = parse_name(name.as_deref().unwrap_or_default());
-                    Found {
-                        mtime: c.mtime,
-                        base: parts.base.to_owned(),
-                        unique: parts.unique,
-                        size: c.size,
-                        path: c.path,
-                    }
-                })
-                .collect(),
-            None => self.scan_files()?,
-        };
-        // Saved in this order, a cached listing comes back already sorted.
-        found.sort_by(|a, b| (a.mtime, &a.unique, &a.path).cmp(&(b.mtime, &b.unique, &b.path)));
-        // Cache only a listing the directories still match after the scan.
-        if !from_cache && DirTimes::read(&self.root) == times {
-            let files: Vec<CachedFile> = found
-                .iter()
-                .map(|f| CachedFile {
-                    mtime: f.mtime,
-                    size: f.size,
-                    path: f.path.clone(),
-                })
-                .collect();
-            listing::save(&self.root, times, started, &files);
+        if let Some(entries) = listing::load(&self.root, &source) {
+            return Ok(entries);
         }
-        let mut uidls = UidlAssigner::new(overrides);
-        Ok(found
+        let overrides = load_overrides(&self.root)?;
+        let mut found = self.scan_files()?;
+        // Paths are distinct, so the order is total.
+        found.sort_unstable_by(|a, b| {
+            (a.time, &a.unique, &a.path).cmp(&(b.time, &b.unique, &b.path))
+        });
+        let uidls = assign_uidls(&found, &overrides);
+        let entries: Vec<MessageEntry> = found
             .into_iter()
-            .map(|f| MessageEntry {
-                uidl: uidls.assign(&f.unique, &f.base),
+            .zip(uidls)
+            .map(|(f, uidl)| MessageEntry {
+                uidl,
                 unique: f.unique,
                 size: f.size,
                 path: f.path,
             })
-            .collect())
+            .collect();
+        // Cache only a listing the directories still match after the scan.
+        if source.still_matches(&self.root) {
+            listing::save(&self.root, &source, started, &entries);
+        }
+        Ok(entries)
     }
 
     /// Lists and sizes every message file (the listing cache missed).
     fn scan_files(&self) -> Result<Vec<Found>, StoreError> {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = Vec::new();
         let mut found = Vec::new();
         let mut sizes = SizeIndex::load(&self.root);
         for _ in 0..SCAN_ATTEMPTS {
@@ -167,58 +172,137 @@ impl Maildir {
     /// Reads both directories into `found`; returns whether any file vanished meanwhile.
     fn scan_once(
         &self,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
         found: &mut Vec<Found>,
         sizes: &mut SizeIndex,
     ) -> io::Result<bool> {
         let mut vanished = false;
-        let mut seen = HashSet::new();
-        for (entry, name) in message_entries(&self.root)? {
-            let path = entry.path();
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    vanished = true;
+        // Inodes of new/'s files, to drop a file seen again in cur/ because it was
+        // moved there during this scan.
+        let mut new_inodes: Vec<(u64, usize)> = Vec::new();
+        for dir in MESSAGE_DIRS {
+            let in_cur = dir == "cur";
+            if in_cur {
+                new_inodes.sort_unstable();
+            }
+            let Some(entries) = read_dir(&self.root, dir)? else {
+                continue;
+            };
+            for entry in entries {
+                let entry = entry?;
+                let file_name = entry.file_name();
+                let name = file_name.to_string_lossy();
+                if is_hidden(&name) {
                     continue;
                 }
-                Err(e) => return Err(e),
-            };
-            // Same inode twice: renamed from new/ to cur/ during this scan.
-            if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
-                continue;
-            }
-            let parts = parse_name(&name);
-            let size = match (parts.size, parts.vsize) {
-                // Trust the name only when its file size is right and its CRLF size
-                // is possible for that file size.
-                (Some(s), Some(w)) if s == meta.len() && s <= w && w <= s.saturating_mul(2) => w,
-                _ => match sizes.get(&parts.unique, meta.len()) {
-                    Some(size) => size,
-                    None => {
-                        match open_regular(&path, &meta).and_then(|mut f| crlf_size(&mut f, buf)) {
-                            Ok(size) => {
-                                sizes.insert(&parts.unique, meta.len(), size);
-                                size
-                            }
+                // The type from the directory entry itself: no stat, never a symlink.
+                match entry.file_type() {
+                    Ok(t) if t.is_file() => {}
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        vanished = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                let ino = entry.ino();
+                let parts = parse_name(&name);
+                if in_cur && !new_inodes.is_empty() {
+                    let at = new_inodes.partition_point(|&(i, _)| i < ino);
+                    let moved = new_inodes[at..]
+                        .iter()
+                        .take_while(|&&(i, _)| i == ino)
+                        .any(|&(_, k)| found[k].unique == parts.unique);
+                    if moved {
+                        continue;
+                    }
+                }
+                let named_size = match (parts.size, parts.vsize) {
+                    (Some(s), Some(w)) if s <= w && w <= s.saturating_mul(2) => Some((s, w)),
+                    _ => None,
+                };
+                let (time, size) = match (delivery_time(&parts.unique), named_size) {
+                    (Some(time), Some((_, w))) => (time, w),
+                    (time, named) => {
+                        // Through the directory's handle: no path lookup from the root.
+                        let meta = match entry.metadata() {
+                            Ok(meta) if meta.is_file() => meta,
+                            Ok(_) => continue,
                             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                                 vanished = true;
                                 continue;
                             }
                             Err(e) => return Err(e),
+                        };
+                        let time = time.unwrap_or_else(|| meta.mtime());
+                        match named {
+                            // Trust the name only when its file size is right.
+                            Some((s, w)) if s == meta.len() => (time, w),
+                            _ => match sizes.get(&parts.unique, meta.len()) {
+                                Some(size) => (time, size),
+                                None => {
+                                    if buf.is_empty() {
+                                        buf.resize(CHUNK, 0);
+                                    }
+                                    match open_regular(&entry.path(), &meta)
+                                        .and_then(|mut f| crlf_size(&mut f, buf))
+                                    {
+                                        Ok(size) => {
+                                            sizes.insert(&parts.unique, meta.len(), size);
+                                            (time, size)
+                                        }
+                                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                            vanished = true;
+                                            continue;
+                                        }
+                                        Err(e) => return Err(e),
+                                    }
+                                }
+                            },
                         }
                     }
-                },
-            };
-            found.push(Found {
-                mtime: meta.mtime(),
-                base: parts.base.to_owned(),
-                unique: parts.unique,
-                size,
-                path,
-            });
+                };
+                if !in_cur {
+                    new_inodes.push((ino, found.len()));
+                }
+                found.push(Found {
+                    time,
+                    unique: parts.unique,
+                    size,
+                    path: entry.path(),
+                });
+            }
         }
         Ok(vanished)
     }
+}
+
+/// The UIDL of every message, in listing order: its override or natural UIDL, and for a
+/// later message whose UIDL is taken, a hash (see [`UidlAssigner`]). Repeats are rare,
+/// so the common case only checks that there are none.
+fn assign_uidls(
+    found: &[Found],
+    overrides: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    let preferred: Vec<String> = found
+        .iter()
+        .map(|f| match overrides.get(&f.unique) {
+            Some(uidl) => uidl.clone(),
+            None => natural_uidl(&f.unique),
+        })
+        .collect();
+    let mut seen = HashSet::with_capacity(preferred.len());
+    if preferred.iter().all(|u| seen.insert(u.as_str())) {
+        return preferred;
+    }
+    let mut assigner = UidlAssigner::new(overrides);
+    found
+        .iter()
+        .map(|f| {
+            let name = f.path.file_name().unwrap_or_default().to_string_lossy();
+            assigner.assign(&f.unique, parse_name(&name).base)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -381,7 +465,7 @@ mod listing_tests {
         // Prove the next scan reads the cache: doctor a size in it.
         std::fs::write(
             &cache,
-            text.replace("\t4\tnew/2.b.host", "\t77\tnew/2.b.host"),
+            text.replace("\n4\t\tnew/2.b.host", "\n77\t\tnew/2.b.host"),
         )
         .unwrap();
         let second = md.scan().expect("scan");
@@ -405,5 +489,92 @@ mod listing_tests {
                 .iter()
                 .all(|e| e.path.starts_with(md.root()))
         );
+    }
+}
+
+#[cfg(test)]
+mod order_and_cache_tests {
+    use super::delivery_time;
+    use crate::listing::LISTING_CACHE;
+    use crate::test_support::{maildir, put};
+    use std::time::{Duration, SystemTime};
+
+    fn age_dirs(root: &std::path::Path) {
+        let old = SystemTime::now() - Duration::from_secs(100);
+        for dir in ["new", "cur"] {
+            let f = std::fs::File::open(root.join(dir)).expect("open dir");
+            f.set_modified(old).expect("set mtime");
+        }
+    }
+
+    #[test]
+    fn delivery_time_comes_from_the_name() {
+        assert_eq!(delivery_time("1700000000.M1P2.host"), Some(1_700_000_000));
+        assert_eq!(delivery_time("17.x"), Some(17));
+        assert_eq!(delivery_time("x17.host"), None);
+        assert_eq!(delivery_time("1700000000"), None);
+        assert_eq!(delivery_time(".host"), None);
+        assert_eq!(delivery_time("1234567890123.host"), None);
+    }
+
+    #[test]
+    fn the_name_orders_and_sizes_without_the_file() {
+        let (_dir, md) = maildir();
+        // A restored Maildir: modification times say the opposite of the names.
+        put(&md, "cur/200.b.host,S=2,W=3:2,S", b"b\n", 10);
+        put(&md, "cur/100.a.host,S=2,W=3:2,S", b"a\n", 20);
+        // No time in the name: the modification time orders it.
+        put(&md, "cur/host-c,S=2,W=3", b"c\n", 150);
+        let list = md.scan().expect("scan");
+        let uidls: Vec<_> = list.iter().map(|e| e.uidl.as_str()).collect();
+        assert_eq!(uidls, ["100.a.host", "host-c", "200.b.host"]);
+        // A plausible S/W pair with a time in the name is not checked against the file
+        // (no stat); without a time it is, and a wrong S means counting.
+        put(&md, "cur/300.d.host,S=9,W=12", b"d\n", 300);
+        put(&md, "cur/host-e,S=9,W=12", b"e\n", 300);
+        let list = md.scan().expect("scan");
+        assert_eq!((list[3].uidl.as_str(), list[3].size), ("300.d.host", 12));
+        assert_eq!((list[4].uidl.as_str(), list[4].size), ("host-e", 3));
+    }
+
+    #[test]
+    fn a_message_moved_to_cur_during_a_scan_is_listed_once() {
+        // Simulated by a hard link: the same inode in new/ and cur/.
+        let (_dir, md) = maildir();
+        let p = put(&md, "new/100.a.host", b"a\n", 100);
+        std::fs::hard_link(&p, md.root().join("cur/100.a.host:2,S")).expect("link");
+        put(&md, "cur/101.b.host:2,", b"b\n", 101);
+        let list = md.scan().expect("scan");
+        let uidls: Vec<_> = list.iter().map(|e| e.uidl.as_str()).collect();
+        assert_eq!(uidls, ["100.a.host", "101.b.host"]);
+    }
+
+    #[test]
+    fn the_cache_keeps_uidls_and_follows_the_override_file() {
+        let (_dir, md) = maildir();
+        put(&md, "cur/5.dup.host,S=1:2,", b"1", 5);
+        put(&md, "new/5.dup.host,S=2", b"22", 5);
+        put(&md, "cur/7.o.host:2,", b"o\n", 7);
+        age_dirs(md.root());
+        let first = md.scan().expect("scan");
+        let cache = md.root().join(LISTING_CACHE);
+        let text = std::fs::read_to_string(&cache).expect("cache written");
+        assert!(text.starts_with("poplar-listing v2 "), "{text}");
+        // The repeated unique part's hashed UIDL is stored; natural ones are not.
+        assert!(text.contains(&first[1].uidl), "{text}");
+        assert!(text.contains("\n3\t\tcur/7.o.host:2,\n"), "{text}");
+        let second = md.scan().expect("scan");
+        assert_eq!(first, second);
+        // Prove the second scan came from the cache, then that an override replaces it.
+        std::fs::write(&cache, text.replace("\n3\t\tcur/7.o", "\n9\t\tcur/7.o")).unwrap();
+        assert_eq!(md.scan().expect("scan")[2].size, 9);
+        md.set_uidl_override(&[("7.o.host".into(), "legacy-7".into())])
+            .expect("override");
+        let third = md.scan().expect("scan");
+        assert_eq!((third[2].uidl.as_str(), third[2].size), ("legacy-7", 3));
+        // A cache line with an invalid UIDL makes the whole cache ignored.
+        let text = std::fs::read_to_string(&cache).expect("cache");
+        std::fs::write(&cache, text.replace("\tlegacy-7\t", "\tlegacy 7\t")).unwrap();
+        assert_eq!(md.scan().expect("scan")[2].uidl, "legacy-7");
     }
 }

@@ -92,13 +92,13 @@ pub(crate) fn save_overrides(root: &Path, pairs: &[(String, String)]) -> io::Res
 }
 
 /// Hands out UIDLs for one scan, in scan order, so that every UIDL is distinct.
-pub(crate) struct UidlAssigner {
-    overrides: HashMap<String, String>,
+pub(crate) struct UidlAssigner<'a> {
+    overrides: &'a HashMap<String, String>,
     used: HashSet<String>,
 }
 
-impl UidlAssigner {
-    pub(crate) fn new(overrides: HashMap<String, String>) -> Self {
+impl<'a> UidlAssigner<'a> {
+    pub(crate) fn new(overrides: &'a HashMap<String, String>) -> Self {
         Self {
             overrides,
             used: HashSet::new(),
@@ -165,7 +165,7 @@ mod tests {
     fn duplicates_get_distinct_uidls() {
         let mut overrides = HashMap::new();
         overrides.insert("b".to_owned(), "a".to_owned());
-        let mut a = UidlAssigner::new(overrides);
+        let mut a = UidlAssigner::new(&overrides);
         assert_eq!(a.assign("a", "a,S=1"), "a");
         let second = a.assign("a", "a,S=2");
         assert_eq!(second, hash_uidl(&["a", "a,S=2"]));

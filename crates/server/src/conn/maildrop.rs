@@ -72,12 +72,13 @@ impl Connection {
         })
         .await;
         match opened {
-            Ok(Ok((maildir, guard, entries))) => {
+            Ok(Ok((maildir, guard, mut entries))) => {
+                // The session keeps the UIDLs; the entries need only paths from now on.
                 let metas = entries
-                    .iter()
+                    .iter_mut()
                     .map(|e| MessageMeta {
                         size: e.size,
-                        uidl: e.uidl.clone(),
+                        uidl: std::mem::take(&mut e.uidl),
                     })
                     .collect();
                 self.maildrop = Some(OpenMaildrop {
