@@ -161,7 +161,7 @@ pub(crate) fn save(root: &Path, source: &Source, started: SystemTime, entries: &
             return;
         }
         let uidl = if e.uidl == e.unique { "" } else { &e.uidl };
-        let _ = write!(text, "{}\t{uidl}\t{dir}/{name}\n", e.size);
+        let _ = writeln!(text, "{}\t{uidl}\t{dir}/{name}", e.size);
     }
     let tmp = root.join(format!(".{LISTING_CACHE}.tmp"));
     let written = fs::File::create(&tmp)
