@@ -46,13 +46,9 @@ pub struct Maildir {
 /// One message of a scanned maildrop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageEntry {
-    /// The unique part of the file name: the base name before the first `:` (the
-    /// `:2,FLAGS` info) without Dovecot-style `,KEY=VALUE` fields (`,S=`, `,W=`).
-    /// Example: `1700000000.M1P2.host,S=1234,W=1260:2,S` -> `1700000000.M1P2.host`.
-    pub unique: String,
     /// The unique-id listing (RFC 1939 section 7): 1..=70 characters in 0x21..=0x7E.
-    /// It is an override from the `poplar-uidl` file if there is one, else `unique` when
-    /// that is valid, else the first 40 lowercase hex digits of SHA-256(`unique`). Every
+    /// It is an override from the `poplar-uidl` file if there is one, else the unique
+    /// part ([`MessageEntry::unique`]) when that is valid, else the first 40 lowercase hex digits of SHA-256(`unique`). Every
     /// UIDL in one scan is distinct: a later message whose UIDL is taken gets a hash of
     /// its unique part and file name instead.
     pub uidl: String,
@@ -64,6 +60,17 @@ pub struct MessageEntry {
     pub size: u64,
     /// Where the file was when scanned.
     pub path: PathBuf,
+}
+
+impl MessageEntry {
+    /// The unique part of the file name: the base name before the first `:` (the
+    /// `:2,FLAGS` info) without Dovecot-style `,KEY=VALUE` fields (`,S=`, `,W=`).
+    /// Example: `1700000000.M1P2.host,S=1234,W=1260:2,S` -> `1700000000.M1P2.host`.
+    /// Renames by other programs keep it; it is what finds a renamed message again.
+    pub fn unique(&self) -> String {
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        name::parse_name(&name).unique
+    }
 }
 
 /// Why a maildrop operation failed.

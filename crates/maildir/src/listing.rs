@@ -11,10 +11,8 @@
 //! malformed in any line, it is ignored as a whole; it is only a cache.
 //!
 //! Format (version 2): a header line `poplar-listing v2 <new/ mtime ns> <cur/ mtime ns>
-//! <override stamp>`, then one line per message, `<size>\t<uidl>\t<new|cur>/<file name>`,
-//! where an empty UIDL means "the unique part of the file name".
+//! <override stamp>`, then one line per message, `<size>\t<uidl>\t<new|cur>/<file name>`.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write as _};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
@@ -23,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::MessageEntry;
-use crate::name::{is_hidden, parse_name};
+use crate::name::is_hidden;
 use crate::uidl::{OVERRIDE_FILE, is_valid_uidl};
 
 /// The cache file's name in the Maildir root.
@@ -113,13 +111,7 @@ pub(crate) fn load(root: &Path, source: &Source) -> Option<Vec<MessageEntry>> {
         {
             return None;
         }
-        let unique = parse_name(name).unique;
-        let uidl = if uidl.is_empty() {
-            unique.clone()
-        } else {
-            uidl.to_owned()
-        };
-        if !is_valid_uidl(&uidl) {
+        if !is_valid_uidl(uidl) {
             return None;
         }
         let mut path = Vec::with_capacity(root.len() + 1 + rel.len());
@@ -127,8 +119,7 @@ pub(crate) fn load(root: &Path, source: &Source) -> Option<Vec<MessageEntry>> {
         path.push(b'/');
         path.extend_from_slice(rel.as_bytes());
         out.push(MessageEntry {
-            unique,
-            uidl,
+            uidl: uidl.to_owned(),
             size,
             path: PathBuf::from(std::ffi::OsString::from_vec(path)),
         });
@@ -145,27 +136,32 @@ pub(crate) fn save(root: &Path, source: &Source, started: SystemTime, entries: &
     if !source.times.settled(started) {
         return;
     }
-    let mut text = String::with_capacity(64 + entries.len() * 64);
-    text.push_str(&source.header());
-    text.push('\n');
+    let mut text = Vec::with_capacity(64 + entries.len() * 64);
+    text.extend_from_slice(source.header().as_bytes());
+    text.push(b'\n');
     for e in entries {
-        // The last two components of the path: `new|cur` and the file name.
-        let Ok(path) = std::str::from_utf8(e.path.as_os_str().as_bytes()) else {
-            return;
-        };
-        let mut parts = path.rsplitn(3, '/');
+        // The last two components of the path: `new|cur` and the file name, which
+        // must be UTF-8 without tabs or line breaks (else nothing is cached).
+        let mut parts = e.path.as_os_str().as_bytes().rsplitn(3, |&b| b == b'/');
         let (Some(name), Some(dir)) = (parts.next(), parts.next()) else {
             return;
         };
-        if name.contains(['\t', '\n']) || !matches!(dir, "new" | "cur") {
+        let plain = |b: &u8| *b != b'\t' && *b != b'\n';
+        if !(dir == b"new" || dir == b"cur")
+            || !name.iter().all(plain)
+            || !(name.is_ascii() || std::str::from_utf8(name).is_ok())
+        {
             return;
         }
-        let uidl = if e.uidl == e.unique { "" } else { &e.uidl };
-        let _ = writeln!(text, "{}\t{uidl}\t{dir}/{name}", e.size);
+        let _ = write!(text, "{}\t{}\t", e.size, e.uidl);
+        text.extend_from_slice(dir);
+        text.push(b'/');
+        text.extend_from_slice(name);
+        text.push(b'\n');
     }
     let tmp = root.join(format!(".{LISTING_CACHE}.tmp"));
     let written = fs::File::create(&tmp)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .and_then(|mut file| file.write_all(&text))
         .and_then(|()| fs::rename(&tmp, root.join(LISTING_CACHE)));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);

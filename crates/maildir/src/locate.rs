@@ -152,7 +152,7 @@ impl Maildir {
 /// Picks the file that is most likely `entry` renamed: same unique part, preferring the
 /// same base name (renames change only the info after `:`), then the least path.
 fn pick(index: &UniqueIndex, entry: &MessageEntry) -> Option<PathBuf> {
-    let candidates = index.get(&entry.unique)?;
+    let candidates = index.get(&entry.unique())?;
     let scanned_name = entry.path.file_name()?.to_string_lossy();
     let scanned_base = parse_name(&scanned_name).base.to_owned();
     let same_base = candidates.iter().filter(|(base, _)| *base == scanned_base);
@@ -221,7 +221,7 @@ mod tests {
         md.delete(&[&list[0], &list[1], &list[2]]).expect("delete");
         let left = md.scan().expect("scan");
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].unique, "4.keep.host");
+        assert_eq!(left[0].unique(), "4.keep.host");
     }
 
     #[test]

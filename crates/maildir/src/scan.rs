@@ -141,7 +141,6 @@ impl Maildir {
             .zip(uidls)
             .map(|(f, uidl)| MessageEntry {
                 uidl,
-                unique: f.unique,
                 size: f.size,
                 path: f.path,
             })
@@ -359,7 +358,7 @@ mod tests {
         let sizes: Vec<_> = list.iter().map(|e| e.size).collect();
         // Wrong S, and impossible W: the file is counted instead.
         assert_eq!(sizes, [6, 6, 6, 5]);
-        assert_eq!(list[0].unique, "1.a.host");
+        assert_eq!(list[0].unique(), "1.a.host");
     }
 
     #[test]
@@ -465,7 +464,10 @@ mod listing_tests {
         // Prove the next scan reads the cache: doctor a size in it.
         std::fs::write(
             &cache,
-            text.replace("\n4\t\tnew/2.b.host", "\n77\t\tnew/2.b.host"),
+            text.replace(
+                "\n4\t2.b.host\tnew/2.b.host",
+                "\n77\t2.b.host\tnew/2.b.host",
+            ),
         )
         .unwrap();
         let second = md.scan().expect("scan");
@@ -560,13 +562,13 @@ mod order_and_cache_tests {
         let cache = md.root().join(LISTING_CACHE);
         let text = std::fs::read_to_string(&cache).expect("cache written");
         assert!(text.starts_with("poplar-listing v2 "), "{text}");
-        // The repeated unique part's hashed UIDL is stored; natural ones are not.
+        // The repeated unique part's hashed UIDL is stored as it is.
         assert!(text.contains(&first[1].uidl), "{text}");
-        assert!(text.contains("\n3\t\tcur/7.o.host:2,\n"), "{text}");
+        assert!(text.contains("\n3\t7.o.host\tcur/7.o.host:2,\n"), "{text}");
         let second = md.scan().expect("scan");
         assert_eq!(first, second);
         // Prove the second scan came from the cache, then that an override replaces it.
-        std::fs::write(&cache, text.replace("\n3\t\tcur/7.o", "\n9\t\tcur/7.o")).unwrap();
+        std::fs::write(&cache, text.replace("\n3\t7.o.host\t", "\n9\t7.o.host\t")).unwrap();
         assert_eq!(md.scan().expect("scan")[2].size, 9);
         md.set_uidl_override(&[("7.o.host".into(), "legacy-7".into())])
             .expect("override");
