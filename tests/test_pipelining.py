@@ -102,3 +102,40 @@ def test_pipelined_commands_byte_by_byte(server):
         assert c.readline().startswith("+OK")
         assert c.readline().startswith("+OK 1 ")
         c.quit()
+
+
+def test_pipelined_retrs_in_any_order_with_read_ahead(server):
+    """A pipelining client gets small messages read ahead; whatever order it asks in,
+    with TOP, DELE, a large message and a message renamed meanwhile among them, every
+    answer is the message asked for."""
+    srv = server()
+    bodies = []
+    for i in range(1, 41):
+        size = 200 * 1024 if i == 17 else 3000 + i
+        body = b"Subject: %d\n\n" % i + (b".line %d\n" % i) * (size // 10)
+        bodies.append(body)
+        srv.deliver(body)
+    order = [1, 2, 3, 10, 11, 4, 5, 5, 16, 17, 18, 19, 40, 39, 20, 21, 22]
+    with srv.session() as c:
+        # Another program flags message 4 (a rename) after the listing was made.
+        path = srv.find_message_file(c.uidl()[4])
+        path.rename(srv.maildir() / "cur" / (path.name.split(":")[0] + ":2,S"))
+        cmds = [f"RETR {n}" for n in order[:6]]
+        cmds += ["TOP 6 0", "DELE 7", "RETR 7", "RETR 8"]
+        cmds += [f"RETR {n}" for n in order[6:]]
+        c.send("".join(x + "\r\n" for x in cmds) + "QUIT\r\n")
+        for n in order[:6]:
+            assert c.readline().startswith("+OK"), n
+            assert c.read_body() == crlf(bodies[n - 1]), n
+        assert c.readline().startswith("+OK")           # TOP 6 0
+        assert c.read_body() == b"Subject: 6\r\n\r\n"
+        assert c.readline().startswith("+OK")           # DELE 7
+        assert c.readline().startswith("-ERR")          # RETR 7 (deleted)
+        assert c.readline().startswith("+OK")           # RETR 8
+        assert c.read_body() == crlf(bodies[7])
+        for n in order[6:]:
+            assert c.readline().startswith("+OK"), n
+            assert c.read_body() == crlf(bodies[n - 1]), n
+        assert c.readline().startswith("+OK")           # QUIT
+        c.expect_eof()
+    assert len(srv.message_files()) == 39

@@ -86,6 +86,7 @@ impl Connection {
                     entries,
                     _guard: guard,
                     _lease: lease,
+                    read_ahead: Default::default(),
                 });
                 Ok(metas)
             }
@@ -111,17 +112,34 @@ impl Connection {
         top_lines: Option<u64>,
         stream: &mut S,
     ) -> std::io::Result<()> {
-        let opened = match &self.maildrop {
-            Some(maildrop) => {
-                let (maildir, entry) = (maildrop.maildir.clone(), maildrop.entries[index].clone());
-                tokio::task::spawn_blocking(move || open(&maildir, &entry))
-                    .await
-                    .ok()
-                    .and_then(|r| {
-                        r.map_err(|e| tracing::warn!(error = %e, "cannot open message"))
-                            .ok()
-                    })
-            }
+        // A client that pipelines RETRs (more commands already waiting) gets the
+        // next small messages read in the same trip to a blocking thread: one hop
+        // per batch instead of one per message.
+        let read_ahead = top_lines.is_none() && self.framer.has_buffered();
+        let opened = match &mut self.maildrop {
+            Some(maildrop) => match take_read_ahead(&mut maildrop.read_ahead, index) {
+                Some(bytes) => Some(Opened::Whole(bytes)),
+                None => {
+                    let maildir = maildrop.maildir.clone();
+                    let wanted: Vec<(usize, MessageEntry)> = if read_ahead {
+                        ahead(&maildrop.entries, index)
+                    } else {
+                        vec![(index, maildrop.entries[index].clone())]
+                    };
+                    let read = tokio::task::spawn_blocking(move || open_batch(&maildir, wanted))
+                        .await
+                        .ok();
+                    match read {
+                        Some((first, rest)) => {
+                            maildrop.read_ahead = rest;
+                            first
+                                .map_err(|e| tracing::warn!(error = %e, "cannot open message"))
+                                .ok()
+                        }
+                        None => None,
+                    }
+                }
+            },
             None => None,
         };
         let Some(opened) = opened else {
@@ -245,6 +263,67 @@ const MESSAGE_CHUNK: usize = 256 * 1024;
 /// Messages up to this size are read whole in the task that opens them: one hop to a
 /// blocking thread per message instead of one per read. Larger ones stream in chunks.
 const READ_WHOLE: u64 = 128 * 1024;
+
+/// At most this much is read ahead for a pipelining client, in at most
+/// [`READ_AHEAD_MESSAGES`] messages of at most [`READ_WHOLE`] octets each.
+const READ_AHEAD_BYTES: u64 = 512 * 1024;
+const READ_AHEAD_MESSAGES: usize = 64;
+
+/// Message `index` and the small ones after it, within the read-ahead bounds.
+fn ahead(entries: &[MessageEntry], index: usize) -> Vec<(usize, MessageEntry)> {
+    let mut wanted = vec![(index, entries[index].clone())];
+    let mut bytes = entries[index].size;
+    for (i, e) in entries.iter().enumerate().skip(index + 1) {
+        bytes += e.size;
+        if e.size > READ_WHOLE || bytes > READ_AHEAD_BYTES || wanted.len() >= READ_AHEAD_MESSAGES {
+            break;
+        }
+        wanted.push((i, e.clone()));
+    }
+    wanted
+}
+
+/// The message read ahead for `index`, if it is next; anything else read ahead is
+/// dropped (the client asked for something else).
+fn take_read_ahead(
+    read_ahead: &mut std::collections::VecDeque<(usize, Vec<u8>)>,
+    index: usize,
+) -> Option<Vec<u8>> {
+    match read_ahead.pop_front() {
+        Some((i, bytes)) if i == index => Some(bytes),
+        Some(_) => {
+            read_ahead.clear();
+            None
+        }
+        None => None,
+    }
+}
+
+/// Opens the first message of `wanted` and reads the others whole (those that cannot
+/// be read are simply not read ahead; their own RETR will say why).
+fn open_batch(
+    maildir: &Maildir,
+    wanted: Vec<(usize, MessageEntry)>,
+) -> (
+    Result<Opened, StoreError>,
+    std::collections::VecDeque<(usize, Vec<u8>)>,
+) {
+    let mut wanted = wanted.into_iter();
+    let first = match wanted.next() {
+        Some((_, entry)) => open(maildir, &entry),
+        None => Err(StoreError::Gone),
+    };
+    let mut rest = std::collections::VecDeque::new();
+    if first.is_ok() {
+        for (i, entry) in wanted {
+            match open(maildir, &entry) {
+                Ok(Opened::Whole(bytes)) => rest.push_back((i, bytes)),
+                _ => break,
+            }
+        }
+    }
+    (first, rest)
+}
 
 /// An opened message.
 enum Opened {

@@ -99,6 +99,9 @@ struct OpenMaildrop {
     _guard: MaildropGuard,
     /// The lease behind `[IN-USE]` across nodes, when the directory is shared.
     _lease: Option<lease::Lease>,
+    /// Small messages read ahead while a client pipelines RETRs (bounded, and
+    /// dropped whenever the session waits for input).
+    read_ahead: std::collections::VecDeque<(usize, Vec<u8>)>,
 }
 
 /// Which timer ended a wait for input.
@@ -423,10 +426,13 @@ impl Connection {
                 }
             }
             self.flush(stream).await?;
-            // A RETR may have grown the output buffer to a few hundred KiB; an idle
-            // session should not keep that.
+            // A RETR may have grown the output buffer to a few hundred KiB, and a
+            // pipelining client left messages read ahead; a waiting session keeps neither.
             if self.out.capacity() > IDLE_OUT_CAPACITY {
                 self.out = Vec::with_capacity(IDLE_OUT_CAPACITY);
+            }
+            if let Some(m) = &mut self.maildrop {
+                m.read_ahead = Default::default();
             }
 
             let limits = &self.shared.config.limits;
