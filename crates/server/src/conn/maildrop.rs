@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use maildir::{Maildir, MessageEntry, StoreError};
 use pop3_proto::{DotStuffer, MessageMeta, OpenFailure};
-use tokio::io::{AsyncReadExt as _, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 use super::lease::{Lease, LeaseError};
 use super::{Connection, OpenMaildrop};
@@ -158,24 +158,53 @@ impl Connection {
             None => DotStuffer::retr(),
         };
         match opened {
-            Opened::Whole(bytes) => stuffer.encode(&bytes, &mut self.out),
-            Opened::Stream(file) => {
-                let mut file = tokio::fs::File::from_std(file);
-                let mut chunk = vec![0u8; MESSAGE_CHUNK];
-                while !stuffer.is_done() {
-                    let n = file.read(&mut chunk).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    stuffer.encode(&chunk[..n], &mut self.out);
-                    if self.out.len() >= MESSAGE_CHUNK {
-                        self.write_out(stream).await?;
-                    }
-                }
+            Opened::Whole(bytes) => {
+                stuffer.encode(&bytes, &mut self.out);
+                stuffer.finish(&mut self.out);
             }
+            Opened::Stream(file) => self.stream_message(file, stuffer, stream).await?,
         }
-        stuffer.finish(&mut self.out);
         Ok(())
+    }
+
+    /// Sends a large message in chunks: a blocking task reads and dot-stuffs the next
+    /// chunk while this one is encrypted and written, so the disk, the stuffing and the
+    /// socket overlap. Each task does one chunk, so a slow client never holds a
+    /// blocking thread, and at most three chunks are in memory.
+    async fn stream_message<S: AsyncWrite + Unpin>(
+        &mut self,
+        file: std::fs::File,
+        stuffer: DotStuffer,
+        stream: &mut S,
+    ) -> std::io::Result<()> {
+        let filler = Filler {
+            file,
+            stuffer: Some(stuffer),
+            chunk: vec![0u8; MESSAGE_CHUNK],
+        };
+        let mut pending = Filler::spawn(filler, Vec::with_capacity(FILLED_CAPACITY));
+        let mut spare = Vec::with_capacity(FILLED_CAPACITY);
+        loop {
+            let (filler, mut filled, result) = pending
+                .await
+                .map_err(|e| std::io::Error::other(format!("message read task failed: {e}")))?;
+            let done = result?;
+            // The first chunk joins the status line; later ones are swapped in.
+            if self.out.is_empty() {
+                std::mem::swap(&mut self.out, &mut filled);
+            } else {
+                self.out.extend_from_slice(&filled);
+                filled.clear();
+            }
+            if done {
+                return Ok(());
+            }
+            // Read the next chunk while this one is written. On a write error the
+            // pending task still finishes its one chunk, and is then dropped.
+            pending = Filler::spawn(filler, spare);
+            spare = filled;
+            self.write_out(stream).await?;
+        }
     }
 
     /// UPDATE state: remove the messages marked deleted, mark the retrieved ones for
@@ -323,6 +352,56 @@ fn open_batch(
         }
     }
     (first, rest)
+}
+
+/// A chunk being filled may pass [`MESSAGE_CHUNK`] by what one read adds when stuffed.
+const FILLED_CAPACITY: usize = MESSAGE_CHUNK * 2 + 64;
+
+/// Reads a large message and dot-stuffs it, one chunk per call (on a blocking thread).
+struct Filler {
+    file: std::fs::File,
+    /// `None` once the terminator is written.
+    stuffer: Option<DotStuffer>,
+    chunk: Vec<u8>,
+}
+
+type Filled = (Filler, Vec<u8>, std::io::Result<bool>);
+
+impl Filler {
+    fn spawn(mut self, mut out: Vec<u8>) -> tokio::task::JoinHandle<Filled> {
+        tokio::task::spawn_blocking(move || {
+            let result = self.fill(&mut out);
+            (self, out, result)
+        })
+    }
+
+    /// Appends at least [`MESSAGE_CHUNK`] stuffed octets to `out`, or the rest of the
+    /// message and its terminator; `Ok(true)` once the terminator is in.
+    fn fill(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
+        use std::io::Read as _;
+        while out.len() < MESSAGE_CHUNK {
+            let Some(stuffer) = self.stuffer.as_mut() else {
+                return Ok(true);
+            };
+            let n = if stuffer.is_done() {
+                0
+            } else {
+                match self.file.read(&mut self.chunk) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                if let Some(stuffer) = self.stuffer.take() {
+                    stuffer.finish(out);
+                }
+                return Ok(true);
+            }
+            stuffer.encode(&self.chunk[..n], out);
+        }
+        Ok(self.stuffer.is_none())
+    }
 }
 
 /// An opened message.
