@@ -127,6 +127,21 @@ pub(crate) fn load(root: &Path, source: &Source) -> Option<Vec<MessageEntry>> {
     Some(out)
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 fn memchr_count(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count()
 }
@@ -142,21 +157,25 @@ pub(crate) fn save(root: &Path, source: &Source, started: SystemTime, entries: &
     for e in entries {
         // The last two components of the path: `new|cur` and the file name, which
         // must be UTF-8 without tabs or line breaks (else nothing is cached).
-        let mut parts = e.path.as_os_str().as_bytes().rsplitn(3, |&b| b == b'/');
-        let (Some(name), Some(dir)) = (parts.next(), parts.next()) else {
+        let path = e.path.as_os_str().as_bytes();
+        let Some(slash) = path.iter().rposition(|&b| b == b'/') else {
             return;
         };
-        let plain = |b: &u8| *b != b'\t' && *b != b'\n';
-        if !(dir == b"new" || dir == b"cur")
-            || !name.iter().all(plain)
+        let (rel, name) = (&path[slash.saturating_sub(3)..], &path[slash + 1..]);
+        if !(rel.starts_with(b"new/") || rel.starts_with(b"cur/"))
+            || slash < 4
+            || path[slash - 4] != b'/'
+            || name.contains(&b'\t')
+            || name.contains(&b'\n')
             || !(name.is_ascii() || std::str::from_utf8(name).is_ok())
         {
             return;
         }
-        let _ = write!(text, "{}\t{}\t", e.size, e.uidl);
-        text.extend_from_slice(dir);
-        text.push(b'/');
-        text.extend_from_slice(name);
+        push_decimal(&mut text, e.size);
+        text.push(b'\t');
+        text.extend_from_slice(e.uidl.as_bytes());
+        text.push(b'\t');
+        text.extend_from_slice(rel);
         text.push(b'\n');
     }
     let tmp = root.join(format!(".{LISTING_CACHE}.tmp"));

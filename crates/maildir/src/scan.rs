@@ -21,7 +21,7 @@ use crate::index::SizeIndex;
 use crate::listing::{self, Source};
 use crate::name::{is_hidden, parse_name};
 use crate::size::{CHUNK, crlf_size};
-use crate::uidl::{UidlAssigner, load_overrides, natural_uidl};
+use crate::uidl::{UidlAssigner, is_valid_uidl, load_overrides, natural_uidl};
 use crate::{Maildir, MessageEntry, StoreError};
 
 /// The two directories that hold messages, in the order they are read: a message moved
@@ -135,16 +135,7 @@ impl Maildir {
         found.sort_unstable_by(|a, b| {
             (a.time, &a.unique, &a.path).cmp(&(b.time, &b.unique, &b.path))
         });
-        let uidls = assign_uidls(&found, &overrides);
-        let entries: Vec<MessageEntry> = found
-            .into_iter()
-            .zip(uidls)
-            .map(|(f, uidl)| MessageEntry {
-                uidl,
-                size: f.size,
-                path: f.path,
-            })
-            .collect();
+        let entries = with_uidls(found, &overrides);
         // Cache only a listing the directories still match after the scan.
         if source.still_matches(&self.root) {
             listing::save(&self.root, &source, started, &entries);
@@ -189,8 +180,9 @@ impl Maildir {
             };
             for entry in entries {
                 let entry = entry?;
-                let file_name = entry.file_name();
-                let name = file_name.to_string_lossy();
+                // The path is kept; the name is read from it (one allocation, not two).
+                let path = entry.path();
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
                 if is_hidden(&name) {
                     continue;
                 }
@@ -206,21 +198,24 @@ impl Maildir {
                 }
                 let ino = entry.ino();
                 let parts = parse_name(&name);
+                // Only owned parts from here on, so the path can move into the listing.
+                let (unique, size_fields) = (parts.unique, (parts.size, parts.vsize));
+                drop(name);
                 if in_cur && !new_inodes.is_empty() {
                     let at = new_inodes.partition_point(|&(i, _)| i < ino);
                     let moved = new_inodes[at..]
                         .iter()
                         .take_while(|&&(i, _)| i == ino)
-                        .any(|&(_, k)| found[k].unique == parts.unique);
+                        .any(|&(_, k)| found[k].unique == unique);
                     if moved {
                         continue;
                     }
                 }
-                let named_size = match (parts.size, parts.vsize) {
+                let named_size = match size_fields {
                     (Some(s), Some(w)) if s <= w && w <= s.saturating_mul(2) => Some((s, w)),
                     _ => None,
                 };
-                let (time, size) = match (delivery_time(&parts.unique), named_size) {
+                let (time, size) = match (delivery_time(&unique), named_size) {
                     (Some(time), Some((_, w))) => (time, w),
                     (time, named) => {
                         // Through the directory's handle: no path lookup from the root.
@@ -237,17 +232,17 @@ impl Maildir {
                         match named {
                             // Trust the name only when its file size is right.
                             Some((s, w)) if s == meta.len() => (time, w),
-                            _ => match sizes.get(&parts.unique, meta.len()) {
+                            _ => match sizes.get(&unique, meta.len()) {
                                 Some(size) => (time, size),
                                 None => {
                                     if buf.is_empty() {
                                         buf.resize(CHUNK, 0);
                                     }
-                                    match open_regular(&entry.path(), &meta)
+                                    match open_regular(&path, &meta)
                                         .and_then(|mut f| crlf_size(&mut f, buf))
                                     {
                                         Ok(size) => {
-                                            sizes.insert(&parts.unique, meta.len(), size);
+                                            sizes.insert(&unique, meta.len(), size);
                                             (time, size)
                                         }
                                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -266,9 +261,9 @@ impl Maildir {
                 }
                 found.push(Found {
                     time,
-                    unique: parts.unique,
+                    unique,
                     size,
-                    path: entry.path(),
+                    path,
                 });
             }
         }
@@ -276,32 +271,44 @@ impl Maildir {
     }
 }
 
-/// The UIDL of every message, in listing order: its override or natural UIDL, and for a
+/// The listing with every message's UIDL: its override or natural UIDL, and for a
 /// later message whose UIDL is taken, a hash (see [`UidlAssigner`]). Repeats are rare,
 /// so the common case only checks that there are none.
-fn assign_uidls(
-    found: &[Found],
+fn with_uidls(
+    found: Vec<Found>,
     overrides: &std::collections::HashMap<String, String>,
-) -> Vec<String> {
-    let preferred: Vec<String> = found
-        .iter()
-        .map(|f| match overrides.get(&f.unique) {
-            Some(uidl) => uidl.clone(),
-            None => natural_uidl(&f.unique),
+) -> Vec<MessageEntry> {
+    let mut entries: Vec<MessageEntry> = found
+        .into_iter()
+        .map(|f| MessageEntry {
+            uidl: match overrides.get(&f.unique) {
+                Some(uidl) => uidl.clone(),
+                None if is_valid_uidl(&f.unique) => f.unique,
+                None => natural_uidl(&f.unique),
+            },
+            size: f.size,
+            path: f.path,
         })
         .collect();
-    let mut seen = HashSet::with_capacity(preferred.len());
-    if preferred.iter().all(|u| seen.insert(u.as_str())) {
-        return preferred;
+    // Natural UIDLs of a standard Maildir come out in increasing order (the listing is
+    // ordered by the name's leading time, then the name): then they are distinct
+    // without hashing any. Otherwise a set tells.
+    let increasing = entries.windows(2).all(|w| w[0].uidl < w[1].uidl);
+    if increasing {
+        return entries;
     }
+    let mut seen = HashSet::with_capacity(entries.len());
+    if entries.iter().all(|e| seen.insert(e.uidl.as_str())) {
+        return entries;
+    }
+    drop(seen);
     let mut assigner = UidlAssigner::new(overrides);
-    found
-        .iter()
-        .map(|f| {
-            let name = f.path.file_name().unwrap_or_default().to_string_lossy();
-            assigner.assign(&f.unique, parse_name(&name).base)
-        })
-        .collect()
+    for e in &mut entries {
+        let name = e.path.file_name().unwrap_or_default().to_string_lossy();
+        let parts = parse_name(&name);
+        e.uidl = assigner.assign(&parts.unique, parts.base);
+    }
+    entries
 }
 
 #[cfg(test)]
