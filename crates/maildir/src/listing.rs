@@ -127,21 +127,6 @@ pub(crate) fn load(root: &Path, source: &Source) -> Option<Vec<MessageEntry>> {
     Some(out)
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
 fn memchr_count(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count()
 }
@@ -171,7 +156,7 @@ pub(crate) fn save(root: &Path, source: &Source, started: SystemTime, entries: &
         {
             return;
         }
-        push_decimal(&mut text, e.size);
+        pop3_proto::response::push_decimal(&mut text, e.size);
         text.push(b'\t');
         text.extend_from_slice(e.uidl.as_bytes());
         text.push(b'\t');

@@ -62,6 +62,30 @@ pub fn line(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `N VALUE\r\n`, a line of a scan or unique-id listing (RFC 1939 sections
+/// 5 and 7). It starts with a digit, so it never needs byte-stuffing.
+pub fn numbered(out: &mut Vec<u8>, n: usize, value: &[u8]) {
+    push_decimal(out, n as u64);
+    out.push(b' ');
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal ASCII.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// Appends the `.\r\n` that ends a multi-line response.
 pub fn end(out: &mut Vec<u8>) {
     out.extend_from_slice(b".\r\n");
@@ -82,5 +106,15 @@ mod tests {
             out,
             b"-ERR [IN-USE] maildrop locked\r\n+OK\r\n..hidden\r\n.\r\n"
         );
+    }
+
+    #[test]
+    fn numbered_lines_and_decimals() {
+        let mut out = Vec::new();
+        numbered(&mut out, 7, b"uid-7");
+        push_decimal(&mut out, 0);
+        out.push(b' ');
+        push_decimal(&mut out, u64::MAX);
+        assert_eq!(out, b"7 uid-7\r\n0 18446744073709551615");
     }
 }

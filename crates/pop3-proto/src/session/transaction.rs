@@ -159,8 +159,11 @@ impl Maildrop {
             }
             Command::List(None) => {
                 response::ok(out, &self.summary());
+                let mut size = Vec::with_capacity(20);
                 for (i, m) in self.live() {
-                    response::line(out, &format!("{} {}", i + 1, m.size));
+                    size.clear();
+                    response::push_decimal(&mut size, m.size);
+                    response::numbered(out, i + 1, &size);
                 }
                 response::end(out);
             }
@@ -172,7 +175,7 @@ impl Maildrop {
             Command::Uidl(None) => {
                 response::ok(out, "unique-id listing follows");
                 for (i, m) in self.live() {
-                    response::line(out, &format!("{} {}", i + 1, m.uidl));
+                    response::numbered(out, i + 1, m.uidl.as_bytes());
                 }
                 response::end(out);
             }
