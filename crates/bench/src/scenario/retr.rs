@@ -8,7 +8,7 @@ use serde_json::{Map, json};
 use super::{BIG_CHUNK, Dialer, Meter};
 use crate::Env;
 use crate::body::{self, BodyScan};
-use crate::conn::{Pop3, Pop3Error, Result, write_flush};
+use crate::conn::{Pop3, Pop3Error, Result, TlsInfo, write_flush};
 use crate::report::{Errors, round};
 
 #[derive(clap::Args)]
@@ -60,6 +60,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     let mut rates = Vec::new();
     for run_no in 1..=a.repeat.max(1) {
         let mut c = d.open(0, BIG_CHUNK).await?;
+        let tls = c.tls_info();
         let mut list: Vec<(u32, u64)> = Vec::new();
         let mut bad_list_lines = 0;
         c.multi("LIST", |l| {
@@ -107,13 +108,14 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
         res.insert("bad_list_lines".into(), json!(bad_list_lines));
         res.insert("errors".into(), t.errors.json());
         res.insert("pipeline".into(), json!(a.pipeline));
+        TlsInfo::put(tls.as_ref(), &mut res);
         m.put(&mut res);
         // The client's own cost: its ceiling on one core is 1000 / this MB/s.
         let client_ms_per_mb = 1e3 * m.client_cpu_s / (t.octets as f64 / 1e6).max(1e-9);
         res.insert("client_cpu_ms_per_MB".into(), round(client_ms_per_mb, 3));
         println!(
             "RETR {} user={}{} run {run_no}: {} msgs, {:.1} MB in {:.3}s = {mb_s:.1} MB/s, {:.1} msgs/s, \
-             size mismatches={}, errors={}{} ({client_ms_per_mb:.2} ms client CPU/MB)",
+             size mismatches={}, errors={}{}{} ({client_ms_per_mb:.2} ms client CPU/MB)",
             env.report.mode,
             d.users.name(0),
             if a.pipeline { " pipelined" } else { "" },
@@ -124,6 +126,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
             t.mismatches,
             t.errors.total(),
             m.line(),
+            TlsInfo::line(tls.as_ref()),
         );
         for (n, listed, got) in &t.first_mismatches {
             println!("  message {n}: LIST says {listed} octets, RETR gave {got}");
