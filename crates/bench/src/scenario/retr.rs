@@ -29,14 +29,14 @@ pub struct Args {
 
 /// What one session retrieved.
 #[derive(Default)]
-struct Tally {
-    messages: u64,
-    octets: u64,
-    wire_bytes: u64,
-    mismatches: u64,
-    unstuffed_dot_lines: u64,
-    first_mismatches: Vec<(u32, u64, u64)>,
-    errors: Errors,
+pub(super) struct Tally {
+    pub messages: u64,
+    pub octets: u64,
+    pub wire_bytes: u64,
+    pub mismatches: u64,
+    pub unstuffed_dot_lines: u64,
+    pub first_mismatches: Vec<(u32, u64, u64)>,
+    pub errors: Errors,
 }
 
 impl Tally {
@@ -157,8 +157,8 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-/// One RETR at a time.
-async fn sequential(c: &mut Pop3, list: &[(u32, u64)]) -> Result<Tally> {
+/// One RETR at a time (also the client side of `tls-ceiling`).
+pub(super) async fn sequential(c: &mut Pop3, list: &[(u32, u64)]) -> Result<Tally> {
     let finder = body::finder();
     let mut t = Tally::default();
     for &(n, size) in list {
