@@ -5,7 +5,9 @@
     charts.py svg   FILE.jsonl [RUN_ID] OUTDIR # sign-ins/s vs concurrency, UIDL time vs
                                                # maildrop size, memory vs idle sessions
 
-Labels are RUN_ID/CONFIG/SERVER/TAG (CONFIG: equal, defaults; SERVER: poplar, dovecot).
+Labels are RUN_ID/CONFIG/SERVER/TAG (CONFIG: equal, defaults; SERVER: poplar, dovecot),
+RUN_ID/machine (openssl speed, argon2id rates) and RUN_ID/ceiling (`poplar-bench
+tls-ceiling`: the loopback TLS ceiling of one 50 MB RETR, measured twice per run).
 """
 import json
 import math
@@ -28,6 +30,8 @@ def load(path, run=None):
             continue
         if parts[1] == "machine":
             machine = r
+        elif parts[1] == "ceiling":
+            by["ceiling"].append(r)
         elif len(parts) == 4:
             by[tuple(parts[1:])].append(r)
     return run, by, machine
@@ -57,10 +61,38 @@ def fmt(x, unit=""):
     return s + unit
 
 
+def suites(by):
+    """The TLS suites (and versions) the run's 50 MB RETRs negotiated, e.g.
+    ['TLS13_AES_256_GCM_SHA384 (TLSv1_3)']; empty for runs before poplar-bench logged them."""
+    seen = []
+    for key, rs in by.items():
+        if key != "ceiling" and key[2] == "retr-big":
+            for r in rs:
+                if r.get("tls_suite"):
+                    s = f"{r['tls_suite']} ({r.get('tls_version')})"
+                    if s not in seen:
+                        seen.append(s)
+    return seen
+
+
+def cipher_speed(m, suite_names):
+    """(name, one-core MB/s) of openssl speed for the AEAD of the negotiated suite:
+    AES-128-GCM when every RETR negotiated an AES_128_GCM suite, else AES-256-GCM
+    (rustls' first choice on both ends, and what older runs did not log)."""
+    if suite_names and all("AES_128_GCM" in s for s in suite_names):
+        return "AES-128-GCM", m.get("aes_128_gcm_MBps")
+    return "AES-256-GCM", m.get("aes_256_gcm_MBps")
+
+
 def table(path, run=None):
     run, by, m = load(path, run)
     a2 = max(filter(None, (m.get("argon2id_64m_t2_2proc_per_s"), m.get("argon2id_64m_t2_2proc_per_s_libsodium"))), default=None)
-    aes = m.get("aes_256_gcm_MBps")
+    negotiated = suites(by)
+    aead, aes = cipher_speed(m, negotiated)
+    # The loopback TLS ceiling: the highest of the run's tls-ceiling medians.
+    ceil_meds = [r["MB_per_s"] for r in by.get("ceiling", []) if r.get("MB_per_s")]
+    ceil = max(ceil_meds, default=None)
+    ceil_suites = sorted({r["tls_suite"] for r in by.get("ceiling", []) if r.get("tls_suite")})
     rows = []
 
     def row(name, p, d, target, met, unit=""):
@@ -81,9 +113,19 @@ def table(path, run=None):
         p, d = field(by, cfg, "poplar", "login-c8", "server_cpu_ms_per_login"), field(by, cfg, "dovecot", "login-c8", "server_cpu_ms_per_login")
         row(f"  server CPU per sign-in ({n})", p, d, "-", "-", " ms")
         p, d = field(by, cfg, "poplar", "retr-big", "MB_per_s"), field(by, cfg, "dovecot", "retr-big", "MB_per_s")
-        ok = None if p is None or d is None or aes is None else (p >= 5 * d and p >= 0.4 * aes)
-        row(f"RETR 1 x 50 MB, TLS, MB/s ({n})", p, d,
-            f">= 5x Dovecot and >= 40% of AES-256-GCM 1 core ({aes and 0.4 * aes:.0f} MB/s)" if aes else ">= 5x", yn(ok))
+        if aes:
+            # Issue 3: a target beyond the machine's physical limit counts as met at 90%
+            # of that limit; for RETR over loopback TLS the limit is the ceiling.
+            bar = 0.4 * aes
+            target = f">= 5x Dovecot and >= 40% of {aead} one core ({bar:.0f} MB/s)"
+            if ceil is not None and ceil < bar:
+                bar = 0.9 * ceil
+                target += (f"; the 40% figure is beyond this machine's loopback TLS ceiling {ceil:.0f} MB/s, "
+                           f"so >= 90% of it = {bar:.0f} MB/s")
+            ok = None if p is None or d is None else (p >= 5 * d and p >= bar)
+        else:
+            target, ok = ">= 5x", None
+        row(f"RETR 1 x 50 MB, TLS, MB/s ({n})", p, d, target, yn(ok))
         p, d = field(by, cfg, "poplar", "retr-small-pipe", "MB_per_s"), field(by, cfg, "dovecot", "retr-small-pipe", "MB_per_s")
         row(f"RETR 1,000 x 20 KiB pipelined, TLS, MB/s ({n})", p, d, ">= 3x",
             yn(None if not (p and d) else p >= 3 * d))
@@ -97,9 +139,16 @@ def table(path, run=None):
             rp = by.get((cfg, "poplar", "idle"), [{}])[-1]
             rd = by.get((cfg, "dovecot", "idle"), [{}])[-1]
             p, d = rp.get("pss_kib_per_session"), rd.get("pss_kib_per_session")
-            s = rp.get("sessions_alive") or rd.get("sessions_alive")
-            row(f"idle TLS session, PSS per session at {s} sessions ({n})", p, d,
-                "<= 64 KiB at 5,000 (run here: 1,000)", yn(None if p is None else p <= 64) + " (at 1,000)", " KiB")
+            sp, sd = rp.get("sessions_alive"), rd.get("sessions_alive")
+            if sp is not None and sd is not None and sp != sd:
+                at = f"Poplar at {sp:,} / Dovecot at {sd:,} sessions"
+            else:
+                at = f"at {sp if sp is not None else sd} sessions"
+            # Issue 3's target is at 5,000 sessions (of 5,000 distinct users).
+            short = sp is not None and sp < 5000
+            row(f"idle TLS session, PSS per session {at} ({n})", p, d,
+                "<= 64 KiB at 5,000" + (f" (run here: {sp:,})" if short else ""),
+                yn(None if p is None else p <= 64) + (f" (at {sp:,})" if short and p is not None else ""), " KiB")
             p2, d2 = rp.get("pss_kib_per_session_second_half"), rd.get("pss_kib_per_session_second_half")
             row(f"  same, second half only ({n})", p2, d2, "-", "-", " KiB")
         for reason in ("wrong-password", "unknown-user", "malformed-plain"):
@@ -119,11 +168,18 @@ def table(path, run=None):
     rows.append(("server RSS growth during a 100 MB RETR (worst run)",
                  fmt(None if worst is None else worst / 1024, " MiB"), "-", "-", "< 16 MB",
                  yn(None if worst is None else worst / 1024 < 16 * 1e6 / 2**20)))
+    if ceil_meds:
+        rows.append((f"loopback TLS ceiling: in-memory sender, same client, 1 x 50 MB, MB/s "
+                     f"({', '.join(ceil_suites) or 'suite not logged'}; medians {' / '.join(fmt(c) for c in ceil_meds)}, the highest counts)",
+                     fmt(ceil), "-", "-", "-", "-"))
     out = [f"Run `{run}`: {m.get('nproc')} cores ({m.get('cpu')}), load {m.get('loadavg1', 0):.2f} at start; "
            f"AES-128-GCM {m.get('aes_128_gcm_MBps')} MB/s, AES-256-GCM {aes} MB/s (openssl speed, 16 KiB, one core); "
            f"argon2id m=64 MiB,t=2,p=1, 1 / 2 processes: argon2-cffi {m.get('argon2id_64m_t2_1proc_per_s')} / {m.get('argon2id_64m_t2_2proc_per_s')} /s, "
            f"libsodium {m.get('argon2id_64m_t2_1proc_per_s_libsodium')} / {m.get('argon2id_64m_t2_2proc_per_s_libsodium')} /s (the faster is the target's base). "
-           "Ratio = Poplar / Dovecot (for times, lower is better).",
+           + (f"RETR 50 MB negotiated {', '.join(negotiated)}. " if negotiated else "")
+           + (f"Loopback TLS ceiling (poplar-bench tls-ceiling, medians of {len(ceil_meds)} measurements): "
+              f"{' / '.join(fmt(c) for c in ceil_meds)} MB/s, the highest ({fmt(ceil)} MB/s) counts. " if ceil_meds else "")
+           + "Ratio = Poplar / Dovecot (for times, lower is better).",
            "",
            "| scenario | Poplar | Dovecot | ratio | target | met? |",
            "| --- | --- | --- | --- | --- | --- |"]
@@ -149,9 +205,11 @@ def esc(s):
 
 
 def chart(title, xlabel, ylabel, series, logx=False, logy=False, hlines=(), xticks=None):
-    """series: [(name, color, dash, [(x, y), ...])]; returns SVG text."""
+    """series: [(name, color, dash, [(x, y), ...])]; returns SVG text (None without data)."""
     W, H, L, R, T, B = 640, 400, 70, 190, 40, 50
     pts = [p for _, _, _, s in series for p in s if p[1] is not None and p[1] > 0]
+    if not pts:
+        return None
     xs = [p[0] for p in pts] + list(xticks or [])
     ys = [p[1] for p in pts] + [h[0] for h in hlines]
     tx = (lambda v: math.log10(v)) if logx else (lambda v: v)
@@ -254,11 +312,17 @@ def svgs(path, run, outdir):
                 pts[r["sessions_alive"]] = (r["after"]["pss_kib"] - base) / 1024
         if pts:
             series.append((srv.capitalize(), COLORS[srv], "", sorted(pts.items())))
+    # Poplar's idle sessions go to 5,000 (issue 3's target), Dovecot's to 1,000: a log
+    # axis keeps 100..1,000 readable when there are more.
+    counts = {x for _, _, _, s in series for x, _ in s}
     written.append(("memory-vs-idle-sessions.svg", chart(
         "Server PSS growth with idle signed-in TLS sessions", "idle sessions", "MiB over baseline (log)",
-        series, logy=True, xticks=[100, 200, 500, 1000])))
+        series, logx=max(counts, default=0) > 1000, logy=True, xticks=sorted({100, 200, 500, 1000} | counts))))
     os.makedirs(outdir, exist_ok=True)
     for name, text in written:
+        if text is None:
+            print("no data for", name)
+            continue
         with open(os.path.join(outdir, name), "w") as f:
             f.write(text)
         print("wrote", os.path.join(outdir, name))

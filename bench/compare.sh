@@ -2,7 +2,8 @@
 # Poplar and the Dovecot peer, back to back, on identical maildrops (populate.py), in
 # two configurations, and ONE table of both with ratios and issue 3's targets.
 #
-#   bench/compare.sh                       # everything (about 6-8 min on 2 cores)
+#   bench/compare.sh                       # everything (about 7-9 min on 2 cores; the first
+#                                          # time ~4 min more to add 5,000 Poplar users)
 #   CONFIGS=equal bench/compare.sh         # only the equal-hash-cost configuration
 #   bench/charts.py table bench/results/DATE-compare.jsonl   # the table again
 #
@@ -19,12 +20,22 @@
 # Scenarios (per configuration and server): login c=8 (plus c=1,4,16 for the chart),
 # RETR 1 x 50 MB, RETR 1,000 x 20 KiB pipelined, scale on bulk (100,000 msgs: first
 # open with the server's index/caches deleted, then warm); in "defaults" also scale on
-# alice (10) and small (1,000), idle sessions (200 and $SESSIONS, each on a fresh
-# Poplar), and failed sign-ins; for Poplar alone also sign-ins with app passwords (c=8
-# and 16; $APP_PASSWORDS users) and the server's RSS growth during a 100 MB RETR. Machine limits measured in the same run: openssl speed
-# AES-128/256-GCM (one core) and argon2id m=64 MiB,t=2 hashes/s with 2 processes.
+# alice (10) and small (1,000), idle sessions (200, then $POPLAR_SESSIONS for Poplar
+# and $SESSIONS for Dovecot, each on a fresh Poplar), and failed sign-ins; for Poplar
+# alone also sign-ins with app passwords (c=8 and 16; $APP_PASSWORDS users) and the
+# server's RSS growth during a 100 MB RETR. Machine limits measured in the same run:
+# openssl speed AES-128/256-GCM (one core), argon2id m=64 MiB,t=2 hashes/s with 2
+# processes, and the loopback TLS ceiling of one 50 MB RETR (`poplar-bench tls-ceiling`:
+# an in-memory sender against the same client; once after the other limits and once
+# more at the end, the table takes the higher median).
 #
-# Knobs: DUR=6 (login seconds)  SWEEP_DUR=5  RUNS=2 (RETR repeats)  SESSIONS=1000
+# Knobs: DUR=6 (login seconds)  SWEEP_DUR=5  RUNS=2 (RETR repeats)
+#        SESSIONS=1000 (Dovecot's idle sessions; also the number of u{i} users Poplar's
+#        "defaults" sign-ins spread over, as before)
+#        POPLAR_SESSIONS=5000 (Poplar's idle sessions and its u{i} users: issue 3's
+#        target is at 5,000 sessions of 5,000 distinct users; the users missing from
+#        /tmp/poplar-bench are added once, before the "defaults" configuration, one
+#        argon2id hash each: about 4 minutes the first time, then kept)
 #        CONFIGS="equal defaults"  OUT=bench/results/<date>-compare.jsonl
 #        DOVECOT_FAIL_COUNT=8  POPLAR_FAIL_COUNT=30 (per reason)
 # Every command runs under `timeout`; every loop is bounded. Servers are stopped by PID
@@ -36,6 +47,7 @@ SHARED=${SHARED:-/work/shared}
 TOOL=${TOOL:-$REPO/target/release/poplar-bench}
 export POPLAR_BIN=${POPLAR_BIN:-$REPO/target/release/poplar}
 DUR=${DUR:-6}; SWEEP_DUR=${SWEEP_DUR:-5}; RUNS=${RUNS:-2}; SESSIONS=${SESSIONS:-1000}
+POPLAR_SESSIONS=${POPLAR_SESSIONS:-5000}
 APP_PASSWORDS=${APP_PASSWORDS:-100}
 CONFIGS=${CONFIGS:-equal defaults}
 DOVECOT_FAIL_COUNT=${DOVECOT_FAIL_COUNT:-8}; POPLAR_FAIL_COUNT=${POPLAR_FAIL_COUNT:-30}
@@ -49,7 +61,9 @@ if [ "${1:-}" = __run ]; then
   on() { [[ "$SECTIONS" == *" $1 "* ]]; }
   if [ "$SERVER" = poplar ]; then
     PORT=$POPLAR_PORT; TLS_PORT=$POPLAR_TLS_PORT; CA=$POPLAR_CA; PID=$POPLAR_PID
-    LOGIN_USER=(--user 'u{i}' --users "$IDLE_USERS" --password "$PW")
+    # Sign-ins spread over $LOGIN_USERS users (100 in "equal", $SESSIONS in "defaults"),
+    # whatever the number of users made for the idle sessions.
+    LOGIN_USER=(--user 'u{i}' --users "${LOGIN_USERS:-$IDLE_USERS}" --password "$PW")
     FAIL_USER=(--user alice --password "$PW"); FAIL_COUNT=$POPLAR_FAIL_COUNT
     MAIL=$POPLAR_BENCH_DIR/mail
     first_open() { rm -f "$MAIL"/bulk/Maildir/poplar-listing "$MAIL"/bulk/Maildir/poplar-sizes; }
@@ -61,12 +75,19 @@ if [ "${1:-}" = __run ]; then
     first_open() { rm -f "$PEER"/mail/bulk/Maildir/dovecot* "$PEER"/mail/bulk/Maildir/*/dovecot* 2>/dev/null; }
   fi
   COMMON=(--port "$PORT" --tls-port "$TLS_PORT" --cafile "$CA" --server-pid "$PID" --json "$OUT")
-  B() { local tag=$1; shift; timeout 300 "$TOOL" "${COMMON[@]}" --label "$RUN_ID/$CFG/$SERVER/$tag" "$@"; }
+  B() { local tag=$1; shift; timeout "${BT:-300}" "$TOOL" "${COMMON[@]}" --label "$RUN_ID/$CFG/$SERVER/$tag" "$@"; }
   echo "--- $SERVER ($CFG): pid $PID, sections:$SECTIONS"
   if on idle200; then B idle-200 --user 'u{i}' --users 200 --password "$PW" idle --sessions 200 --open-concurrency 16 --settle 3 --warmup 16; fi
   if on idle; then
-    if [ "$SERVER" = poplar ]; then U=(--user 'u{i}' --users "$SESSIONS" --password "$PW"); else U=("${LOGIN_USER[@]}"); fi
-    B idle "${U[@]}" idle --sessions "$SESSIONS" --open-concurrency 16 --settle 3 --warmup 16
+    # Poplar: $POPLAR_SESSIONS sessions of as many distinct users (a maildrop is
+    # exclusive); Dovecot: $SESSIONS sessions of one user.
+    if [ "$SERVER" = poplar ]; then
+      N=$POPLAR_SESSIONS; U=(--user 'u{i}' --users "$N" --password "$PW")
+    else
+      N=$SESSIONS; U=("${LOGIN_USER[@]}")
+    fi
+    # One sign-in (argon2id) per session: about a minute for 5,000 on 2 cores.
+    BT=900 B idle "${U[@]}" idle --sessions "$N" --open-concurrency 16 --settle 3 --warmup 16
   fi
   if on idle200d; then B idle-200 "${LOGIN_USER[@]}" idle --sessions 200 --open-concurrency 16 --settle 3 --warmup 16; fi
   if on login; then
@@ -105,7 +126,7 @@ fi
 mkdir -p "$HERE/results"
 export OUT=${OUT:-$HERE/results/$(date +%F)-compare.jsonl}
 export RUN_ID=${RUN_ID:-cmp$(date +%Y%m%dT%H%M%S)}
-export TOOL SESSIONS DUR SWEEP_DUR RUNS PW PEER DOVECOT_FAIL_COUNT POPLAR_FAIL_COUNT APP_PASSWORDS
+export TOOL SESSIONS POPLAR_SESSIONS DUR SWEEP_DUR RUNS PW PEER DOVECOT_FAIL_COUNT POPLAR_FAIL_COUNT APP_PASSWORDS
 SELF=$HERE/compare.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 trap 'bash "$SHARED/dovecot/stop.sh" >/dev/null 2>&1 || true' EXIT
@@ -164,12 +185,22 @@ rec["mem_kib"] = int(next(l.split()[1] for l in open("/proc/meminfo") if l.start
 open(out, "a").write(json.dumps(rec) + "\n")
 print("machine:", {k: v for k, v in rec.items() if k not in ("label", "bench", "ts")})
 EOF
+# The loopback TLS ceiling of one 50 MB RETR for this client on this machine (see
+# bench/README.md): the limit any server's RETR figure is measured against.
+ceiling() {
+  timeout 120 "$TOOL" --json "$OUT" --label "$RUN_ID/ceiling" tls-ceiling --repeat 5 \
+    || echo "tls-ceiling failed (exit $?)"
+}
+echo "=== TLS ceiling: in-memory sender, same client"
+ceiling
 
+# Poplar's u{i} users in "defaults": its idle sessions and its sign-ins use them.
+POPLAR_USERS=$(( POPLAR_SESSIONS > SESSIONS ? POPLAR_SESSIONS : SESSIONS ))
 for CFG in $CONFIGS; do
   case "$CFG" in
-    equal)    SCHEME=ARGON2ID; PENV=(ARGON2_MEMORY_KIB=65536 ARGON2_ITERATIONS=2 IDLE_USERS=100 FAILURE_DELAY_MS=0)
+    equal)    SCHEME=ARGON2ID; PENV=(ARGON2_MEMORY_KIB=65536 ARGON2_ITERATIONS=2 IDLE_USERS=100 LOGIN_USERS=100 FAILURE_DELAY_MS=0)
               SEC="login retr scale"; PSEC=(); DSEC="login retr scale" ;;
-    defaults) SCHEME=CRYPT;    PENV=(IDLE_USERS=$SESSIONS FAILURE_DELAY_MS=1000 APP_PASSWORDS=$APP_PASSWORDS PRESET=alice,big,small,bulk,huge)
+    defaults) SCHEME=CRYPT;    PENV=(IDLE_USERS=$POPLAR_USERS LOGIN_USERS=$SESSIONS FAILURE_DELAY_MS=1000 APP_PASSWORDS=$APP_PASSWORDS PRESET=alice,big,small,bulk,huge)
               SEC="idle login applogin retr huge scale scale-sizes failures"; DSEC="idle200d idle login retr scale scale-sizes failures" ;;
     none) continue ;;   # CONFIGS=none: machine limits only (RUN_ID=... to add them to a run)
     *) echo "unknown config $CFG"; continue ;;
@@ -177,6 +208,13 @@ for CFG in $CONFIGS; do
   # The 64 MiB users live in their own BENCH_DIR; share the default one's maildrops.
   if [ "$CFG" = equal ] && [ ! -e /tmp/poplar-bench-m65536/mail ] && [ -d /tmp/poplar-bench/mail ]; then
     mkdir -p /tmp/poplar-bench-m65536 && ln -s /tmp/poplar-bench/mail /tmp/poplar-bench-m65536/mail
+  fi
+  if [ "$CFG" = defaults ]; then
+    # Maildrops and users u0..u$((POPLAR_USERS - 1)) first, with nothing else running:
+    # the users missing from the bench dir cost one `poplar user add` (argon2id) each,
+    # minutes the first time, nothing afterwards (the server starts and stops once).
+    echo "=== [$CFG] Poplar setup: $POPLAR_USERS u{i} users (added once, then kept)"
+    env "${PENV[@]}" timeout 1800 "$HERE/run-poplar.sh" true | grep -v '^  \|^point\|^poplar'
   fi
   echo "=== [$CFG] Dovecot, PEER_SCHEME=$SCHEME"
   PEER_SCHEME=$SCHEME timeout 300 bash "$SHARED/dovecot/start.sh" | tail -2
@@ -186,10 +224,12 @@ for CFG in $CONFIGS; do
   if [ "$CFG" = defaults ]; then   # idle on fresh servers: the allocator keeps what earlier sections grew
     env "${PENV[@]}" timeout 600 "$HERE/run-poplar.sh" "$SELF" __run poplar "$CFG" idle200 | grep -v '^  \|^point\|^poplar:'
   fi
-  env "${PENV[@]}" timeout 1200 "$HERE/run-poplar.sh" "$SELF" __run poplar "$CFG" $SEC | grep -v '^  \|^point\|^poplar:'
+  env "${PENV[@]}" timeout 1800 "$HERE/run-poplar.sh" "$SELF" __run poplar "$CFG" $SEC | grep -v '^  \|^point\|^poplar:'
 done
 
 bash "$SHARED/dovecot/stop.sh" >/dev/null 2>&1 || true
+echo "=== TLS ceiling again (the table takes the higher of the run's medians)"
+ceiling
 echo
 python3 "$HERE/charts.py" table "$OUT" "$RUN_ID" | tee "$HERE/results/$(date +%F)-compare-table.md"
 python3 "$HERE/charts.py" svg "$OUT" "$RUN_ID" "$HERE/results"

@@ -141,6 +141,47 @@ impl Mode {
     }
 }
 
+/// What a TLS session negotiated, for the result lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1_3`, `TLSv1_2`, as rustls prints [`rustls::ProtocolVersion`].
+    pub version: String,
+    /// The IANA name as rustls prints [`rustls::CipherSuite`], e.g.
+    /// `TLS13_AES_256_GCM_SHA384`.
+    pub suite: String,
+}
+
+impl TlsInfo {
+    /// Reads both from a connection after its handshake (`?` before).
+    pub fn of(conn: &rustls::CommonState) -> Self {
+        TlsInfo {
+            version: conn
+                .protocol_version()
+                .map_or_else(|| "?".into(), |v| format!("{v:?}")),
+            suite: conn
+                .negotiated_cipher_suite()
+                .map_or_else(|| "?".into(), |s| format!("{:?}", s.suite())),
+        }
+    }
+
+    /// `tls_version` and `tls_suite` into a result line (null without TLS).
+    pub fn put(info: Option<&TlsInfo>, m: &mut serde_json::Map<String, serde_json::Value>) {
+        m.insert(
+            "tls_version".into(),
+            info.map_or(serde_json::Value::Null, |i| i.version.clone().into()),
+        );
+        m.insert(
+            "tls_suite".into(),
+            info.map_or(serde_json::Value::Null, |i| i.suite.clone().into()),
+        );
+    }
+
+    /// ` tls=TLSv1_3/TLS13_AES_256_GCM_SHA384` for a console line ('' without TLS).
+    pub fn line(info: Option<&TlsInfo>) -> String {
+        info.map_or_else(String::new, |i| format!(" tls={}/{}", i.version, i.suite))
+    }
+}
+
 /// Where and how to connect.
 #[derive(Clone)]
 pub struct Target {
@@ -196,6 +237,15 @@ impl Pop3 {
             c.status().await?;
         }
         Ok(c)
+    }
+
+    /// The negotiated TLS protocol version and cipher suite, as rustls names them
+    /// (`TLSv1_3`, `TLS13_AES_256_GCM_SHA384`); `None` without TLS.
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        match &self.stream {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => Some(TlsInfo::of(s.get_ref().1)),
+        }
     }
 
     /// Sends one command line (CRLF added) and flushes.

@@ -9,6 +9,7 @@
 //! poplar-bench [common] idle     --sessions 1000 --open-concurrency 16 --settle 3
 //! poplar-bench [common] failures --concurrency 4 --count 100
 //! poplar-bench [common] check
+//! poplar-bench [--json F --label L] tls-ceiling --repeat 3
 //! ```
 //! Every loop is bounded by a count and a time limit; every network operation has a
 //! timeout (`--timeout`).
@@ -122,6 +123,9 @@ enum Scenario {
     Failures(scenario::failures::Args),
     /// CAPA, STLS and sign-in smoke test.
     Check,
+    /// The loopback TLS ceiling of one large RETR: an in-memory sender in this process,
+    /// the `retr` client. No server needed.
+    TlsCeiling(scenario::ceiling::Args),
 }
 
 /// User names from a `{i}` template.
@@ -228,6 +232,11 @@ fn main() -> std::process::ExitCode {
 /// Runs the scenario; `Ok(false)` when it ran but found errors.
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let c = cli.common;
+    if matches!(cli.scenario, Scenario::TlsCeiling(_)) && c.cafile != "none" {
+        anyhow::bail!(
+            "tls-ceiling: its sender has a fresh self-signed certificate; leave --cafile at none"
+        );
+    }
     let tls = tls::Tls::new(&tls::TlsOptions {
         cafile: (c.cafile != "none").then(|| c.cafile.clone()),
         sni: c.sni.clone(),
@@ -274,5 +283,6 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Scenario::Idle(a) => scenario::idle::run(&env, a).await,
         Scenario::Failures(a) => scenario::failures::run(&env, a).await,
         Scenario::Check => scenario::check::run(&env).await,
+        Scenario::TlsCeiling(a) => scenario::ceiling::run(&env, a).await,
     }
 }

@@ -157,6 +157,33 @@ pub fn self_cpu() -> f64 {
     stat_of(std::process::id()).map_or(0.0, |(_, t)| t as f64 / clk_tck())
 }
 
+/// The calling thread's id (TID), from the `/proc/thread-self` link (`PID/task/TID`).
+pub fn current_tid() -> Option<u32> {
+    let link = fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// CPU seconds used so far by thread `tid` of this process: its schedstat
+/// (nanoseconds), or utime + stime of its stat (ticks) as the fallback.
+pub fn thread_cpu(tid: u32) -> Option<f64> {
+    let dir = format!("/proc/self/task/{tid}");
+    if let Some(ns) = fs::read_to_string(format!("{dir}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+    {
+        return Some(ns as f64 / 1e9);
+    }
+    let s = fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let ticks: u64 = f
+        .get(11..13)?
+        .iter()
+        .map(|x| x.parse::<u64>().unwrap_or(0))
+        .sum();
+    Some(ticks as f64 / clk_tck())
+}
+
 /// The soft limit on open files, to warn before running out of descriptors.
 pub fn max_open_files() -> Option<u64> {
     let s = fs::read_to_string("/proc/self/limits").ok()?;

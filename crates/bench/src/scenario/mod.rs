@@ -1,6 +1,7 @@
 //! The scenarios, one module each, and what they share: opening signed-in sessions and
 //! reading the server's and the client's resource use around a measurement.
 
+pub mod ceiling;
 pub mod check;
 pub mod failures;
 pub mod idle;

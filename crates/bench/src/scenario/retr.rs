@@ -8,7 +8,7 @@ use serde_json::{Map, json};
 use super::{BIG_CHUNK, Dialer, Meter};
 use crate::Env;
 use crate::body::{self, BodyScan};
-use crate::conn::{Pop3, Pop3Error, Result, write_flush};
+use crate::conn::{Pop3, Pop3Error, Result, TlsInfo, write_flush};
 use crate::report::{Errors, round};
 
 #[derive(clap::Args)]
@@ -29,14 +29,14 @@ pub struct Args {
 
 /// What one session retrieved.
 #[derive(Default)]
-struct Tally {
-    messages: u64,
-    octets: u64,
-    wire_bytes: u64,
-    mismatches: u64,
-    unstuffed_dot_lines: u64,
-    first_mismatches: Vec<(u32, u64, u64)>,
-    errors: Errors,
+pub(super) struct Tally {
+    pub messages: u64,
+    pub octets: u64,
+    pub wire_bytes: u64,
+    pub mismatches: u64,
+    pub unstuffed_dot_lines: u64,
+    pub first_mismatches: Vec<(u32, u64, u64)>,
+    pub errors: Errors,
 }
 
 impl Tally {
@@ -60,6 +60,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     let mut rates = Vec::new();
     for run_no in 1..=a.repeat.max(1) {
         let mut c = d.open(0, BIG_CHUNK).await?;
+        let tls = c.tls_info();
         let mut list: Vec<(u32, u64)> = Vec::new();
         let mut bad_list_lines = 0;
         c.multi("LIST", |l| {
@@ -107,13 +108,14 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
         res.insert("bad_list_lines".into(), json!(bad_list_lines));
         res.insert("errors".into(), t.errors.json());
         res.insert("pipeline".into(), json!(a.pipeline));
+        TlsInfo::put(tls.as_ref(), &mut res);
         m.put(&mut res);
         // The client's own cost: its ceiling on one core is 1000 / this MB/s.
         let client_ms_per_mb = 1e3 * m.client_cpu_s / (t.octets as f64 / 1e6).max(1e-9);
         res.insert("client_cpu_ms_per_MB".into(), round(client_ms_per_mb, 3));
         println!(
             "RETR {} user={}{} run {run_no}: {} msgs, {:.1} MB in {:.3}s = {mb_s:.1} MB/s, {:.1} msgs/s, \
-             size mismatches={}, errors={}{} ({client_ms_per_mb:.2} ms client CPU/MB)",
+             size mismatches={}, errors={}{}{} ({client_ms_per_mb:.2} ms client CPU/MB)",
             env.report.mode,
             d.users.name(0),
             if a.pipeline { " pipelined" } else { "" },
@@ -124,6 +126,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
             t.mismatches,
             t.errors.total(),
             m.line(),
+            TlsInfo::line(tls.as_ref()),
         );
         for (n, listed, got) in &t.first_mismatches {
             println!("  message {n}: LIST says {listed} octets, RETR gave {got}");
@@ -154,8 +157,8 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-/// One RETR at a time.
-async fn sequential(c: &mut Pop3, list: &[(u32, u64)]) -> Result<Tally> {
+/// One RETR at a time (also the client side of `tls-ceiling`).
+pub(super) async fn sequential(c: &mut Pop3, list: &[(u32, u64)]) -> Result<Tally> {
     let finder = body::finder();
     let mut t = Tally::default();
     for &(n, size) in list {
