@@ -10,7 +10,7 @@
 //! line with CRLF, since every line of a POP3 response ends with one. [`OctetCounter`]
 //! counts exactly these octets, so STAT and LIST agree with what RETR sends.
 
-use memchr::memchr;
+use memchr::{memchr, memchr_iter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -61,6 +61,10 @@ impl DotStuffer {
 
     /// Encodes one chunk of the message, appending to `out`.
     pub fn encode(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        if self.part == Part::Whole {
+            self.encode_whole(input, out);
+            return;
+        }
         out.reserve(input.len() + input.len() / 32 + 8);
         while !input.is_empty() && self.part != Part::Done {
             if self.line_len == 0 && input[0] == b'.' {
@@ -91,6 +95,45 @@ impl DotStuffer {
                 }
             }
         }
+    }
+
+    /// RETR: every line, so no line needs to be told apart; one pass finds the line
+    /// ends (the common case, and the one whole messages take).
+    fn encode_whole(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let Some(&last) = input.last() else {
+            return;
+        };
+        out.reserve(input.len() + input.len() / 32 + 8);
+        if self.line_len == 0 && input[0] == b'.' {
+            out.push(b'.');
+        }
+        let mut start = 0;
+        for i in memchr_iter(b'\n', input) {
+            let ends_with_cr = match i {
+                0 => self.prev_cr,
+                _ => input[i - 1] == b'\r',
+            };
+            out.extend_from_slice(&input[start..i]);
+            if !ends_with_cr {
+                out.push(b'\r');
+            }
+            out.push(b'\n');
+            start = i + 1;
+            if input.get(start) == Some(&b'.') {
+                out.push(b'.');
+            }
+        }
+        let rest = &input[start..];
+        out.extend_from_slice(rest);
+        if start > 0 {
+            self.line_len = 0;
+        }
+        self.line_len += rest.len() as u64;
+        self.prev_cr = if rest.is_empty() {
+            false
+        } else {
+            last == b'\r'
+        };
     }
 
     fn end_line(&mut self, empty: bool) {
@@ -289,6 +332,18 @@ mod tests {
                 encode_chunks(DotStuffer::retr(), &msg, msg.len().max(1)));
             prop_assert_eq!(encode_chunks(DotStuffer::top(n), &msg, chunk),
                 encode_chunks(DotStuffer::top(n), &msg, msg.len().max(1)));
+        }
+
+        /// Property: RETR's one-pass encoder sends what the line-by-line one (TOP with
+        /// no line limit) sends, for any bytes and chunking.
+        #[test]
+        fn whole_message_fast_path_matches_line_by_line(
+            msg in proptest::collection::vec(
+                prop::sample::select(vec![b'a', b'.', b'\r', b'\n', b'\n', 0xC3]), 0..400),
+            chunk in 1usize..50)
+        {
+            prop_assert_eq!(encode_chunks(DotStuffer::retr(), &msg, chunk),
+                encode_chunks(DotStuffer::top(u64::MAX), &msg, chunk));
         }
     }
 }

@@ -167,42 +167,41 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends a large message in chunks: a blocking task reads and dot-stuffs the next
-    /// chunk while this one is encrypted and written, so the disk, the stuffing and the
-    /// socket overlap. Each task does one chunk, so a slow client never holds a
-    /// blocking thread, and at most three chunks are in memory.
+    /// Sends a large message in chunks of about [`MESSAGE_CHUNK`]. What the page cache
+    /// holds is read and stuffed right here, which is a memory copy; a read that would
+    /// wait for the disk goes to a blocking thread, one chunk at a time, so neither a
+    /// slow disk stalls the other sessions of this worker nor a slow client holds a
+    /// blocking thread.
     async fn stream_message<S: AsyncWrite + Unpin>(
         &mut self,
         file: std::fs::File,
         stuffer: DotStuffer,
         stream: &mut S,
     ) -> std::io::Result<()> {
-        let filler = Filler {
+        let mut filler = Filler {
             file,
+            offset: 0,
             stuffer: Some(stuffer),
             chunk: vec![0u8; MESSAGE_CHUNK],
         };
-        let mut pending = Filler::spawn(filler, Vec::with_capacity(FILLED_CAPACITY));
-        let mut spare = Vec::with_capacity(FILLED_CAPACITY);
         loop {
-            let (filler, mut filled, result) = pending
-                .await
-                .map_err(|e| std::io::Error::other(format!("message read task failed: {e}")))?;
-            let done = result?;
-            // The first chunk joins the status line; later ones are swapped in.
-            if self.out.is_empty() {
-                std::mem::swap(&mut self.out, &mut filled);
-            } else {
-                self.out.extend_from_slice(&filled);
-                filled.clear();
-            }
+            let done = match filler.fill(&mut self.out, true)? {
+                Some(done) => done,
+                None => {
+                    let mut out = std::mem::take(&mut self.out);
+                    let (f, out, result) = tokio::task::spawn_blocking(move || {
+                        let result = filler.fill(&mut out, false);
+                        (filler, out, result)
+                    })
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("message read task failed: {e}")))?;
+                    (filler, self.out) = (f, out);
+                    result?.unwrap_or(false)
+                }
+            };
             if done {
                 return Ok(());
             }
-            // Read the next chunk while this one is written. On a write error the
-            // pending task still finishes its one chunk, and is then dropped.
-            pending = Filler::spawn(filler, spare);
-            spare = filled;
             self.write_out(stream).await?;
         }
     }
@@ -293,6 +292,9 @@ const MESSAGE_CHUNK: usize = 256 * 1024;
 /// blocking thread per message instead of one per read. Larger ones stream in chunks.
 const READ_WHOLE: u64 = 128 * 1024;
 
+/// Small messages read ahead for a pipelining client: (message index, octets).
+pub(super) type ReadAhead = std::collections::VecDeque<(usize, Vec<u8>)>;
+
 /// At most this much is read ahead for a pipelining client, in at most
 /// [`READ_AHEAD_MESSAGES`] messages of at most [`READ_WHOLE`] octets each.
 const READ_AHEAD_BYTES: u64 = 512 * 1024;
@@ -314,10 +316,7 @@ fn ahead(entries: &[MessageEntry], index: usize) -> Vec<(usize, MessageEntry)> {
 
 /// The message read ahead for `index`, if it is next; anything else read ahead is
 /// dropped (the client asked for something else).
-fn take_read_ahead(
-    read_ahead: &mut std::collections::VecDeque<(usize, Vec<u8>)>,
-    index: usize,
-) -> Option<Vec<u8>> {
+fn take_read_ahead(read_ahead: &mut ReadAhead, index: usize) -> Option<Vec<u8>> {
     match read_ahead.pop_front() {
         Some((i, bytes)) if i == index => Some(bytes),
         Some(_) => {
@@ -333,16 +332,13 @@ fn take_read_ahead(
 fn open_batch(
     maildir: &Maildir,
     wanted: Vec<(usize, MessageEntry)>,
-) -> (
-    Result<Opened, StoreError>,
-    std::collections::VecDeque<(usize, Vec<u8>)>,
-) {
+) -> (Result<Opened, StoreError>, ReadAhead) {
     let mut wanted = wanted.into_iter();
     let first = match wanted.next() {
         Some((_, entry)) => open(maildir, &entry),
         None => Err(StoreError::Gone),
     };
-    let mut rest = std::collections::VecDeque::new();
+    let mut rest = ReadAhead::new();
     if first.is_ok() {
         for (i, entry) in wanted {
             match open(maildir, &entry) {
@@ -354,40 +350,32 @@ fn open_batch(
     (first, rest)
 }
 
-/// A chunk being filled may pass [`MESSAGE_CHUNK`] by what one read adds when stuffed.
-const FILLED_CAPACITY: usize = MESSAGE_CHUNK * 2 + 64;
-
-/// Reads a large message and dot-stuffs it, one chunk per call (on a blocking thread).
+/// Reads a large message and dot-stuffs it, a chunk per call.
 struct Filler {
     file: std::fs::File,
+    /// Where the next read starts.
+    offset: u64,
     /// `None` once the terminator is written.
     stuffer: Option<DotStuffer>,
     chunk: Vec<u8>,
 }
 
-type Filled = (Filler, Vec<u8>, std::io::Result<bool>);
-
 impl Filler {
-    fn spawn(mut self, mut out: Vec<u8>) -> tokio::task::JoinHandle<Filled> {
-        tokio::task::spawn_blocking(move || {
-            let result = self.fill(&mut out);
-            (self, out, result)
-        })
-    }
-
-    /// Appends at least [`MESSAGE_CHUNK`] stuffed octets to `out`, or the rest of the
-    /// message and its terminator; `Ok(true)` once the terminator is in.
-    fn fill(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
-        use std::io::Read as _;
+    /// Appends stuffed octets to `out` until it holds [`MESSAGE_CHUNK`] or the message
+    /// and its terminator are in: `Some(true)` then. With `cached_only`, stops with
+    /// `None` at the first read that would wait for the disk (what was appended stays).
+    fn fill(&mut self, out: &mut Vec<u8>, cached_only: bool) -> std::io::Result<Option<bool>> {
         while out.len() < MESSAGE_CHUNK {
-            let Some(stuffer) = self.stuffer.as_mut() else {
-                return Ok(true);
+            let done = match &self.stuffer {
+                None => return Ok(Some(true)),
+                Some(stuffer) => stuffer.is_done(),
             };
-            let n = if stuffer.is_done() {
+            let n = if done {
                 0
             } else {
-                match self.file.read(&mut self.chunk) {
-                    Ok(n) => n,
+                match self.read(cached_only) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => return Ok(None),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 }
@@ -396,11 +384,34 @@ impl Filler {
                 if let Some(stuffer) = self.stuffer.take() {
                     stuffer.finish(out);
                 }
-                return Ok(true);
+                return Ok(Some(true));
             }
-            stuffer.encode(&self.chunk[..n], out);
+            self.offset += n as u64;
+            if let Some(stuffer) = self.stuffer.as_mut() {
+                stuffer.encode(&self.chunk[..n], out);
+            }
         }
-        Ok(self.stuffer.is_none())
+        Ok(Some(self.stuffer.is_none()))
+    }
+
+    /// One read at `offset`; `None` when `cached_only` and the data is not in the page
+    /// cache (or the kernel cannot tell: then every chunk takes the blocking path).
+    fn read(&mut self, cached_only: bool) -> std::io::Result<Option<usize>> {
+        if cached_only {
+            #[cfg(all(target_os = "linux", not(target_os = "android")))]
+            {
+                use rustix::io::{Errno, ReadWriteFlags, preadv2};
+                let mut bufs = [std::io::IoSliceMut::new(&mut self.chunk)];
+                return match preadv2(&self.file, &mut bufs, self.offset, ReadWriteFlags::NOWAIT) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Ok(None),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            #[cfg(not(all(target_os = "linux", not(target_os = "android"))))]
+            return Ok(None);
+        }
+        std::os::unix::fs::FileExt::read_at(&self.file, &mut self.chunk, self.offset).map(Some)
     }
 }
 
@@ -434,5 +445,58 @@ fn store_failure(e: &StoreError) -> OpenFailure {
             OpenFailure::Broken
         }
         _ => OpenFailure::Unavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole message through `Filler`, chunk by chunk, as `stream_message` drives it.
+    fn stream_through_filler(path: &std::path::Path, cached_only: bool) -> Vec<u8> {
+        let mut filler = Filler {
+            file: std::fs::File::open(path).expect("open"),
+            offset: 0,
+            stuffer: Some(DotStuffer::retr()),
+            chunk: vec![0u8; MESSAGE_CHUNK],
+        };
+        let (mut wire, mut out) = (Vec::new(), Vec::new());
+        loop {
+            let done = match filler.fill(&mut out, cached_only).expect("fill") {
+                Some(done) => done,
+                // Not cached (or no RWF_NOWAIT here): the blocking path continues.
+                None => filler.fill(&mut out, false).expect("fill").unwrap_or(false),
+            };
+            wire.append(&mut out);
+            if done {
+                return wire;
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_streaming_sends_exactly_the_stuffed_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("msg");
+        // Several chunks, with lines that start with a dot at chunk boundaries too.
+        let mut msg = Vec::new();
+        let mut i = 0u64;
+        while msg.len() < 3 * MESSAGE_CHUNK + 1000 {
+            i += 1;
+            let line = if i.is_multiple_of(7) {
+                format!(".dot {i}\n")
+            } else {
+                format!("line {i} {}\n", "x".repeat((i % 90) as usize))
+            };
+            msg.extend_from_slice(line.as_bytes());
+        }
+        msg.extend_from_slice(b"last line without end");
+        std::fs::write(&path, &msg).expect("write");
+        let mut expected = Vec::new();
+        let mut one_go = DotStuffer::retr();
+        one_go.encode(&msg, &mut expected);
+        one_go.finish(&mut expected);
+        assert_eq!(stream_through_filler(&path, true), expected);
+        assert_eq!(stream_through_filler(&path, false), expected);
     }
 }

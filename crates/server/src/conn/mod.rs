@@ -33,6 +33,8 @@ const CHUNK: usize = 64 * 1024;
 const READ_BUFFER: usize = 4 * 1024;
 /// Output buffer capacity kept while a session waits for its next command.
 const IDLE_OUT_CAPACITY: usize = 4 * 1024;
+/// How much encrypted output rustls may queue before a write waits for the socket.
+const TLS_SEND_BUFFER: usize = 256 * 1024;
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -101,7 +103,7 @@ struct OpenMaildrop {
     _lease: Option<lease::Lease>,
     /// Small messages read ahead while a client pipelines RETRs (bounded, and
     /// dropped whenever the session waits for input).
-    read_ahead: std::collections::VecDeque<(usize, Vec<u8>)>,
+    read_ahead: maildrop::ReadAhead,
 }
 
 /// Which timer ended a wait for input.
@@ -297,8 +299,12 @@ impl Connection {
         tcp: TcpStream,
     ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.shared.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
+            Ok(Ok(mut tls)) => {
                 self.tls = true;
+                // rustls queues at most 64 KiB of records by default, so each chunk of a
+                // large RETR went out in many small writes; one chunk per write costs a
+                // third less CPU (measured with `poplar-bench tls-ceiling`).
+                tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
                 let conn = tls.get_ref().1;
                 self.shared.metrics.tls_handshake(conn.protocol_version());
                 self.tls_version = conn.protocol_version().map(|v| format!("{v:?}"));
