@@ -190,6 +190,14 @@ EOF
 ceiling() {
   timeout 120 "$TOOL" --json "$OUT" --label "$RUN_ID/ceiling" tls-ceiling --repeat 5 \
     || echo "tls-ceiling failed (exit $?)"
+  # The same for the stored message (read + CRLF + dot-stuffing on the sender thread),
+  # once run-poplar.sh has built the maildrops.
+  local big
+  big=$(ls /tmp/poplar-bench/mail/big/Maildir/cur/* 2>/dev/null | head -1)
+  if [ -n "$big" ]; then
+    timeout 120 "$TOOL" --json "$OUT" --label "$RUN_ID/ceiling" tls-ceiling --repeat 5 --from-file "$big" \
+      || echo "tls-ceiling --from-file failed (exit $?)"
+  fi
 }
 echo "=== TLS ceiling: in-memory sender, same client"
 ceiling

@@ -76,6 +76,13 @@ pub struct Args {
     /// How the sender does its I/O.
     #[arg(long, value_enum, default_value_t = SenderKind::Blocking)]
     sender: SenderKind,
+    /// Send this Maildir message file instead of a message built in memory, doing only
+    /// what RFC 1939 makes any server do with it: read it (from the page cache; it is
+    /// read once before timing) in --write-bytes chunks, turn LF into CRLF and
+    /// dot-stuff, on the one sender thread (blocking sender only). The ceiling for that
+    /// message when it is stored with bare LF line ends, as Maildir files usually are.
+    #[arg(long)]
+    from_file: Option<std::path::PathBuf>,
 }
 
 /// The sender's I/O.
@@ -107,17 +114,32 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     }
     let buffer_limit = a.tls_buffer_limit.unwrap_or(a.write_bytes);
     // Everything the sender sends is built before any timing.
-    let (response, octets) = retr_response(&message(a.size));
+    let (response, octets) = match &a.from_file {
+        None => retr_response(&message(a.size)),
+        Some(path) => {
+            if a.sender != SenderKind::Blocking {
+                anyhow::bail!("--from-file needs --sender blocking");
+            }
+            // Read once: its pages are then in the cache, and LIST's size is known.
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let octets = pop3_proto::crlf_size(&bytes);
+            (format!("+OK {octets} octets\r\n").into_bytes(), octets)
+        }
+    };
     let wire_total = response.len();
     let runs = a.repeat.max(1);
     let sender = Sender::start(
         a.sender,
-        server_config()?,
-        Arc::new(response),
-        a.write_bytes,
-        buffer_limit,
-        runs,
-        env.target.op_timeout,
+        Job {
+            config: server_config()?,
+            response: Arc::new(response),
+            write_bytes: a.write_bytes,
+            buffer_limit,
+            conns: runs,
+            io_timeout: env.target.op_timeout,
+            from_file: a.from_file.clone(),
+        },
     )?;
     let target = Target {
         host: "127.0.0.1".into(),
@@ -194,12 +216,17 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     let median = sorted[sorted.len() / 2];
     let best = sorted[sorted.len() - 1];
     println!(
-        "TLS ceiling over {} runs ({} sender, {} KiB writes, TLS buffer limit {} KiB, in-memory \
+        "TLS ceiling over {} runs ({} sender, {} KiB writes, TLS buffer limit {} KiB, {} \
          message of {octets} octets): median {median:.1} MB/s, best {best:.1} MB/s{}",
         rates.len(),
         a.sender.name(),
         a.write_bytes / 1024,
         buffer_limit / 1024,
+        if a.from_file.is_some() {
+            "stored (read + CRLF + dot-stuffing)"
+        } else {
+            "in-memory"
+        },
         TlsInfo::line(tls.as_ref()),
     );
     let mut res = Map::new();
@@ -212,6 +239,14 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     res.insert("wire_bytes".into(), json!(wire_total));
     res.insert("message_size_lf".into(), json!(a.size));
     res.insert("sender".into(), json!(a.sender.name()));
+    res.insert(
+        "source".into(),
+        json!(if a.from_file.is_some() {
+            "file"
+        } else {
+            "memory"
+        }),
+    );
     res.insert("write_bytes".into(), json!(a.write_bytes));
     res.insert("tls_buffer_limit".into(), json!(buffer_limit));
     res.insert("read_chunk".into(), json!(BIG_CHUNK));
@@ -349,26 +384,10 @@ struct Sender {
 impl Sender {
     /// Binds 127.0.0.1:0 and starts the thread, which serves `conns` connections one
     /// after the other and ends.
-    fn start(
-        kind: SenderKind,
-        config: Arc<ServerConfig>,
-        response: Arc<Vec<u8>>,
-        write_bytes: usize,
-        buffer_limit: usize,
-        conns: u32,
-        io_timeout: Duration,
-    ) -> anyhow::Result<Sender> {
+    fn start(kind: SenderKind, job: Job) -> anyhow::Result<Sender> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let (tx, rx) = std::sync::mpsc::channel();
-        let job = Job {
-            config,
-            response,
-            write_bytes,
-            buffer_limit,
-            conns,
-            io_timeout,
-        };
         let handle = std::thread::Builder::new()
             .name("tls-ceiling-sender".into())
             .spawn(move || {
@@ -409,6 +428,8 @@ struct Job {
     buffer_limit: usize,
     conns: u32,
     io_timeout: Duration,
+    /// With `--from-file`: `response` is only the status line; the body is this file.
+    from_file: Option<std::path::PathBuf>,
 }
 
 impl Job {
@@ -425,8 +446,32 @@ impl Job {
             s.write_all(GREETING)?;
             s.flush()?;
             lines.read_blocking(&mut s)?;
-            for chunk in self.response.chunks(self.write_bytes) {
-                s.write_all(chunk)?;
+            match &self.from_file {
+                None => {
+                    for chunk in self.response.chunks(self.write_bytes) {
+                        s.write_all(chunk)?;
+                    }
+                }
+                Some(path) => {
+                    // What any server must do with a stored message: read it, CRLF
+                    // line ends, dot-stuffing; one write per --write-bytes of input.
+                    let mut file = std::fs::File::open(path)?;
+                    let mut chunk = vec![0u8; self.write_bytes];
+                    let mut out = Vec::with_capacity(self.write_bytes * 2 + 64);
+                    out.extend_from_slice(&self.response);
+                    let mut stuffer = pop3_proto::DotStuffer::retr();
+                    loop {
+                        let n = file.read(&mut chunk)?;
+                        if n == 0 {
+                            break;
+                        }
+                        stuffer.encode(&chunk[..n], &mut out);
+                        s.write_all(&out)?;
+                        out.clear();
+                    }
+                    stuffer.finish(&mut out);
+                    s.write_all(&out)?;
+                }
             }
             s.flush()?;
             lines.read_blocking(&mut s)?;
@@ -587,17 +632,32 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        for kind in [SenderKind::Blocking, SenderKind::Tokio] {
-            let msg = message(300_000);
-            let (wire, octets) = retr_response(&msg);
+        let msg = message(300_000);
+        let stored =
+            std::env::temp_dir().join(format!("poplar-ceiling-{}.eml", std::process::id()));
+        std::fs::write(&stored, &msg).unwrap();
+        for (kind, from_file) in [
+            (SenderKind::Blocking, None),
+            (SenderKind::Tokio, None),
+            (SenderKind::Blocking, Some(stored.clone())),
+        ] {
+            let (mut wire, octets) = retr_response(&msg);
+            if from_file.is_some() {
+                // The file's body is stuffed by the sender itself: only the status line.
+                assert_eq!(pop3_proto::crlf_size(&msg), octets);
+                wire = format!("+OK {octets} octets\r\n").into_bytes();
+            }
             let sender = Sender::start(
                 kind,
-                server_config().unwrap(),
-                Arc::new(wire),
-                7_000,
-                7_000,
-                2,
-                Duration::from_secs(20),
+                Job {
+                    config: server_config().unwrap(),
+                    response: Arc::new(wire),
+                    write_bytes: 7_000,
+                    buffer_limit: 7_000,
+                    conns: 2,
+                    io_timeout: Duration::from_secs(20),
+                    from_file,
+                },
             )
             .unwrap();
             assert!(sender.cpu().is_some(), "the sender thread's CPU");
@@ -630,5 +690,6 @@ mod tests {
             });
             sender.join().unwrap();
         }
+        let _ = std::fs::remove_file(&stored);
     }
 }
