@@ -29,7 +29,7 @@
 # an in-memory sender against the same client; once after the other limits and once
 # more at the end, the table takes the higher median).
 #
-# Knobs: DUR=6 (login seconds)  SWEEP_DUR=5  RUNS=2 (RETR repeats)
+# Knobs: DUR=6 (login seconds)  SWEEP_DUR=5  RUNS=3 (RETR repeats)
 #        SESSIONS=1000 (Dovecot's idle sessions; also the number of u{i} users Poplar's
 #        "defaults" sign-ins spread over, as before)
 #        POPLAR_SESSIONS=5000 (Poplar's idle sessions and its u{i} users: issue 3's
@@ -46,7 +46,7 @@ REPO=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED:-/work/shared}
 TOOL=${TOOL:-$REPO/target/release/poplar-bench}
 export POPLAR_BIN=${POPLAR_BIN:-$REPO/target/release/poplar}
-DUR=${DUR:-6}; SWEEP_DUR=${SWEEP_DUR:-5}; RUNS=${RUNS:-2}; SESSIONS=${SESSIONS:-1000}
+DUR=${DUR:-6}; SWEEP_DUR=${SWEEP_DUR:-5}; RUNS=${RUNS:-3}; SESSIONS=${SESSIONS:-1000}
 POPLAR_SESSIONS=${POPLAR_SESSIONS:-5000}
 APP_PASSWORDS=${APP_PASSWORDS:-100}
 CONFIGS=${CONFIGS:-equal defaults}
@@ -65,7 +65,7 @@ if [ "${1:-}" = __run ]; then
     # whatever the number of users made for the idle sessions.
     LOGIN_USER=(--user 'u{i}' --users "${LOGIN_USERS:-$IDLE_USERS}" --password "$PW")
     FAIL_USER=(--user alice --password "$PW"); FAIL_COUNT=$POPLAR_FAIL_COUNT
-    MAIL=$POPLAR_BENCH_DIR/mail
+    MAIL=$POPLAR_BENCH_DIR/mail; MAILROOT=$MAIL
     first_open() { rm -f "$MAIL"/bulk/Maildir/poplar-listing "$MAIL"/bulk/Maildir/poplar-sizes; }
   else
     PORT=21110; TLS_PORT=21995; CA=$PEER/tls/cert.pem; PID=$(cat "$PEER/run/master.pid")
@@ -73,7 +73,10 @@ if [ "${1:-}" = __run ]; then
     LOGIN_USER=(--user alice --password alice-Secret-1)
     FAIL_USER=(--user alice --password alice-Secret-1); FAIL_COUNT=$DOVECOT_FAIL_COUNT
     first_open() { rm -f "$PEER"/mail/bulk/Maildir/dovecot* "$PEER"/mail/bulk/Maildir/*/dovecot* 2>/dev/null; }
+    MAILROOT=$PEER/mail
   fi
+  warm_files() { find "$@" -type f -exec cat {} + > /dev/null 2>&1 || true; }
+  warm_dirs() { find "$@" -printf '%s\n' > /dev/null 2>&1 || true; }
   COMMON=(--port "$PORT" --tls-port "$TLS_PORT" --cafile "$CA" --server-pid "$PID" --json "$OUT")
   B() { local tag=$1; shift; timeout "${BT:-300}" "$TOOL" "${COMMON[@]}" --label "$RUN_ID/$CFG/$SERVER/$tag" "$@"; }
   echo "--- $SERVER ($CFG): pid $PID, sections:$SECTIONS"
@@ -95,6 +98,10 @@ if [ "${1:-}" = __run ]; then
     for c in 1 4 16; do B "login-c$c" "${LOGIN_USER[@]}" login --concurrency $c --duration "$SWEEP_DUR" --max-logins 20000; done
   fi
   if on retr; then
+    # Both servers read the same files from a warm page cache: this machine's kernel
+    # reclaims idle page cache within minutes (DAMON), and a cold first run would
+    # measure the virtual disk instead of the server.
+    warm_files "$MAILROOT/big" "$MAILROOT/small"
     for r in $(seq "$RUNS"); do
       B retr-big --user big --password "$PW" retr
       B retr-small-pipe --user small --password "$PW" retr --pipeline
@@ -106,10 +113,14 @@ if [ "${1:-}" = __run ]; then
     done
   fi
   if on huge; then       # Poplar only: the server's memory growth during a 100 MB RETR
+    warm_files "$MAILROOT/huge"
     B retr-huge --user huge --password "$PW" retr --repeat 2
   fi
   if on scale; then
     first_open
+    # The server's own index is gone; the directories and inodes are warm for both.
+    warm_dirs "$MAILROOT/bulk"
+
     B scale-bulk --user bulk --password "$PW" scale --repeat 3
   fi
   if on scale-sizes; then

@@ -11,7 +11,7 @@
 //! malformed in any line, it is ignored as a whole; it is only a cache.
 //!
 //! Format (version 2): a header line `poplar-listing v2 <new/ mtime ns> <cur/ mtime ns>
-//! <override stamp>`, then one line per message, `<size>\t<uidl>\t<new|cur>/<file name>`.
+//! <override stamp> <number of messages>`, then one line per message, `<size>\t<uidl>\t<new|cur>/<file name>`.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -66,7 +66,8 @@ impl Source {
     /// Read before the override file's content and the directories are: a change
     /// made meanwhile then makes the cache stale rather than wrong.
     pub(crate) fn read(root: &Path) -> io::Result<Self> {
-        let overrides = match fs::symlink_metadata(root.join(OVERRIDE_FILE)) {
+        // Followed like the reading of the file follows it.
+        let overrides = match fs::metadata(root.join(OVERRIDE_FILE)) {
             Ok(m) => format!("{}.{}.{}", nanos(&m), m.len(), m.ino()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => "-".to_owned(),
             Err(e) => return Err(e),
@@ -94,12 +95,17 @@ impl Source {
 pub(crate) fn load(root: &Path, source: &Source) -> Option<Vec<MessageEntry>> {
     let text = fs::read_to_string(root.join(LISTING_CACHE)).ok()?;
     let (head, body) = text.split_once('\n')?;
-    if head != source.header() {
+    // The header ends with the number of lines: a file cut short is never trusted.
+    let count: usize = head
+        .strip_prefix(&source.header())?
+        .strip_prefix(' ')?
+        .parse()
+        .ok()?;
+    if !(body.is_empty() || body.ends_with('\n')) || memchr_count(body.as_bytes()) != count {
         return None;
     }
     let root = root.as_os_str().as_bytes();
-    let lines = memchr_count(body.as_bytes());
-    let mut out = Vec::with_capacity(lines);
+    let mut out = Vec::with_capacity(count);
     for line in body.split_terminator('\n') {
         let mut f = line.splitn(3, '\t');
         let size = f.next()?.parse().ok()?;
@@ -138,6 +144,8 @@ pub(crate) fn save(root: &Path, source: &Source, started: SystemTime, entries: &
     }
     let mut text = Vec::with_capacity(64 + entries.len() * 64);
     text.extend_from_slice(source.header().as_bytes());
+    text.push(b' ');
+    pop3_proto::response::push_decimal(&mut text, entries.len() as u64);
     text.push(b'\n');
     for e in entries {
         // The last two components of the path: `new|cur` and the file name, which

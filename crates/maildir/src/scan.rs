@@ -132,8 +132,13 @@ impl Maildir {
         let overrides = load_overrides(&self.root)?;
         let mut found = self.scan_files()?;
         // Paths are distinct, so the order is total.
+        // Twins (one unique part, two files) are ordered by their base names, which
+        // renames keep, so the same twin keeps the plain UIDL session after session.
         found.sort_unstable_by(|a, b| {
-            (a.time, &a.unique, &a.path).cmp(&(b.time, &b.unique, &b.path))
+            (a.time, &a.unique)
+                .cmp(&(b.time, &b.unique))
+                .then_with(|| base_of(&a.path).cmp(&base_of(&b.path)))
+                .then_with(|| a.path.cmp(&b.path))
         });
         let entries = with_uidls(found, &overrides);
         // Cache only a listing the directories still match after the scan.
@@ -167,14 +172,10 @@ impl Maildir {
         sizes: &mut SizeIndex,
     ) -> io::Result<bool> {
         let mut vanished = false;
-        // Inodes of new/'s files, to drop a file seen again in cur/ because it was
-        // moved there during this scan.
-        let mut new_inodes: Vec<(u64, usize)> = Vec::new();
+        // Every file's inode: a name seen twice for one inode is a message renamed
+        // while this scan read the directories (new/ to cur/, or a flag change).
+        let mut inodes: Vec<(u64, usize)> = Vec::new();
         for dir in MESSAGE_DIRS {
-            let in_cur = dir == "cur";
-            if in_cur {
-                new_inodes.sort_unstable();
-            }
             let Some(entries) = read_dir(&self.root, dir)? else {
                 continue;
             };
@@ -201,16 +202,6 @@ impl Maildir {
                 // Only owned parts from here on, so the path can move into the listing.
                 let (unique, size_fields) = (parts.unique, (parts.size, parts.vsize));
                 drop(name);
-                if in_cur && !new_inodes.is_empty() {
-                    let at = new_inodes.partition_point(|&(i, _)| i < ino);
-                    let moved = new_inodes[at..]
-                        .iter()
-                        .take_while(|&&(i, _)| i == ino)
-                        .any(|&(_, k)| found[k].unique == unique);
-                    if moved {
-                        continue;
-                    }
-                }
                 let named_size = match size_fields {
                     (Some(s), Some(w)) if s <= w && w <= s.saturating_mul(2) => Some((s, w)),
                     _ => None,
@@ -256,9 +247,7 @@ impl Maildir {
                         }
                     }
                 };
-                if !in_cur {
-                    new_inodes.push((ino, found.len()));
-                }
+                inodes.push((ino, found.len()));
                 found.push(Found {
                     time,
                     unique,
@@ -267,8 +256,32 @@ impl Maildir {
                 });
             }
         }
+        // A renamed message is listed once, under the name read first (opening it
+        // follows the rename). Another file with the same inode (another filesystem,
+        // so another unique part) is kept.
+        inodes.sort_unstable();
+        let mut twice = vec![false; found.len()];
+        for pair in inodes.windows(2) {
+            let ((a, i), (b, j)) = (pair[0], pair[1]);
+            if a == b && found[i].unique == found[j].unique {
+                twice[i.max(j)] = true;
+            }
+        }
+        if twice.contains(&true) {
+            let mut k = 0;
+            found.retain(|_| {
+                k += 1;
+                !twice[k - 1]
+            });
+        }
         Ok(vanished)
     }
+}
+
+/// The part of a file name before the `:` info (what renames keep).
+fn base_of(path: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    parse_name(&name).base.to_owned()
 }
 
 /// The listing with every message's UIDL: its override or natural UIDL, and for a
@@ -547,6 +560,67 @@ mod order_and_cache_tests {
     }
 
     #[test]
+    fn a_renamed_message_seen_under_two_names_in_cur_is_listed_once() {
+        // A flag change during the scan, simulated by a hard link: one inode, two names.
+        let (_dir, md) = maildir();
+        let p = put(&md, "cur/100.a.host,S=2,W=3:2,", b"a\n", 100);
+        std::fs::hard_link(&p, md.root().join("cur/100.a.host,S=2,W=3:2,S")).expect("link");
+        put(&md, "cur/101.b.host,S=2,W=3:2,", b"b\n", 101);
+        let list = md.scan().expect("scan");
+        let uidls: Vec<_> = list.iter().map(|e| e.uidl.as_str()).collect();
+        assert_eq!(uidls, ["100.a.host", "101.b.host"]);
+    }
+
+    #[test]
+    fn twins_keep_their_uidls_when_one_moves_to_cur() {
+        // Two files with one unique part: the one whose base name sorts first keeps
+        // the plain UIDL, wherever the other one is.
+        let (_dir, md) = maildir();
+        // By path, cur/...S=2 comes before new/...S=1, and after the move cur/...S=1
+        // before cur/...S=2: ordering by path would swap the twins' UIDLs.
+        put(&md, "new/7.t.host,S=1", b"1", 7);
+        put(&md, "cur/7.t.host,S=2:2,", b"22", 7);
+        let before = md.scan().expect("scan");
+        std::fs::rename(
+            md.root().join("new/7.t.host,S=1"),
+            md.root().join("cur/7.t.host,S=1:2,S"),
+        )
+        .expect("rename");
+        let after = md.scan().expect("scan");
+        let pairs = |l: &[crate::MessageEntry]| {
+            l.iter()
+                .map(|e| (e.uidl.clone(), e.size))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(&before), pairs(&after));
+        assert_eq!(
+            before[0].size, 3,
+            "the S=1 twin (\"1\" plus the CRLF it lacks)"
+        );
+        assert_eq!(before[0].uidl, "7.t.host");
+    }
+
+    #[test]
+    fn a_cache_cut_short_is_not_trusted() {
+        let (_dir, md) = maildir();
+        put(&md, "cur/1.a.host:2,S", b"a\n", 1);
+        put(&md, "cur/2.b.host:2,S", b"bb\n", 2);
+        age_dirs(md.root());
+        md.scan().expect("scan");
+        let cache = md.root().join(LISTING_CACHE);
+        let text = std::fs::read_to_string(&cache).expect("cache");
+        // Doctor the first size (to see whether the cache is used), then cut the last line.
+        let doctored = text.replace("\n3\t1.a.host\t", "\n9\t1.a.host\t");
+        let cut = &doctored[..doctored.trim_end().rfind('\n').unwrap() + 1];
+        std::fs::write(&cache, cut).unwrap();
+        let list = md.scan().expect("scan");
+        assert_eq!((list.len(), list[0].size), (2, 3));
+        // Whole, the doctored cache is used: the check above is not vacuous.
+        std::fs::write(&cache, &doctored).unwrap();
+        assert_eq!(md.scan().expect("scan")[0].size, 9);
+    }
+
+    #[test]
     fn a_message_moved_to_cur_during_a_scan_is_listed_once() {
         // Simulated by a hard link: the same inode in new/ and cur/.
         let (_dir, md) = maildir();
@@ -583,6 +657,10 @@ mod order_and_cache_tests {
         assert_eq!((third[2].uidl.as_str(), third[2].size), ("legacy-7", 3));
         // A cache line with an invalid UIDL makes the whole cache ignored.
         let text = std::fs::read_to_string(&cache).expect("cache");
+        assert!(
+            text.contains("\tlegacy-7\t"),
+            "rewritten after the override: {text}"
+        );
         std::fs::write(&cache, text.replace("\tlegacy-7\t", "\tlegacy 7\t")).unwrap();
         assert_eq!(md.scan().expect("scan")[2].uidl, "legacy-7");
     }

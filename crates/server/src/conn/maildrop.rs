@@ -87,6 +87,7 @@ impl Connection {
                     _guard: guard,
                     _lease: lease,
                     read_ahead: Default::default(),
+                    last_sent: None,
                 });
                 Ok(metas)
             }
@@ -115,13 +116,16 @@ impl Connection {
         // A client that pipelines RETRs (more commands already waiting) gets the
         // next small messages read in the same trip to a blocking thread: one hop
         // per batch instead of one per message.
-        let read_ahead = top_lines.is_none() && self.framer.has_buffered();
+        // Only once the client has asked for two consecutive messages: a client that
+        // jumps about or repeats a message never makes the server read what it skips.
+        let pipelining = top_lines.is_none() && self.framer.has_buffered();
         let opened = match &mut self.maildrop {
             Some(maildrop) => match take_read_ahead(&mut maildrop.read_ahead, index) {
                 Some(bytes) => Some(Opened::Whole(bytes)),
                 None => {
                     let maildir = maildrop.maildir.clone();
-                    let wanted: Vec<(usize, MessageEntry)> = if read_ahead {
+                    let sequential = index > 0 && maildrop.last_sent == Some(index - 1);
+                    let wanted: Vec<(usize, MessageEntry)> = if pipelining && sequential {
                         ahead(&maildrop.entries, index)
                     } else {
                         vec![(index, maildrop.entries[index].clone())]
@@ -142,6 +146,11 @@ impl Connection {
             },
             None => None,
         };
+        if let Some(maildrop) = &mut self.maildrop
+            && top_lines.is_none()
+        {
+            maildrop.last_sent = Some(index);
+        }
         let Some(opened) = opened else {
             self.session
                 .message_opened(index, top_lines, false, &mut self.out);
@@ -339,10 +348,15 @@ fn open_batch(
         None => Err(StoreError::Gone),
     };
     let mut rest = ReadAhead::new();
+    let mut budget = READ_AHEAD_BYTES;
     if first.is_ok() {
         for (i, entry) in wanted {
             match open(maildir, &entry) {
-                Ok(Opened::Whole(bytes)) => rest.push_back((i, bytes)),
+                // Within the budget by what was really read, whatever names claim.
+                Ok(Opened::Whole(bytes)) if (bytes.len() as u64) <= budget => {
+                    budget -= bytes.len() as u64;
+                    rest.push_back((i, bytes));
+                }
                 _ => break,
             }
         }
@@ -400,12 +414,13 @@ impl Filler {
         if cached_only {
             #[cfg(all(target_os = "linux", not(target_os = "android")))]
             {
-                use rustix::io::{Errno, ReadWriteFlags, preadv2};
+                use rustix::io::{ReadWriteFlags, preadv2};
                 let mut bufs = [std::io::IoSliceMut::new(&mut self.chunk)];
+                // Anything but data (not cached, not supported, filtered, or 0, which
+                // the blocking read then confirms as the end) takes the blocking path.
                 return match preadv2(&self.file, &mut bufs, self.offset, ReadWriteFlags::NOWAIT) {
-                    Ok(n) => Ok(Some(n)),
-                    Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Ok(None),
-                    Err(e) => Err(e.into()),
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Ok(None),
                 };
             }
             #[cfg(not(all(target_os = "linux", not(target_os = "android"))))]
@@ -423,12 +438,20 @@ enum Opened {
 
 /// Opens a message (on a blocking thread), reading it at once when it is small.
 fn open(maildir: &Maildir, entry: &MessageEntry) -> Result<Opened, StoreError> {
+    use std::io::{Read as _, Seek as _};
     let mut file = maildir.open_message(entry)?;
-    if entry.size > READ_WHOLE {
+    // The file's own length decides, not the size its name claims.
+    let len = file.metadata()?.len();
+    if len > READ_WHOLE {
         return Ok(Opened::Stream(file));
     }
-    let mut bytes = Vec::with_capacity(entry.size as usize);
-    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    (&mut file).take(READ_WHOLE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > READ_WHOLE {
+        // It grew meanwhile: stream it from the start instead.
+        file.rewind()?;
+        return Ok(Opened::Stream(file));
+    }
     Ok(Opened::Whole(bytes))
 }
 
@@ -478,8 +501,16 @@ mod tests {
     fn chunked_streaming_sends_exactly_the_stuffed_message() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("msg");
-        // Several chunks, with lines that start with a dot at chunk boundaries too.
+        // Several chunks, with lines that start with a dot, at the chunk boundaries too.
         let mut msg = Vec::new();
+        for boundary in 1..=3 {
+            while msg.len() < boundary * MESSAGE_CHUNK - 1 {
+                msg.push(if msg.len() % 70 == 69 { b'\n' } else { b'x' });
+            }
+            msg.push(b'\n');
+            assert_eq!(msg.len(), boundary * MESSAGE_CHUNK);
+            msg.extend_from_slice(b".at a chunk boundary\n");
+        }
         let mut i = 0u64;
         while msg.len() < 3 * MESSAGE_CHUNK + 1000 {
             i += 1;

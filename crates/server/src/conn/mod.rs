@@ -104,6 +104,8 @@ struct OpenMaildrop {
     /// Small messages read ahead while a client pipelines RETRs (bounded, and
     /// dropped whenever the session waits for input).
     read_ahead: maildrop::ReadAhead,
+    /// The message the last RETR sent (read-ahead starts on consecutive RETRs).
+    last_sent: Option<usize>,
 }
 
 /// Which timer ended a wait for input.
