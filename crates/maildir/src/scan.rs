@@ -458,16 +458,7 @@ mod index_tests {
 #[cfg(test)]
 mod listing_tests {
     use crate::listing::LISTING_CACHE;
-    use crate::test_support::{maildir, put};
-    use std::time::{Duration, SystemTime};
-
-    fn age_dirs(root: &std::path::Path) {
-        let old = SystemTime::now() - Duration::from_secs(100);
-        for dir in ["new", "cur"] {
-            let f = std::fs::File::open(root.join(dir)).expect("open dir");
-            f.set_modified(old).expect("set mtime");
-        }
-    }
+    use crate::test_support::{age_dirs, maildir, put};
 
     #[test]
     fn a_quiet_maildrop_is_listed_from_the_cache_until_it_changes() {
@@ -518,16 +509,7 @@ mod listing_tests {
 mod order_and_cache_tests {
     use super::delivery_time;
     use crate::listing::LISTING_CACHE;
-    use crate::test_support::{maildir, put};
-    use std::time::{Duration, SystemTime};
-
-    fn age_dirs(root: &std::path::Path) {
-        let old = SystemTime::now() - Duration::from_secs(100);
-        for dir in ["new", "cur"] {
-            let f = std::fs::File::open(root.join(dir)).expect("open dir");
-            f.set_modified(old).expect("set mtime");
-        }
-    }
+    use crate::test_support::{age_dirs, maildir, put};
 
     #[test]
     fn delivery_time_comes_from_the_name() {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::listing::LISTING_CACHE;
-use crate::test_support::{maildir, put};
+use crate::test_support::{age_dirs, maildir, put};
 
 const DAY: u64 = 86_400;
 const T0: u64 = 1_800_000_000;
@@ -208,21 +208,14 @@ fn the_listing_cache_follows_flagging_and_expiry() {
     let (_dir, md) = maildir();
     put(&md, "new/1.a.host", b"a\n", 100);
     put(&md, "new/2.b.host", b"b\n", 101);
-    let age_dirs = || {
-        let old = SystemTime::now() - Duration::from_secs(100);
-        for dir in ["new", "cur"] {
-            let f = File::open(md.root().join(dir)).expect("open dir");
-            f.set_modified(old).expect("set mtime");
-        }
-    };
-    age_dirs();
+    age_dirs(md.root());
     let list = md.scan().expect("scan");
     assert!(md.root().join(LISTING_CACHE).exists());
     md.mark_retrieved(&[&list[0]], at(T0)).expect("mark");
     // The cached listing named new/1.a.host; the rename changed both directories.
     let list = md.scan().expect("scan");
     assert_eq!(list[0].path, md.root().join("cur/1.a.host:2,S"));
-    age_dirs();
+    age_dirs(md.root());
     let list = md.scan().expect("scan");
     let text = fs::read_to_string(md.root().join(LISTING_CACHE)).expect("cache");
     assert!(text.contains("cur/1.a.host:2,S"), "{text}");
