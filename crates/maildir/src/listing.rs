@@ -101,7 +101,7 @@ pub(crate) fn load(root: &Path, source: &Source) -> Option<Vec<MessageEntry>> {
         .strip_prefix(' ')?
         .parse()
         .ok()?;
-    if !(body.is_empty() || body.ends_with('\n')) || memchr_count(body.as_bytes()) != count {
+    if !(body.is_empty() || body.ends_with('\n')) || count_lines(body.as_bytes()) != count {
         return None;
     }
     let root = root.as_os_str().as_bytes();
@@ -133,7 +133,7 @@ pub(crate) fn load(root: &Path, source: &Source) -> Option<Vec<MessageEntry>> {
     Some(out)
 }
 
-fn memchr_count(bytes: &[u8]) -> usize {
+fn count_lines(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count()
 }
 

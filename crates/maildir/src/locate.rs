@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::name::parse_name;
-use crate::scan::{message_entries, open_regular};
+use crate::scan::{base_of, message_entries, open_regular};
 use crate::{DeleteError, Maildir, MessageEntry, StoreError};
 
 /// How often a message that vanishes between being located and opened is looked for again.
@@ -153,8 +153,7 @@ impl Maildir {
 /// same base name (renames change only the info after `:`), then the least path.
 fn pick(index: &UniqueIndex, entry: &MessageEntry) -> Option<PathBuf> {
     let candidates = index.get(&entry.unique())?;
-    let scanned_name = entry.path.file_name()?.to_string_lossy();
-    let scanned_base = parse_name(&scanned_name).base.to_owned();
+    let scanned_base = base_of(&entry.path);
     let same_base = candidates.iter().filter(|(base, _)| *base == scanned_base);
     let path = same_base.map(|(_, path)| path).min();
     path.or_else(|| candidates.iter().map(|(_, path)| path).min())

@@ -279,7 +279,7 @@ impl Maildir {
 }
 
 /// The part of a file name before the `:` info (what renames keep).
-fn base_of(path: &Path) -> String {
+pub(crate) fn base_of(path: &Path) -> String {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     parse_name(&name).base.to_owned()
 }

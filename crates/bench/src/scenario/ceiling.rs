@@ -43,9 +43,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rustls::crypto::{CryptoProvider, aws_lc_rs};
+use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ServerConfig, ServerConnection, StreamOwned, SupportedCipherSuite};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{Map, Value, json};
 
 use super::retr::{self, Tally};
@@ -193,20 +193,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
             sender_cpu_s.map_or_else(|| "?".into(), |s| format!("{:.1}%", 100.0 * s / el)),
             TlsInfo::line(tls.as_ref()),
         );
-        for (n, listed, got) in &t.first_mismatches {
-            println!("  message {n}: {listed} octets sent, RETR gave {got}");
-        }
-        if t.unstuffed_dot_lines > 0 {
-            println!(
-                "  {} lines began with an unstuffed '.'",
-                t.unstuffed_dot_lines
-            );
-        }
-        t.errors.print();
-        ok &= t.mismatches == 0
-            && t.unstuffed_dot_lines == 0
-            && t.errors.total() == 0
-            && t.messages == 1;
+        ok &= t.print_problems("octets sent") && t.messages == 1;
     }
     sender.join()?;
 
@@ -333,31 +320,13 @@ fn retr_response(msg: &[u8]) -> (Vec<u8>, u64) {
 
 // ------------------------------------------------------------------ the sender
 
-/// Poplar's suites in Poplar's order (crates/server/src/tls/mod.rs `cipher_suites`).
-fn poplar_cipher_suites() -> Vec<SupportedCipherSuite> {
-    use aws_lc_rs::cipher_suite as cs;
-    vec![
-        cs::TLS13_AES_256_GCM_SHA384,
-        cs::TLS13_AES_128_GCM_SHA256,
-        cs::TLS13_CHACHA20_POLY1305_SHA256,
-        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    ]
-}
-
 /// The sender's rustls configuration, built as Poplar builds its own (`tls::load`):
-/// aws-lc-rs with Poplar's suites and the provider's key exchange groups, TLS 1.3 and
+/// aws-lc-rs with its default suites and key exchange groups (Poplar's
+/// `tls::cipher_suites` is that same list, in that order), TLS 1.3 and
 /// 1.2, no client certificates, ALPN `pop3`, rustls' defaults otherwise; the
 /// certificate is a fresh self-signed ECDSA P-256 one, as Poplar makes on first start.
 fn server_config() -> anyhow::Result<Arc<ServerConfig>> {
-    let provider = CryptoProvider {
-        cipher_suites: poplar_cipher_suites(),
-        ..aws_lc_rs::default_provider()
-    };
+    let provider = aws_lc_rs::default_provider();
     let generated =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
             .context("generating the sender's self-signed certificate")?;

@@ -40,6 +40,22 @@ pub(super) struct Tally {
 }
 
 impl Tally {
+    /// Prints every size mismatch (`expected` names where the expected size came from),
+    /// unstuffed dot line and error; true when there were none.
+    pub(super) fn print_problems(&self, expected: &str) -> bool {
+        for (n, listed, got) in &self.first_mismatches {
+            println!("  message {n}: {expected} {listed} octets, RETR gave {got}");
+        }
+        if self.unstuffed_dot_lines > 0 {
+            println!(
+                "  {} lines began with an unstuffed '.'",
+                self.unstuffed_dot_lines
+            );
+        }
+        self.errors.print();
+        self.mismatches == 0 && self.unstuffed_dot_lines == 0 && self.errors.total() == 0
+    }
+
     fn check(&mut self, n: u32, listed: u64, s: &BodyScan) {
         self.messages += 1;
         self.octets += listed;
@@ -128,19 +144,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
             m.line(),
             TlsInfo::line(tls.as_ref()),
         );
-        for (n, listed, got) in &t.first_mismatches {
-            println!("  message {n}: LIST says {listed} octets, RETR gave {got}");
-        }
-        if t.unstuffed_dot_lines > 0 {
-            println!(
-                "  {} lines began with an unstuffed '.'",
-                t.unstuffed_dot_lines
-            );
-        }
-        t.errors.print();
-        ok &= t.mismatches == 0
-            && t.unstuffed_dot_lines == 0
-            && t.errors.total() == 0
+        ok &= t.print_problems("LIST says")
             && bad_list_lines == 0
             && t.messages as usize == list.len();
         env.report.emit(res)?;
