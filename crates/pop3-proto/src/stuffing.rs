@@ -11,6 +11,7 @@
 //! counts exactly these octets, so STAT and LIST agree with what RETR sends.
 
 use memchr::{memchr, memchr_iter};
+use wide::u8x16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -108,7 +109,7 @@ impl DotStuffer {
             out.push(b'.');
         }
         let mut start = 0;
-        for i in memchr_iter(b'\n', input) {
+        for i in LineEnds::new(input) {
             let ends_with_cr = match i {
                 0 => self.prev_cr,
                 _ => input[i - 1] == b'\r',
@@ -169,6 +170,72 @@ impl DotStuffer {
     }
 }
 
+/// The positions of every LF in a chunk, in order. 32 bytes at a time are compared at
+/// once (SSE2 on x86-64, NEON on aarch64, through `wide`) and the newlines read off the
+/// bit mask; the tail shorter than 32 bytes goes through memchr. On message text (lines
+/// of ~80 bytes) this is about a quarter cheaper per megabyte than restarting memchr
+/// after every line, which is most of RETR's encoding time (`examples/stuffbench.rs`).
+struct LineEnds<'a> {
+    blocks: std::slice::ChunksExact<'a, u8>,
+    /// Offset of the block `mask` belongs to.
+    base: usize,
+    /// The LFs of that block not yet returned, one bit each.
+    mask: u32,
+    /// Once the blocks are done: the tail's offset and the memchr search over it.
+    tail: Option<(usize, memchr::Memchr<'a>)>,
+}
+
+/// Bytes compared at once by [`LineEnds`].
+const BLOCK: usize = 32;
+
+impl<'a> LineEnds<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        Self {
+            blocks: input.chunks_exact(BLOCK),
+            // The first block moves it to 0.
+            base: 0usize.wrapping_sub(BLOCK),
+            mask: 0,
+            tail: None,
+        }
+    }
+
+    /// One bit per LF in a block of [`BLOCK`] bytes.
+    #[inline(always)]
+    fn lf_mask(block: &[u8]) -> u32 {
+        let lf = u8x16::splat(b'\n');
+        let (lo, hi) = block.split_at(BLOCK / 2);
+        let lo = u8x16::from(<[u8; 16]>::try_from(lo).expect("16 bytes"));
+        let hi = u8x16::from(<[u8; 16]>::try_from(hi).expect("16 bytes"));
+        (lo.cmp_eq(lf).move_mask() as u32 & 0xffff) | ((hi.cmp_eq(lf).move_mask() as u32) << 16)
+    }
+}
+
+impl Iterator for LineEnds<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        loop {
+            if self.mask != 0 {
+                let i = self.base + self.mask.trailing_zeros() as usize;
+                self.mask &= self.mask - 1;
+                return Some(i);
+            }
+            if let Some((offset, search)) = &mut self.tail {
+                return search.next().map(|i| *offset + i);
+            }
+            self.base = self.base.wrapping_add(BLOCK);
+            match self.blocks.next() {
+                Some(block) => self.mask = Self::lf_mask(block),
+                None => {
+                    let rest = self.blocks.remainder();
+                    self.tail = Some((self.base, memchr_iter(b'\n', rest)));
+                }
+            }
+        }
+    }
+}
+
 /// Counts a message's POP3 size chunk by chunk: the octets RETR sends before
 /// byte-stuffing and the terminating `.` line, which are the file's bytes with bare LF
 /// made CRLF, plus the line end [`DotStuffer::finish`] adds to an unterminated last line.
@@ -182,7 +249,7 @@ impl OctetCounter {
     /// Counts one chunk.
     pub fn update(&mut self, chunk: &[u8]) {
         self.size += chunk.len() as u64;
-        for lf in memchr::memchr_iter(b'\n', chunk) {
+        for lf in LineEnds::new(chunk) {
             let after_cr = match lf {
                 0 => self.last == Some(b'\r'),
                 i => chunk[i - 1] == b'\r',
@@ -303,6 +370,18 @@ mod tests {
     }
 
     proptest! {
+        /// Property: the block-wise newline search finds exactly what memchr finds,
+        /// wherever the LFs fall relative to the blocks (first and last byte of a
+        /// block, several in one, none, in the tail).
+        #[test]
+        fn line_ends_are_memchrs(msg in proptest::collection::vec(
+            prop::sample::select(vec![b'a', b'\n', 0xff, 0x8a, b'\r']), 0..300))
+        {
+            let found: Vec<usize> = LineEnds::new(&msg).collect();
+            let expected: Vec<usize> = memchr_iter(b'\n', &msg).collect();
+            prop_assert_eq!(found, expected);
+        }
+
         /// Property: for any bytes and any chunking, un-stuffing what we send gives the
         /// message with CRLF line ends (plus CRLF if it lacked a final line end), and
         /// the count of those bytes is `crlf_size`.
@@ -335,12 +414,13 @@ mod tests {
         }
 
         /// Property: RETR's one-pass encoder sends what the line-by-line one (TOP with
-        /// no line limit) sends, for any bytes and chunking.
+        /// no line limit) sends, for any bytes and chunking (chunks below, at and above
+        /// the 32-byte blocks its newline search compares at once).
         #[test]
         fn whole_message_fast_path_matches_line_by_line(
             msg in proptest::collection::vec(
-                prop::sample::select(vec![b'a', b'.', b'\r', b'\n', b'\n', 0xC3]), 0..400),
-            chunk in 1usize..50)
+                prop::sample::select(vec![b'a', b'.', b'\r', b'\n', b'\n', 0xC3]), 0..1200),
+            chunk in 1usize..300)
         {
             prop_assert_eq!(encode_chunks(DotStuffer::retr(), &msg, chunk),
                 encode_chunks(DotStuffer::top(u64::MAX), &msg, chunk));
