@@ -62,10 +62,19 @@ PEER=${PEER:-/tmp/dovecot-peer}
 # cache, CRLF-converts and dot-stuffs it and sends it over TLS to the same client; it
 # also times the read and the stuffing alone. `stored_ceiling TAG` labels it
 # RUN_ID/ceiling[/TAG]; with a TAG it pairs with the RETR just before it (charts.py).
+# `big` is Poplar's own copy of the message ($MAILROOT inside `__run poplar`; outside,
+# whichever run-poplar.sh directory has it: /tmp/poplar-bench or /tmp/poplar-bench-m65536).
+big_file() {
+  if [ -n "${MAILROOT:-}" ]; then
+    ls "$MAILROOT"/big/Maildir/cur/* "$MAILROOT"/big/Maildir/new/* 2>/dev/null | head -1
+  else
+    ls /tmp/poplar-bench*/mail/big/Maildir/cur/* /tmp/poplar-bench*/mail/big/Maildir/new/* 2>/dev/null | head -1
+  fi
+}
 stored_ceiling() {
   local big
-  big=$(ls /tmp/poplar-bench/mail/big/Maildir/cur/* 2>/dev/null | head -1)
-  [ -n "$big" ] || return 0
+  big=$(big_file)
+  if [ -z "$big" ]; then echo "stored-message ceiling skipped: no maildrop 'big' built yet"; return 0; fi
   cat "$big" > /dev/null
   timeout 120 "$TOOL" --json "$OUT" --label "$RUN_ID/ceiling${1:+/$1}" tls-ceiling --repeat "$RETR_REPEAT" --from-file "$big" \
     || echo "tls-ceiling --from-file failed (exit $?)"
@@ -227,7 +236,7 @@ ceiling() {
   # and TLS only: what no conversion at all would leave).
   stored_ceiling
   local big
-  big=$(ls /tmp/poplar-bench/mail/big/Maildir/cur/* 2>/dev/null | head -1)
+  big=$(big_file)
   if [ -n "$big" ]; then
     timeout 120 "$TOOL" --json "$OUT" --label "$RUN_ID/ceiling" tls-ceiling --repeat 5 --from-file "$big" --wire-form \
       || echo "tls-ceiling --wire-form failed (exit $?)"
