@@ -295,7 +295,7 @@ impl Connection {
 
 /// Large messages are read and written in chunks of this size: few blocking hops and
 /// write calls per megabyte, and still a bounded buffer per session.
-const MESSAGE_CHUNK: usize = 256 * 1024;
+pub(super) const MESSAGE_CHUNK: usize = 256 * 1024;
 
 /// Messages up to this size are read whole in the task that opens them: one hop to a
 /// blocking thread per message instead of one per read. Larger ones stream in chunks.

@@ -33,8 +33,12 @@ const CHUNK: usize = 64 * 1024;
 const READ_BUFFER: usize = 4 * 1024;
 /// Output buffer capacity kept while a session waits for its next command.
 const IDLE_OUT_CAPACITY: usize = 4 * 1024;
-/// How much encrypted output rustls may queue before a write waits for the socket.
-const TLS_SEND_BUFFER: usize = 256 * 1024;
+/// How much encrypted output rustls may queue before a write waits for the socket:
+/// room for a whole chunk of a large message as stuffed (a few per cent more than was
+/// read; twice at most, when every octet read is a line end), so that each chunk goes
+/// out in one `writev` (with exactly one chunk's worth, the last few KiB of every chunk
+/// took a second write).
+const TLS_SEND_BUFFER: usize = 2 * maildrop::MESSAGE_CHUNK;
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
