@@ -68,9 +68,11 @@ pub struct Args {
     #[arg(long, default_value_t = 256 * 1024)]
     write_bytes: usize,
     /// Most TLS bytes the sender's rustls connection queues before they are written
-    /// (`set_buffer_limit`); default: --write-bytes, so one write is one `writev` of
-    /// all its records. 65536 is rustls' default (what a server that does not set it
-    /// runs with).
+    /// (`set_buffer_limit`); default: room for one write as sent, so one write is one
+    /// `writev` of all its records: --write-bytes, or twice that when --from-file
+    /// stuffs each read (CRLF makes it a few per cent longer, twice at most), as
+    /// Poplar's `TLS_SEND_BUFFER` does. 65536 is rustls' default (what a server that
+    /// does not set it runs with).
     #[arg(long)]
     tls_buffer_limit: Option<usize>,
     /// How the sender does its I/O.
@@ -184,7 +186,10 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
     if a.write_bytes == 0 || a.tls_buffer_limit == Some(0) {
         anyhow::bail!("--write-bytes and --tls-buffer-limit must be at least 1");
     }
-    let buffer_limit = a.tls_buffer_limit.unwrap_or(a.write_bytes);
+    let stuffs_each_read = a.from_file.is_some() && !a.wire_form;
+    let buffer_limit = a
+        .tls_buffer_limit
+        .unwrap_or(a.write_bytes * if stuffs_each_read { 2 } else { 1 });
     // Everything the sender sends is built before any timing.
     let mut parts = None;
     let mut wire_file = None;
