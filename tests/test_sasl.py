@@ -162,16 +162,22 @@ def test_scram_malformed_and_abort(srv):
         assert "TOP" in c.capa()
 
 
-def test_scram_y_flag_is_refused_where_plus_is_offered(srv):
+#: The default mechanisms with SCRAM-SHA-256-PLUS added, as an administrator opts in.
+WITH_PLUS = {"mechanisms": ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "LOGIN"]}
+
+
+def test_scram_y_flag_is_refused_where_plus_is_offered(server):
     """RFC 5802 section 6: 'y' says the client thinks the server cannot bind; where
     -PLUS is advertised (TLS 1.3) that is a downgrade and must fail."""
+    srv = server(sasl=WITH_PLUS)
     with srv.tls() as c:
         assert "SCRAM-SHA-256-PLUS" in sasl_mechs(c.capa())
         c.send("AUTH SCRAM-SHA-256 " + b64("y,,n=alice,r=abcdef") + "\r\n")
         assert c.readline().startswith("-ERR [AUTH]")
 
 
-def test_tls12_offers_no_plus_and_accepts_y(srv):
+def test_tls12_offers_no_plus_and_accepts_y(server):
+    srv = server(sasl=WITH_PLUS)
     s = socket.create_connection(("127.0.0.1", srv.pop3s_port), timeout=IO_TIMEOUT)
     ctx = tls_context(srv.cert)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -206,7 +212,19 @@ def test_mechanisms_follow_config_and_connection(server):
         c.quit()
 
 
-def test_default_capa_lists_every_mechanism_on_tls13(srv):
+def test_default_capa_leaves_plus_to_the_administrator(srv):
+    """SCRAM-SHA-256-PLUS is opt-in (GNU SASL clients pick it and cannot bind): by
+    default it is neither listed nor accepted, and a client that could bind but sees no
+    -PLUS ('y') is not taken for a downgrade."""
+    with srv.tls() as c:
+        assert sasl_mechs(c.capa()) == ["SCRAM-SHA-256", "PLAIN", "LOGIN"]
+        assert c.cmd("AUTH SCRAM-SHA-256-PLUS").startswith("-ERR unsupported")
+        c.send("AUTH SCRAM-SHA-256 " + b64("y,,n=alice,r=abcdef") + "\r\n")
+        assert unb64(sasl_line(c)).startswith("r=abcdef")
+
+
+def test_plus_listed_on_tls13_when_configured(server):
+    srv = server(sasl=WITH_PLUS)
     with srv.tls() as c:
         assert sasl_mechs(c.capa()) == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "LOGIN"]
 

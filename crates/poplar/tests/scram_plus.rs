@@ -2,7 +2,8 @@
 //! (RFC 5034) against the real `poplar` binary. Checks SCRAM-SHA-256-PLUS with the
 //! RFC 9266 `tls-exporter` channel binding on TLS 1.3 (implicit TLS and STLS), that a
 //! wrong binding is refused, plain SCRAM-SHA-256 (flags `n` and `y`), and that TLS 1.2
-//! never offers -PLUS.
+//! never offers -PLUS. SCRAM-SHA-256-PLUS is opt-in (`sasl.mechanisms`); the server here
+//! lists it as an administrator who turns it on would.
 
 use std::io::{BufRead, BufReader as StdBufReader, Write as _};
 use std::net::SocketAddr;
@@ -70,6 +71,7 @@ impl Server {
                  argon2_memory_kib = 1024\n\
                  argon2_iterations = 1\n\
                  [sasl]\n\
+                 mechanisms = [\"SCRAM-SHA-256-PLUS\", \"SCRAM-SHA-256\", \"PLAIN\", \"LOGIN\"]\n\
                  scram_iterations = 4096\n",
                 data.display()
             ),

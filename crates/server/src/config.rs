@@ -524,7 +524,8 @@ pub struct Sasl {
     /// Offered mechanisms, in the order CAPA lists them. Each appears only where it
     /// can be used: none before TLS (outside `auth.plaintext_networks`), and
     /// SCRAM-SHA-256-PLUS only on TLS 1.3, whose exporter it binds to; OAUTHBEARER and
-    /// XOAUTH2 only under TLS and when `[[oauth.issuers]]` are configured.
+    /// XOAUTH2 only under TLS and when `[[oauth.issuers]]` are configured. The default
+    /// is every mechanism but SCRAM-SHA-256-PLUS, which the administrator adds.
     pub mechanisms: Vec<String>,
     /// PBKDF2 iterations for new SCRAM-SHA-256 keys (RFC 7677 asks for at least 4096).
     pub scram_iterations: u32,
@@ -533,8 +534,13 @@ pub struct Sasl {
 impl Default for Sasl {
     fn default() -> Self {
         Self {
+            // Every mechanism but SCRAM-SHA-256-PLUS, which is opt-in: GNU SASL (mutt and
+            // neomutt on Debian) picks it whenever it is offered, then cannot bind
+            // because the program gives it no channel-binding data, and such a client
+            // never signs in (see poplar.example.toml).
             mechanisms: sasl::Mechanism::ALL
                 .iter()
+                .filter(|m| **m != sasl::Mechanism::ScramSha256Plus)
                 .map(|m| m.name().to_string())
                 .collect(),
             scram_iterations: 32768,
@@ -1162,6 +1168,24 @@ mod tests {
         assert_eq!(c.store.retention(), Some(std::time::Duration::ZERO));
         assert!(toml::from_str::<Config>("[store]\nexpire_days = -1\n").is_err());
         assert!(toml::from_str::<Config>("[store]\nexpire_days = \"never\"\n").is_err());
+    }
+
+    #[test]
+    fn scram_plus_is_opt_in() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(
+            c.sasl.mechanisms,
+            ["EXTERNAL", "OAUTHBEARER", "XOAUTH2", "SCRAM-SHA-256", "PLAIN", "LOGIN"]
+        );
+        let c: Config = toml::from_str(
+            "[sasl]\nmechanisms = [\"SCRAM-SHA-256-PLUS\", \"SCRAM-SHA-256\"]\n",
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.sasl.parsed(),
+            [sasl::Mechanism::ScramSha256Plus, sasl::Mechanism::ScramSha256]
+        );
     }
 
     #[test]
