@@ -6,7 +6,7 @@ import ssl
 import time
 
 
-from conftest import DEFAULT_PASSWORD, IO_TIMEOUT, plain_ir, tls_context
+from conftest import DEFAULT_PASSWORD, IO_TIMEOUT, plain_ir, read_audit, tls_context
 
 
 def test_too_long_command_line(srv):
@@ -127,12 +127,8 @@ def test_idle_timeout_is_reset_by_activity(server):
         c.quit()
 
 
-def test_max_connections(server):
-    srv = server(limits={"max_connections": 2})
-    a = srv.tls()
-    b = srv.tls()
-    s = socket.create_connection(("127.0.0.1", srv.pop3_port), timeout=IO_TIMEOUT)
-    s.settimeout(1.5)
+def _first_line(s: socket.socket, timeout: float = 1.5) -> bytes:
+    s.settimeout(timeout)
     got = b""
     try:
         while not got.endswith(b"\n"):
@@ -142,6 +138,15 @@ def test_max_connections(server):
             got += chunk
     except (socket.timeout, TimeoutError, ConnectionResetError):
         pass
+    return got
+
+
+def test_max_connections_refuses_when_every_session_is_signed_in(server):
+    srv = server(users={"alice": DEFAULT_PASSWORD, "bob": "bob pw"}, limits={"max_connections": 2})
+    a = srv.session("alice")
+    b = srv.session("bob")
+    s = socket.create_connection(("127.0.0.1", srv.pop3_port), timeout=IO_TIMEOUT)
+    got = _first_line(s)
     assert not got.startswith(b"+OK"), f"third connection greeted although max_connections = 2: {got!r}"
     # RFC 3206: a temporary condition, so the plain port says so before closing
     assert got.startswith(b"-ERR [SYS/TEMP]"), got
@@ -156,6 +161,9 @@ def test_max_connections(server):
         greeting = b""
     assert not greeting.startswith(b"+OK"), greeting
     t.close()
+    # Signed-in sessions are never closed to make room.
+    a.ok("NOOP")
+    b.ok("NOOP")
     a.quit()
     a.close()
     # a slot is free again
@@ -169,7 +177,41 @@ def test_max_connections(server):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+    b.quit()
     b.close()
+    records = [r for r in read_audit(srv.data_dir / "audit.log") if r["event"] == "refused"]
+    assert {(r["listener"], r["reason"]) for r in records} == {("pop3", "busy"), ("pop3s", "busy")}, records
+
+
+def test_at_max_connections_the_connection_silent_longest_makes_room(server):
+    srv = server(limits={"max_connections": 2})
+    oldest = srv.plain()
+    time.sleep(0.05)
+    newer = srv.tls()
+    time.sleep(0.05)
+    # The newcomer is greeted; the connection silent longest (not signed in) is told
+    # the server is busy and closed.
+    with srv.plain() as third:
+        data = oldest.expect_eof(5)
+        assert data == b"-ERR [SYS/TEMP] server busy, closing connection; try again later\r\n", data
+        newer.alive()
+        third.alive()
+        # Speaking moves a connection to the back of the line: now `third` spoke last
+        # and `newer` is shed for the next one.
+        time.sleep(0.05)
+        third.alive()
+        with srv.tls() as fourth:
+            newer.expect_eof(5)
+            fourth.login("alice", DEFAULT_PASSWORD)
+            third.alive()
+            fourth.quit()
+        third.quit()
+    ends = [r["end"] for r in read_audit(srv.data_dir / "audit.log") if r["event"] == "disconnect"]
+    assert ends.count("busy") == 2, ends
+    metrics = srv.scrape()
+    assert 'poplar_connections_shed_total{listener="pop3"} 1' in metrics, metrics
+    assert 'poplar_connections_shed_total{listener="pop3s"} 1' in metrics, metrics
+    assert "poplar_connection_limit 2" in metrics, metrics
 
 
 def test_auth_continuation_over_max_auth_line(srv):

@@ -192,7 +192,15 @@ async fn run(
             // An unset option prints nothing above; say what it means (a TOML comment,
             // so the output still parses).
             println!("# {}", config.store.retention_summary());
+            // The connection limit as `serve` would size it here (memory, open files).
+            let (capacity, _) =
+                server::capacity::size(&config.limits, &server::capacity::Machine::read());
+            println!(
+                "# connections: at most {} at once ({}); {} per network while busy",
+                capacity.max_connections, capacity.basis, capacity.per_network
+            );
             let mut warnings = config.warnings();
+            warnings.extend(capacity.warning);
             warnings.extend(server::process::root_warning(&config.process));
             if let Err(e) = server::process::Identity::resolve(&config.process) {
                 warnings.push(format!("{e:#}"));

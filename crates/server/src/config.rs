@@ -502,10 +502,19 @@ pub struct Limits {
     pub max_auth_line: usize,
     /// Syntax errors tolerated per connection before it is closed.
     pub max_bad_commands: u32,
-    /// Connections served at once; more are refused with `-ERR [SYS/TEMP]`.
-    pub max_connections: usize,
+    /// POP3 connections served at once. Unset: sized from memory at start
+    /// ([`crate::capacity`]). At the limit, the connection that has not signed in and
+    /// has been silent longest is closed to make room; only when there is none is a
+    /// newcomer refused with `-ERR [SYS/TEMP]`.
+    pub max_connections: Option<usize>,
     /// Connections served at once from one address (IPv6: one /64).
     pub max_connections_per_address: usize,
+    /// Connections from one network (IPv4 /24, IPv6 /48) while the server is busy
+    /// (90 % of `max_connections`), never otherwise. Unset: a sixteenth of
+    /// `max_connections`, at least `max_connections_per_address`.
+    pub max_connections_per_network: Option<usize>,
+    /// Idle time allowed before sign-in while the server is busy, seconds.
+    pub idle_timeout_auth_busy_secs: u64,
     /// Commands one session may send before it is closed.
     pub max_commands: u64,
     /// Seconds a client has to finish a line it has started (against slowloris).
@@ -675,8 +684,10 @@ impl Default for Limits {
             max_command_line: 255,
             max_auth_line: 16384,
             max_bad_commands: 10,
-            max_connections: 1000,
+            max_connections: None,
             max_connections_per_address: 50,
+            max_connections_per_network: None,
+            idle_timeout_auth_busy_secs: 10,
             max_commands: 1_000_000,
             line_timeout_secs: 30,
             auth_timeout_secs: 300,
@@ -779,8 +790,14 @@ impl Config {
         if self.limits.max_auth_line < self.limits.max_command_line {
             return bad("limits.max_auth_line must be at least limits.max_command_line");
         }
-        if self.limits.max_bad_commands == 0 || self.limits.max_connections == 0 {
-            return bad("limits.max_bad_commands and limits.max_connections must be positive");
+        if self.limits.max_bad_commands == 0
+            || self.limits.max_connections == Some(0)
+            || self.limits.max_connections_per_network == Some(0)
+            || self.limits.idle_timeout_auth_busy_secs == 0
+        {
+            return bad(
+                "limits.max_bad_commands, limits.max_connections, limits.max_connections_per_network and limits.idle_timeout_auth_busy_secs must be positive",
+            );
         }
         for m in &self.sasl.mechanisms {
             if sasl::Mechanism::from_name(m).is_none() {

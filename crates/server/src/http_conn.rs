@@ -1,19 +1,20 @@
 //! Connections for the two HTTP listeners (metrics and the security page): a bounded
 //! number at once, each for a bounded time, so a client that never finishes its
 //! request cannot pin a listener. The security page's connections are TLS, their
-//! handshakes run in tasks of their own (one slow handshake holds up no other).
+//! handshakes run in tasks of their own (one slow handshake holds up no other), its
+//! requests' headers must arrive in time, and near its limit the connection idle
+//! longest makes room for a newcomer (the same admission as POP3's).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +59,7 @@ impl axum::serve::Listener for Limited {
 
     async fn accept(&mut self) -> (Self::Io, SocketAddr) {
         let (stream, peer, permit) = accept_slot(&self.inner, &self.slots, "metrics").await;
-        (Bounded::new(stream, self.lifetime, permit, None), peer)
+        (Bounded::new(stream, self.lifetime, Some(permit)), peer)
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -66,146 +67,192 @@ impl axum::serve::Listener for Limited {
     }
 }
 
-/// An HTTPS listener: TCP connections are accepted (at most `slots` at once, at most
-/// `per_address` from one address, none from an address `allow` refuses) and their
-/// handshakes run in their own tasks, each within `handshake_timeout`; the finished
-/// ones are handed to axum.
-pub(crate) struct TlsLimited {
-    ready: mpsc::Receiver<(Bounded<TlsStream<TcpStream>>, SocketAddr)>,
-    local: SocketAddr,
-}
-
 /// How the HTTPS listener limits its connections.
 pub(crate) struct TlsLimits {
-    pub slots: usize,
-    pub per_address: usize,
+    /// Connections at once, from one address, and from one network while busy.
+    pub admission: crate::admission::Limits,
+    /// How long one connection may stay open (keep-alive requests included).
     pub lifetime: Duration,
+    /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// How long a request's headers may take to arrive, counted from when the
+    /// connection is ready for a request (so an idle keep-alive connection is closed
+    /// after it too).
+    pub header_timeout: Duration,
+    /// While busy, connections with no request in progress for this long are closed.
+    pub busy_idle_timeout: Duration,
 }
 
-impl TlsLimited {
-    /// Starts accepting on `listener` until `shutdown`.
-    pub fn start<A, F>(
-        listener: TcpListener,
-        acceptor: TlsAcceptor,
-        limits: TlsLimits,
-        allow: A,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<Self>
-    where
-        A: Fn(IpAddr) -> F + Send + Sync + 'static,
-        F: Future<Output = bool> + Send + 'static,
-    {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(limits.slots.max(1));
-        let slots = Arc::new(Semaphore::new(limits.slots.max(1)));
-        let counts: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-        let allow = Arc::new(allow);
+/// Why the HTTPS listener turned a connection away, for the audit log and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// Refused at once: no room for its address, network or at all.
+    Refused,
+    /// Closed to make room for a newer connection, or by the busy sweep.
+    Shed,
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown`. Connections are admitted
+/// under `limits` (shedding the one idle longest at the limit, see
+/// [`crate::admission`]), none from an address `allow` refuses; each handshake runs in
+/// its connection's own task, then hyper serves HTTP/1.1 with a header-read timeout.
+/// The client's address reaches the handlers as `ConnectInfo<SocketAddr>`. `report`
+/// hears of every connection turned away for want of room.
+pub(crate) async fn serve_tls<A, F>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    limits: TlsLimits,
+    allow: A,
+    app: axum::Router,
+    report: Arc<dyn Fn(Busy, SocketAddr) + Send + Sync>,
+    shutdown: CancellationToken,
+) where
+    A: Fn(IpAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = bool> + Send + 'static,
+{
+    let admission = crate::admission::Admission::new(limits.admission);
+    let allow = Arc::new(allow);
+    let limits = Arc::new(limits);
+    let sweeping = admission.clone();
+    let sweep_timeout = limits.busy_idle_timeout;
+    let stop_sweeping = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop_sweeping.cancelled() => return,
+                _ = every.tick() => { sweeping.sweep(sweep_timeout); }
+            }
+        }
+    });
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "web listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(ticket) = admission.admit(Some(peer.ip())) else {
+            tracing::debug!(peer = %peer, "web: no room; connection refused");
+            report(Busy::Refused, peer);
+            continue;
+        };
+        let (acceptor, allow, limits, app, report, shutdown) = (
+            acceptor.clone(),
+            allow.clone(),
+            limits.clone(),
+            app.clone(),
+            report.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
-            loop {
-                let (stream, peer, permit) = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    accepted = accept_slot(&listener, &slots, "web") => accepted,
-                };
-                let Some(address) = AddressSlot::take(&counts, peer.ip(), limits.per_address)
-                else {
-                    tracing::debug!(peer = %peer, "web: too many connections from one address");
-                    continue;
-                };
-                let (acceptor, tx, allow) = (acceptor.clone(), tx.clone(), allow.clone());
-                let (lifetime, timeout) = (limits.lifetime, limits.handshake_timeout);
-                tokio::spawn(async move {
-                    if !allow(peer.ip()).await {
-                        tracing::debug!(peer = %peer, "web: connection refused (banned)");
-                        return;
-                    }
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let conn = Bounded::new(tls, lifetime, permit, Some(address));
-                            let _ = tx.send((conn, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "web: TLS handshake failed");
-                        }
-                        Err(_) => tracing::debug!(peer = %peer, "web: TLS handshake timed out"),
-                    }
-                });
+            if !allow(peer.ip()).await {
+                tracing::debug!(peer = %peer, "web: connection refused (banned)");
+                return;
+            }
+            let ticket = Arc::new(ticket);
+            let handshake = tokio::select! {
+                _ = ticket.shed_token().cancelled() => {
+                    report(Busy::Shed, peer);
+                    return;
+                }
+                handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)) => handshake,
+            };
+            let tls = match handshake {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "web: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "web: TLS handshake timed out");
+                    return;
+                }
+            };
+            ticket.waiting();
+            serve_connection(tls, peer, &limits, app, &ticket, &shutdown).await;
+            if ticket.was_shed() {
+                report(Busy::Shed, peer);
             }
         });
-        Ok(TlsLimited { ready, local })
     }
 }
 
-/// One connection's place in the per-address count, given back when it closes.
-pub(crate) struct AddressSlot {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl AddressSlot {
-    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
-        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
+/// Serves one TLS connection until it closes, is shed, or the server stops (then
+/// the request in progress is finished first). A connection with a request in
+/// progress is never shed.
+async fn serve_connection(
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    limits: &TlsLimits,
+    app: axum::Router,
+    ticket: &Arc<crate::admission::Ticket>,
+    shutdown: &CancellationToken,
+) {
+    use tower::ServiceExt as _;
+    let in_flight = ticket.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let mut request = request.map(axum::body::Body::new);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        in_flight.working();
+        let (app, in_flight) = (app.clone(), in_flight.clone());
+        async move {
+            let response = app.oneshot(request).await;
+            in_flight.waiting();
+            response
         }
-        *n += 1;
-        Some(AddressSlot {
-            counts: counts.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
+    });
+    let io = hyper_util::rt::TokioIo::new(Bounded::new(tls, limits.lifetime, None));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(peer = %peer, error = %e, "web: connection ended");
+                }
+                return;
+            }
+            _ = ticket.shed_token().cancelled() => {
+                tracing::debug!(peer = %peer, "web: idle connection closed to make room");
+                return;
+            }
+            _ = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
     }
 }
 
-impl axum::serve::Listener for TlsLimited {
-    type Io = Bounded<TlsStream<TcpStream>>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task stopped (shutdown): nothing more comes.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-/// A connection that holds one slot and reads nothing after its deadline.
+/// A connection that reads nothing after its deadline (and holds its listener's
+/// slot, if it has one, until dropped).
 pub(crate) struct Bounded<S> {
     stream: S,
     deadline: Pin<Box<tokio::time::Sleep>>,
-    _permit: OwnedSemaphorePermit,
-    _address: Option<AddressSlot>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<S> Bounded<S> {
-    fn new(
-        stream: S,
-        lifetime: Duration,
-        permit: OwnedSemaphorePermit,
-        address: Option<AddressSlot>,
-    ) -> Self {
+    fn new(stream: S, lifetime: Duration, permit: Option<OwnedSemaphorePermit>) -> Self {
         Bounded {
             stream,
             deadline: Box::pin(tokio::time::sleep(lifetime)),
             _permit: permit,
-            _address: address,
         }
     }
 }
@@ -254,24 +301,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_are_counted_and_given_back() {
-        let counts = Arc::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let a = AddressSlot::take(&counts, ip, 2).unwrap();
-        let b = AddressSlot::take(&counts, ip, 2).unwrap();
-        assert!(AddressSlot::take(&counts, ip, 2).is_none());
-        assert!(AddressSlot::take(&counts, "192.0.2.2".parse().unwrap(), 2).is_some());
-        drop(a);
-        let c = AddressSlot::take(&counts, ip, 2).unwrap();
-        drop((b, c));
-        assert!(counts.lock().unwrap().is_empty());
     }
 }

@@ -5,7 +5,9 @@
 //! connection, a cancellation token for shutdown and a task tracker to wait on.
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod audit;
+pub mod capacity;
 pub mod config;
 mod conn;
 pub mod control;

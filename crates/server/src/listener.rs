@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Ticket};
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
 use crate::conn::{Connection, Shared};
@@ -102,6 +102,17 @@ impl Server {
             clock.clone(),
         ));
         let metrics = Arc::new(Metrics::new());
+        let capacity = crate::capacity::apply(&config.limits);
+        if let Some(warning) = &capacity.warning {
+            tracing::warn!("{warning}");
+        }
+        tracing::info!(
+            max_connections = capacity.max_connections,
+            per_network_while_busy = capacity.per_network,
+            basis = %capacity.basis,
+            "connection limit"
+        );
+        metrics.connection_limit(capacity.max_connections);
         // Bans and locks go to the audit log (and notices) and to the metrics.
         let events: Arc<dyn auth::defence::DefenceEvents> = Arc::new(DefenceFanOut(vec![
             Arc::new(crate::audit::ServerEvents {
@@ -127,9 +138,12 @@ impl Server {
             metrics,
             sessions: crate::conn::SessionIds::new(),
             node: node_id()?,
-            per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
             acceptor: TlsAcceptor::from(tls_config),
-            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            admission: Admission::new(crate::admission::Limits {
+                cap: capacity.max_connections,
+                per_address: config.limits.max_connections_per_address,
+                per_network: capacity.per_network,
+            }),
             config,
         });
         Ok(Self {
@@ -197,6 +211,25 @@ impl Server {
             let stop = shutdown.clone();
             oauth::spawn_refresher(verifier.clone(), async move { stop.cancelled().await });
         }
+        // Near the connection limit, connections silent before sign-in for longer than
+        // the short timeout are closed (checked every second).
+        let sweeping = self.shared.clone();
+        let stop_sweeping = shutdown.clone();
+        tokio::spawn(async move {
+            let timeout = Duration::from_secs(sweeping.config.limits.idle_timeout_auth_busy_secs);
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop_sweeping.cancelled() => return,
+                    _ = every.tick() => {
+                        let shed = sweeping.admission.sweep(timeout);
+                        if shed > 0 {
+                            tracing::info!(shed, "busy: closed connections silent before sign-in");
+                        }
+                    }
+                }
+            }
+        });
         // Old failure counts and expired bans are dropped hourly.
         let pruning = self.shared.clone();
         let stop_pruning = shutdown.clone();
@@ -236,6 +269,7 @@ impl Server {
                 self.shared.auth.clone(),
                 self.shared.audit.clone(),
                 self.shared.notices.clone(),
+                self.shared.metrics.clone(),
                 self.shared.config.clone(),
                 stop_http.clone(),
             ))
@@ -283,8 +317,8 @@ async fn accept_loop(
             // The real client address comes in the PROXY header: read it in the
             // connection's own task (a slow proxy never holds up the accept loop),
             // then admit the connection under that address.
-            let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-                tracing::warn!(peer = %peer, "connection limit reached; refusing a connection");
+            let Some(ticket) = shared.admission.admit(None) else {
+                tracing::debug!(peer = %peer, "connection limit reached; refusing a connection");
                 audit_refusal(&shared, &stream, peer, kind, Refused::Busy);
                 tracker.spawn(refuse(stream, kind, Refused::Busy));
                 continue;
@@ -293,15 +327,23 @@ async fn accept_loop(
             tracker.spawn(async move {
                 let mut stream = stream;
                 let timeout = Duration::from_secs(shared.config.proxy.header_timeout_secs);
-                match crate::proxy::read_header(&mut stream, timeout).await {
+                let header = tokio::select! {
+                    // Shed while the proxy has not sent the header: closed like any
+                    // other silent connection.
+                    _ = ticket.shed_token().cancelled() => {
+                        shared.metrics.shed(kind.into());
+                        return;
+                    }
+                    header = crate::proxy::read_header(&mut stream, timeout) => header,
+                };
+                match header {
                     Ok(header) => {
                         let client = header.source.unwrap_or(peer);
-                        admit(kind, stream, client, &shared, shutdown, Some(permit)).await;
+                        admit(kind, stream, client, &shared, shutdown, Some(ticket)).await;
                     }
                     Err(e) => {
                         tracing::info!(proxy = %peer, error = %e, "connection from a trusted proxy without a valid PROXY header closed");
                         audit_refusal(&shared, &stream, peer, kind, Refused::Proxy);
-                        drop(permit);
                     }
                 }
             });
@@ -321,7 +363,7 @@ async fn admit(
     peer: SocketAddr,
     shared: &Arc<Shared>,
     shutdown: CancellationToken,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    proxied: Option<Ticket>,
 ) {
     if !shared.config.access.allows(peer.ip()) {
         tracing::info!(peer = %peer, "connection refused by the access rules");
@@ -329,20 +371,14 @@ async fn admit(
         refuse(stream, kind, Refused::Denied).await;
         return;
     }
-    let permit = match permit {
-        Some(p) => p,
-        None => {
-            let Ok(p) = shared.connections.clone().try_acquire_owned() else {
-                tracing::warn!(peer = %peer, "connection limit reached; refusing a connection");
-                audit_refusal(shared, &stream, peer, kind, Refused::Busy);
-                refuse(stream, kind, Refused::Busy).await;
-                return;
-            };
-            p
-        }
+    // The connection limit (shedding the connection silent longest if need be), the
+    // per-address cap and, while busy, the per-network one.
+    let ticket = match proxied {
+        Some(mut ticket) => ticket.bind_address(peer.ip()).then_some(ticket),
+        None => shared.admission.admit(Some(peer.ip())),
     };
-    let Some(slot) = AddressSlot::take(shared, peer) else {
-        tracing::info!(peer = %peer, "too many connections from one address");
+    let Some(ticket) = ticket else {
+        tracing::debug!(peer = %peer, "too many connections; refusing one");
         audit_refusal(shared, &stream, peer, kind, Refused::Busy);
         refuse(stream, kind, Refused::Busy).await;
         return;
@@ -350,15 +386,13 @@ async fn admit(
     // The ban check reads the directory: in the connection's task, so a slow lookup
     // never holds up the accept loop.
     if shared.auth.guard().connection_allowed(peer.ip()).await {
-        let conn = Connection::new(shared.clone(), peer, kind, shutdown);
+        let conn = Connection::new(shared.clone(), peer, kind, shutdown, ticket);
         conn.run(stream).await;
     } else {
         tracing::info!(peer = %peer, "connection from a banned address refused");
         audit_refusal(shared, &stream, peer, kind, Refused::Banned);
         refuse(stream, kind, Refused::Banned).await;
     }
-    drop(slot);
-    drop(permit);
 }
 
 /// A random id for this process, naming it as the owner of maildrop leases.
@@ -403,42 +437,4 @@ async fn refuse(mut stream: TcpStream, kind: ListenerKind, why: Refused) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(line)).await;
-}
-
-/// A connection counted against its address's limit until dropped.
-struct AddressSlot {
-    shared: Arc<Shared>,
-    key: String,
-}
-
-impl AddressSlot {
-    fn take(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Self> {
-        let key = auth::defence::source_key(peer.ip());
-        let mut counts = shared.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(key.clone()).or_insert(0);
-        if *n >= shared.config.limits.max_connections_per_address {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            shared: shared.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .shared
-            .per_address
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.key);
-            }
-        }
-    }
 }

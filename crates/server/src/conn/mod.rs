@@ -17,10 +17,10 @@ use pop3_proto::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, Ticket};
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
 use crate::metrics::{HandshakeFailure, Metrics, SessionGauge};
@@ -47,9 +47,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub auth: Authenticator<Dir>,
     pub acceptor: TlsAcceptor,
-    pub connections: Arc<Semaphore>,
-    /// Open connections per source address (IPv6: per /64).
-    pub per_address: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The connection limit, the per-address and per-network caps, and shedding.
+    pub admission: Arc<Admission>,
     /// The audit log.
     pub audit: AuditLog,
     /// Security notices to users.
@@ -165,6 +164,8 @@ pub(crate) struct Connection {
     sni: Option<String>,
     /// This session in `poplar_sessions`, from `run` on.
     gauge: Option<SessionGauge>,
+    /// Its place under the connection limit; shed while silent before sign-in.
+    ticket: Ticket,
 }
 
 impl Connection {
@@ -173,6 +174,7 @@ impl Connection {
         peer: SocketAddr,
         kind: ListenerKind,
         shutdown: CancellationToken,
+        ticket: Ticket,
     ) -> Self {
         let limits = &shared.config.limits;
         let session = Session::new(SessionConfig {
@@ -224,6 +226,7 @@ impl Connection {
             sni: None,
             server_shutdown: shutdown,
             gauge: None,
+            ticket,
         }
     }
 
@@ -304,7 +307,15 @@ impl Connection {
         &mut self,
         tcp: TcpStream,
     ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.shared.acceptor.accept(tcp)).await {
+        let shed = self.ticket.shed_token().clone();
+        let handshake = tokio::select! {
+            _ = shed.cancelled() => {
+                self.was_shed();
+                return None;
+            }
+            handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.shared.acceptor.accept(tcp)) => handshake,
+        };
+        match handshake {
             Ok(Ok(mut tls)) => {
                 self.tls = true;
                 // rustls queues at most 64 KiB of records by default, so each chunk of a
@@ -346,6 +357,14 @@ impl Connection {
                 None
             }
         }
+    }
+
+    /// Closed to make room near the connection limit: said once, in the audit log
+    /// (`end: busy`) and the metrics.
+    fn was_shed(&mut self) {
+        tracing::debug!(peer = %self.peer, "closing a silent connection to make room");
+        self.end = "busy";
+        self.shared.metrics.shed(self.kind.into());
     }
 
     /// What the handshake established; remembers the client certificate's user.
@@ -472,7 +491,22 @@ impl Connection {
                     deadline = (auth_end, Timeout::SignIn);
                 }
             }
+            // Not signed in: from now on it may be shed to make room if it stays silent.
+            if !self.session.in_transaction() {
+                self.ticket.waiting();
+            }
+            let shed = self.ticket.shed_token().clone();
             let read = tokio::select! {
+                _ = shed.cancelled() => {
+                    self.was_shed();
+                    pop3_proto::response::err(
+                        &mut self.out,
+                        Some(pop3_proto::RespCode::SysTemp),
+                        "server busy, closing connection; try again later",
+                    );
+                    self.flush(stream).await?;
+                    return Ok(Leg::Closed);
+                }
                 _ = self.shutdown.cancelled() => {
                     // Not in UPDATE here (UPDATE never waits for input): nothing is deleted.
                     let lease_lost = self
@@ -497,6 +531,7 @@ impl Connection {
                 }
                 read = tokio::time::timeout_at(deadline.0, stream.read(&mut buf)) => read,
             };
+            self.ticket.working();
             match read {
                 Err(_) => {
                     // RFC 1939 section 3: the autologout timer closes without UPDATE.

@@ -114,6 +114,36 @@ impl TlsVersion {
     }
 }
 
+/// Any of the server's client-facing listeners: the two POP3 ones and the security page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Listener {
+    Pop3,
+    Pop3s,
+    Web,
+}
+
+impl Listener {
+    pub(super) const ALL: [Listener; 3] = [Listener::Pop3, Listener::Pop3s, Listener::Web];
+
+    /// The audit log's and the metrics' name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Listener::Pop3 => "pop3",
+            Listener::Pop3s => "pop3s",
+            Listener::Web => "web",
+        }
+    }
+}
+
+impl From<ListenerKind> for Listener {
+    fn from(kind: ListenerKind) -> Self {
+        match kind {
+            ListenerKind::Pop3 => Listener::Pop3,
+            ListenerKind::Pop3s => Listener::Pop3s,
+        }
+    }
+}
+
 /// A session's POP3 state (RFC 1939 section 3); UPDATE counts as TRANSACTION.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum SessionState {
@@ -151,6 +181,7 @@ impl CommandLabel {
 }
 
 label_value!(
+    Listener,
     Refused,
     SignInResult,
     HandshakeFailure,
@@ -169,6 +200,11 @@ impl EncodeLabelValue for ListenerKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct ListenerLabels {
     pub(super) listener: ListenerKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ShedLabels {
+    pub(super) listener: Listener,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -12,7 +12,7 @@ mod labels;
 mod text;
 
 pub(crate) use http::serve;
-pub(crate) use labels::{HandshakeFailure, Refused, SignInResult};
+pub(crate) use labels::{HandshakeFailure, Listener, Refused, SignInResult};
 
 use std::time::Duration;
 
@@ -46,6 +46,8 @@ pub struct Metrics {
     registry: Registry,
     connections: Family<ListenerLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
+    shed: Family<ShedLabels, Counter>,
+    connection_limit: Gauge,
     sessions: Family<StateLabels, Gauge>,
     tls_handshakes: Family<VersionLabels, Counter>,
     tls_failures: Family<HandshakeFailureLabels, Counter>,
@@ -86,6 +88,8 @@ impl Metrics {
             registry: Registry::default(),
             connections: Family::default(),
             refused: Family::default(),
+            shed: Family::default(),
+            connection_limit: Gauge::default(),
             sessions: Family::default(),
             tls_handshakes: Family::default(),
             tls_failures: Family::default(),
@@ -106,8 +110,18 @@ impl Metrics {
         );
         r.register(
             "connections_refused",
-            "Connections refused before the greeting, by reason (busy, denied, banned)",
+            "Connections refused before the greeting, by reason (busy, denied, banned, proxy); busy includes the security page's",
             m.refused.clone(),
+        );
+        r.register(
+            "connections_shed",
+            "Connections closed before sign-in to make room near the connection limit (the audit log's busy), by listener",
+            m.shed.clone(),
+        );
+        r.register(
+            "connection_limit",
+            "POP3 connections served at once (limits.max_connections, or as sized from memory at start)",
+            m.connection_limit.clone(),
         );
         r.register(
             "sessions",
@@ -177,6 +191,9 @@ impl Metrics {
         for listener in [ListenerKind::Pop3, ListenerKind::Pop3s] {
             let _ = m.connections.get_or_create(&ListenerLabels { listener });
         }
+        for listener in Listener::ALL {
+            let _ = m.shed.get_or_create(&ShedLabels { listener });
+        }
         for reason in Refused::ALL {
             let _ = m.refused.get_or_create(&RefusedLabels { reason });
         }
@@ -225,6 +242,17 @@ impl Metrics {
     /// A connection was refused before the greeting.
     pub(crate) fn refused(&self, reason: Refused) {
         self.refused.get_or_create(&RefusedLabels { reason }).inc();
+    }
+
+    /// A connection was closed to make room near the connection limit.
+    pub(crate) fn shed(&self, listener: Listener) {
+        self.shed.get_or_create(&ShedLabels { listener }).inc();
+    }
+
+    /// The connection limit in force.
+    pub(crate) fn connection_limit(&self, limit: usize) {
+        self.connection_limit
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// A session starts in AUTHORIZATION; the guard moves it and removes it at the end.

@@ -41,19 +41,24 @@ use zeroize::Zeroizing;
 use crate::Dir;
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
-use crate::http_conn::{TlsLimited, TlsLimits};
+use crate::http_conn::{Busy, TlsLimits, serve_tls};
+use crate::metrics::{Listener, Metrics, Refused};
 use crate::notices::{Notice, Notices};
 use html::Frame;
 use session::{Session, Sessions, Stage};
 
-/// HTTPS connections served at once; more wait in the listen queue.
+/// HTTPS connections served at once; at the limit the one idle longest makes room.
 const MAX_CONNECTIONS: usize = 256;
 /// HTTPS connections from one address at once (a browser opens about six).
 const MAX_PER_ADDRESS: usize = 16;
+/// HTTPS connections from one network (IPv4 /24, IPv6 /48) while the page is busy.
+const MAX_PER_NETWORK: usize = 32;
 /// How long one connection may stay open (keep-alive requests included).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request's headers may take, and an idle keep-alive connection may wait.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Form bodies are small; anything larger is refused before it is read whole.
 const MAX_BODY: usize = 16 * 1024;
 /// Sign-ins shown on the page.
@@ -77,14 +82,20 @@ pub(crate) async fn serve(
     auth: Authenticator<Dir>,
     audit: AuditLog,
     notices: Arc<Notices>,
+    metrics: Arc<Metrics>,
     config: Config,
     shutdown: CancellationToken,
 ) {
     let limits = TlsLimits {
-        slots: MAX_CONNECTIONS,
-        per_address: MAX_PER_ADDRESS,
+        admission: crate::admission::Limits {
+            cap: MAX_CONNECTIONS,
+            per_address: MAX_PER_ADDRESS,
+            per_network: MAX_PER_NETWORK,
+        },
         lifetime: CONNECTION_LIFETIME,
         handshake_timeout: HANDSHAKE_TIMEOUT,
+        header_timeout: HEADER_TIMEOUT,
+        busy_idle_timeout: Duration::from_secs(config.limits.idle_timeout_auth_busy_secs),
     };
     // A banned address gets no page, as it gets no POP3 greeting.
     let guard = auth.clone();
@@ -92,19 +103,24 @@ pub(crate) async fn serve(
         let guard = guard.clone();
         async move { guard.guard().connection_allowed(ip).await }
     };
-    let listener = match TlsLimited::start(
-        listener,
-        TlsAcceptor::from(tls),
-        limits,
-        allow,
-        shutdown.clone(),
-    ) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "web: cannot serve the security page");
-            return;
+    // Connections turned away for want of room: the POP3 listeners' word, `busy`.
+    let busy_audit = audit.clone();
+    let report = Arc::new(move |why: Busy, peer: SocketAddr| {
+        match why {
+            Busy::Refused => metrics.refused(Refused::Busy),
+            Busy::Shed => metrics.shed(Listener::Web),
         }
-    };
+        busy_audit.write(
+            Record {
+                event: if why == Busy::Shed { "disconnect" } else { "refused" },
+                listener: Some("web"),
+                reason: (why == Busy::Refused).then_some(Refused::Busy.as_str()),
+                end: (why == Busy::Shed).then_some(Refused::Busy.as_str()),
+                ..Record::default()
+            }
+            .addresses(peer, None),
+        );
+    });
     let state = Arc::new(Web {
         auth,
         audit,
@@ -113,19 +129,16 @@ pub(crate) async fn serve(
         config,
     });
     let app = router(state);
-    let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-}
-
-/// The client's address, for the guard, the audit log and the history.
-#[derive(Clone, Copy)]
-struct Peer(SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsLimited>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsLimited>) -> Self {
-        Peer(*stream.remote_addr())
-    }
+    serve_tls(
+        listener,
+        TlsAcceptor::from(tls),
+        limits,
+        allow,
+        app,
+        report,
+        shutdown,
+    )
+    .await;
 }
 
 /// A form field that holds a secret: wiped from memory when dropped.
@@ -499,7 +512,7 @@ const SIGNIN_REFUSED: &str = "The user name or password is not right.";
 
 async fn signin(
     State(w): State<Arc<Web>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<SignInForm>,
 ) -> Response {
@@ -614,7 +627,7 @@ struct CodeForm {
 
 async fn code(
     State(w): State<Arc<Web>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {
@@ -790,7 +803,7 @@ fn enrol_render(w: &Web, s: &Session, error: Option<&str>, status: StatusCode) -
 
 async fn enrol_confirm(
     State(w): State<Arc<Web>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {
@@ -845,7 +858,7 @@ async fn enrol_confirm(
 
 async fn renew_recovery_codes(
     State(w): State<Arc<Web>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
@@ -913,7 +926,7 @@ fn app_password_fields(
 
 async fn create_app_password(
     State(w): State<Arc<Web>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<AppPasswordForm>,
 ) -> Response {
@@ -962,7 +975,7 @@ struct RevokeForm {
 
 async fn revoke_app_password(
     State(w): State<Arc<Web>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<RevokeForm>,
 ) -> Response {
@@ -1001,7 +1014,7 @@ struct PasswordForm {
 
 async fn change_password(
     State(w): State<Arc<Web>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
