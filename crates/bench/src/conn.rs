@@ -190,6 +190,37 @@ pub struct Target {
     pub tls_port: u16,
     pub tls: Tls,
     pub op_timeout: Duration,
+    /// Source addresses, taken in turn (empty: the system's choice).
+    pub sources: std::sync::Arc<Sources>,
+}
+
+/// Source addresses connections are bound to in turn: `--sources N` gives
+/// 127.x.y.1 for N different /24s (x from 20, y from 0), so a server's per-address and
+/// per-network caps see many clients.
+#[derive(Default)]
+pub struct Sources {
+    addrs: Vec<std::net::IpAddr>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Sources {
+    pub fn loopback(n: u32) -> Self {
+        let addrs = (0..n)
+            .map(|i| std::net::IpAddr::from([127, 20 + (i / 250) as u8, (i % 250) as u8, 1]))
+            .collect();
+        Sources {
+            addrs,
+            next: Default::default(),
+        }
+    }
+
+    fn take(&self) -> Option<std::net::IpAddr> {
+        if self.addrs.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(self.addrs[i % self.addrs.len()])
+    }
 }
 
 /// An open POP3 session.
@@ -208,9 +239,28 @@ impl Pop3 {
         } else {
             t.port
         };
-        let tcp = timeout(t.op_timeout, TcpStream::connect((t.host.as_str(), port)))
-            .await
-            .map_err(|_| Pop3Error::Timeout("connect"))??;
+        let tcp = match t.sources.take() {
+            None => timeout(t.op_timeout, TcpStream::connect((t.host.as_str(), port)))
+                .await
+                .map_err(|_| Pop3Error::Timeout("connect"))??,
+            Some(source) => {
+                let addr = tokio::net::lookup_host((t.host.as_str(), port))
+                    .await?
+                    .find(|a| a.is_ipv4() == source.is_ipv4())
+                    .ok_or_else(|| {
+                        Pop3Error::Protocol(format!("{} has no address for {source}", t.host))
+                    })?;
+                let socket = if source.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                socket.bind(std::net::SocketAddr::new(source, 0))?;
+                timeout(t.op_timeout, socket.connect(addr))
+                    .await
+                    .map_err(|_| Pop3Error::Timeout("connect"))??
+            }
+        };
         tcp.set_nodelay(true)?;
         let mut rb = ReadBuf::new(chunk, t.op_timeout);
         let stream = match mode {

@@ -104,6 +104,10 @@ struct Common {
     /// Timeout of every network operation, in seconds.
     #[arg(long, global = true, default_value_t = 120.0)]
     timeout: f64,
+    /// Connect from this many loopback addresses in turn, 127.x.y.1, each in a /24 of
+    /// its own (0: the system's choice, 127.0.0.1).
+    #[arg(long, global = true, default_value_t = 0)]
+    sources: u32,
     /// Runtime worker threads (default: the number of cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -254,6 +258,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             tls_port: c.tls_port,
             tls,
             op_timeout: Duration::from_secs_f64(c.timeout),
+            sources: std::sync::Arc::new(conn::Sources::loopback(c.sources)),
         },
         mode: c.mode,
         auth: c.auth,

@@ -236,7 +236,9 @@ impl Ticket {
 
     /// The connection (not signed in) waits for its client from now on.
     pub(crate) fn waiting(&self) {
-        self.admission.lock().set_waiting(self.id, Some(Instant::now()));
+        self.admission
+            .lock()
+            .set_waiting(self.id, Some(Instant::now()));
     }
 
     /// The connection is being served (a command or request in progress), or has
@@ -342,8 +344,14 @@ mod tests {
             .map(|i| a.admit(ip(&format!("10.{i}.0.1"))).unwrap())
             .collect();
         assert_eq!(a.open(), 90);
-        assert!(a.admit(ip("192.0.2.200")).is_none(), "per network while busy");
-        assert!(a.admit(ip("198.51.100.7")).is_some(), "other networks still come in");
+        assert!(
+            a.admit(ip("192.0.2.200")).is_none(),
+            "per network while busy"
+        );
+        assert!(
+            a.admit(ip("198.51.100.7")).is_some(),
+            "other networks still come in"
+        );
         drop(others);
         same_net.clear();
         drop(x1);
@@ -352,7 +360,10 @@ mod tests {
         let b = Admission::new(limits(10, 1, 1));
         let _v = b.admit(ip("2001:db8:1:2::1")).unwrap();
         assert!(b.admit(ip("2001:db8:1:2::99")).is_none(), "same /64");
-        assert!(b.admit(ip("2001:db8:1:3::1")).is_some(), "same /48, not busy");
+        assert!(
+            b.admit(ip("2001:db8:1:3::1")).is_some(),
+            "same /48, not busy"
+        );
         // IPv4-mapped IPv6 counts as IPv4.
         let _m = b.admit(ip("192.0.2.9")).unwrap();
         assert!(b.admit(ip("::ffff:192.0.2.9")).is_none());

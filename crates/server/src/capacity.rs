@@ -137,11 +137,13 @@ pub fn apply(limits: &Limits) -> Capacity {
 
 /// Memory available to this process: the machine's, or its cgroup's limit if lower.
 fn memory_bytes() -> Option<u64> {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    });
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        });
     let cgroup = cgroup_memory_max(Path::new("/proc/self/cgroup"), Path::new("/sys/fs/cgroup"));
     match (total, cgroup) {
         (Some(t), Some(c)) => Some(t.min(c)),
@@ -177,10 +179,16 @@ mod tests {
             descriptors: (soft, hard),
         };
         let (c, raise) = size(&limits(None), &m(Some(24 * GIB), Some(1024), Some(524_288)));
-        assert_eq!(c.max_connections, 65_536, "24 GiB: a quarter at 64 KiB, capped");
+        assert_eq!(
+            c.max_connections, 65_536,
+            "24 GiB: a quarter at 64 KiB, capped"
+        );
         assert_eq!(raise, Some(65_536 + RESERVED_DESCRIPTORS));
         assert_eq!(c.per_network, 4096);
-        assert!(c.warning.is_none() && c.basis.contains("24576 MiB"), "{c:?}");
+        assert!(
+            c.warning.is_none() && c.basis.contains("24576 MiB"),
+            "{c:?}"
+        );
         let (c, _) = size(&limits(None), &m(Some(2 * GIB), Some(1 << 20), None));
         assert_eq!(c.max_connections, 8192);
         let (c, _) = size(&limits(None), &m(Some(64 << 20), None, None));
@@ -203,7 +211,10 @@ mod tests {
         assert_eq!(raise, Some(20_000));
         assert_eq!(c.max_connections, 20_000 - RESERVED_DESCRIPTORS as usize);
         let w = c.warning.unwrap();
-        assert!(w.contains("65536 connections") && w.contains("LimitNOFILE"), "{w}");
+        assert!(
+            w.contains("65536 connections") && w.contains("LimitNOFILE"),
+            "{w}"
+        );
         // An explicit limit is kept when the hard limit allows it.
         let (c, raise) = size(&limits(Some(30_000)), &m(1024, 1 << 20));
         assert_eq!((c.max_connections, raise), (30_000, Some(31_024)));

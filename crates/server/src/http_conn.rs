@@ -198,19 +198,20 @@ async fn serve_connection(
 ) {
     use tower::ServiceExt as _;
     let in_flight = ticket.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let mut request = request.map(axum::body::Body::new);
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        in_flight.working();
-        let (app, in_flight) = (app.clone(), in_flight.clone());
-        async move {
-            let response = app.oneshot(request).await;
-            in_flight.waiting();
-            response
-        }
-    });
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            in_flight.working();
+            let (app, in_flight) = (app.clone(), in_flight.clone());
+            async move {
+                let response = app.oneshot(request).await;
+                in_flight.waiting();
+                response
+            }
+        });
     let io = hyper_util::rt::TokioIo::new(Bounded::new(tls, limits.lifetime, None));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -263,16 +263,9 @@ impl Server {
             ))
         });
         let web = self.web_listener.map(|listener| {
-            tokio::spawn(crate::web::serve(
-                listener,
-                self.web_tls.clone(),
-                self.shared.auth.clone(),
-                self.shared.audit.clone(),
-                self.shared.notices.clone(),
-                self.shared.metrics.clone(),
-                self.shared.config.clone(),
-                stop_http.clone(),
-            ))
+            let (tls, shared, stop) =
+                (self.web_tls.clone(), self.shared.clone(), stop_http.clone());
+            tokio::spawn(async move { crate::web::serve(listener, tls, &shared, stop).await })
         });
         shutdown.cancelled().await;
         serving.store(false, Ordering::Release);

@@ -243,6 +243,7 @@ pub async fn run(env: &Env, a: Args) -> anyhow::Result<bool> {
         tls_port: sender.port,
         tls: env.target.tls.clone(),
         op_timeout: env.target.op_timeout,
+        sources: Default::default(),
     };
     let list = [(1u32, octets)];
     let mut ok = true;
@@ -780,6 +781,7 @@ mod tests {
                 tls_port: sender.port,
                 tls,
                 op_timeout: Duration::from_secs(20),
+                sources: Default::default(),
             };
             rt.block_on(async {
                 for _ in 0..2 {

@@ -31,8 +31,10 @@ use crate::{Dir, ListenerKind};
 const CHUNK: usize = 64 * 1024;
 /// Bytes read from the client at a time.
 const READ_BUFFER: usize = 4 * 1024;
-/// Output buffer capacity kept while a session waits for its next command.
-const IDLE_OUT_CAPACITY: usize = 4 * 1024;
+/// Output buffer capacity kept while a session waits for its next command: more is
+/// given back (a response's buffer costs one allocation; thousands of idle sessions
+/// holding 4 KiB each cost 4 KiB a session).
+const IDLE_OUT_CAPACITY: usize = 512;
 /// How much encrypted output rustls may queue before a write waits for the socket:
 /// room for a whole chunk of a large message as stuffed (a few per cent more than was
 /// read; twice at most, when every octet read is a line end), so that each chunk goes
@@ -207,7 +209,7 @@ impl Connection {
             shutdown: shutdown.child_token(),
             session,
             framer,
-            out: Vec::with_capacity(4096),
+            out: Vec::new(),
             user: None,
             maildir_path: None,
             maildrop: None,
@@ -269,26 +271,26 @@ impl Connection {
             since: crate::audit::rfc3339_ms(self.shared.auth.guard().now()),
             end: self.shutdown.clone(),
         });
-        if self.kind == ListenerKind::Pop3s {
-            if let Some(mut tls) = self.handshake(tcp).await {
+        // One handshake and one TLS leg for both listeners: each await point of an async
+        // function takes its own room in the task, which every idle session carries.
+        let plaintext_leg = self.kind == ListenerKind::Pop3;
+        if plaintext_leg {
+            self.session.greeting(&mut self.out);
+        }
+        let upgrade = !plaintext_leg || matches!(self.drive(&mut tcp).await, Ok(Leg::StartTls));
+        if upgrade {
+            // Bytes the client pipelined after STLS arrived unprotected; they are never
+            // read as commands (RFC 2595 section 4).
+            self.framer.clear();
+            // Boxed: the handshake's state is large and needed only briefly.
+            if let Some(mut tls) = Box::pin(self.handshake(tcp)).await {
                 let info = self.tls_info(&tls);
                 self.session.tls_started(info);
-                self.session.greeting(&mut self.out);
+                if !plaintext_leg {
+                    self.session.greeting(&mut self.out);
+                }
                 let _ = self.drive(&mut tls).await;
                 let _ = tls.shutdown().await;
-            }
-        } else {
-            self.session.greeting(&mut self.out);
-            if let Ok(Leg::StartTls) = self.drive(&mut tcp).await {
-                // Bytes the client pipelined after STLS arrived unprotected; they are
-                // never read as commands (RFC 2595 section 4).
-                self.framer.clear();
-                if let Some(mut tls) = self.handshake(tcp).await {
-                    let info = self.tls_info(&tls);
-                    self.session.tls_started(info);
-                    let _ = self.drive(&mut tls).await;
-                    let _ = tls.shutdown().await;
-                }
             }
         }
         tracing::debug!(peer = %self.peer, "connection closed");
@@ -439,7 +441,10 @@ impl Connection {
                         self.session.line_too_long(&mut self.out),
                     ),
                 };
-                let next = self.perform(action, stream).await?;
+                // Boxed: what a command does (a sign-in, a maildrop scan, a RETR, UPDATE)
+                // is a large state machine; inline, every idle session's task would
+                // carry its size (25 KB) while it waits for its next command.
+                let next = Box::pin(self.perform(action, stream)).await?;
                 self.shared.metrics.command(command, started.elapsed());
                 match next {
                     Some(Leg::Closed) => {
@@ -460,7 +465,7 @@ impl Connection {
             // A RETR may have grown the output buffer to a few hundred KiB, and a
             // pipelining client left messages read ahead; a waiting session keeps neither.
             if self.out.capacity() > IDLE_OUT_CAPACITY {
-                self.out = Vec::with_capacity(IDLE_OUT_CAPACITY);
+                self.out = Vec::new();
             }
             if let Some(m) = &mut self.maildrop {
                 m.read_ahead = Default::default();

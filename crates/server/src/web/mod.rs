@@ -42,7 +42,7 @@ use crate::Dir;
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
 use crate::http_conn::{Busy, TlsLimits, serve_tls};
-use crate::metrics::{Listener, Metrics, Refused};
+use crate::metrics::{Listener, Refused};
 use crate::notices::{Notice, Notices};
 use html::Frame;
 use session::{Session, Sessions, Stage};
@@ -79,13 +79,16 @@ struct Web {
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    auth: Authenticator<Dir>,
-    audit: AuditLog,
-    notices: Arc<Notices>,
-    metrics: Arc<Metrics>,
-    config: Config,
+    shared: &crate::conn::Shared,
     shutdown: CancellationToken,
 ) {
+    let (auth, audit, notices, metrics, config) = (
+        shared.auth.clone(),
+        shared.audit.clone(),
+        shared.notices.clone(),
+        shared.metrics.clone(),
+        shared.config.clone(),
+    );
     let limits = TlsLimits {
         admission: crate::admission::Limits {
             cap: MAX_CONNECTIONS,
@@ -112,7 +115,11 @@ pub(crate) async fn serve(
         }
         busy_audit.write(
             Record {
-                event: if why == Busy::Shed { "disconnect" } else { "refused" },
+                event: if why == Busy::Shed {
+                    "disconnect"
+                } else {
+                    "refused"
+                },
                 listener: Some("web"),
                 reason: (why == Busy::Refused).then_some(Refused::Busy.as_str()),
                 end: (why == Busy::Shed).then_some(Refused::Busy.as_str()),
