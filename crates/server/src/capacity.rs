@@ -18,9 +18,11 @@ const MEMORY_SHARE: u64 = 4;
 const AUTO_MIN: usize = 256;
 const AUTO_MAX: usize = 65_536;
 /// File descriptors kept for everything but POP3 connections: listeners, the
-/// directory, the audit log, the security page's connections, message files and
-/// locks of sessions at work.
+/// directory, the audit log, the security page's connections, message files of
+/// sessions at work.
 pub const RESERVED_DESCRIPTORS: u64 = 1024;
+/// File descriptors a signed-in session holds: its socket and its maildrop's lock.
+pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 
 /// The limits the server runs with, and what it had to say about them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +78,7 @@ pub fn size(limits: &Limits, machine: &Machine) -> (Capacity, Option<u64>) {
             None => (AUTO_MIN, "memory unknown: the smallest size".to_owned()),
         },
     };
-    let needed = wanted as u64 + RESERVED_DESCRIPTORS;
+    let needed = wanted as u64 * DESCRIPTORS_PER_CONNECTION + RESERVED_DESCRIPTORS;
     // The soft limit to run with: raised towards what is needed, never above the hard.
     let raise_to = match (soft, hard) {
         (Some(s), _) if s >= needed => None,
@@ -88,7 +90,8 @@ pub fn size(limits: &Limits, machine: &Machine) -> (Capacity, Option<u64>) {
     let mut warning = None;
     let max_connections = match usable {
         Some(fds) if fds < needed => {
-            let fit = fds.saturating_sub(RESERVED_DESCRIPTORS).max(1) as usize;
+            let fit = (fds.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION)
+                .max(1) as usize;
             warning = Some(format!(
                 "{wanted} connections ({basis}) need {needed} open files, but the limit is {fds} (ulimit -n; LimitNOFILE= in the systemd unit): serving at most {fit}; raise the limit"
             ));
@@ -183,7 +186,7 @@ mod tests {
             c.max_connections, 65_536,
             "24 GiB: a quarter at 64 KiB, capped"
         );
-        assert_eq!(raise, Some(65_536 + RESERVED_DESCRIPTORS));
+        assert_eq!(raise, Some(2 * 65_536 + RESERVED_DESCRIPTORS));
         assert_eq!(c.per_network, 4096);
         assert!(
             c.warning.is_none() && c.basis.contains("24576 MiB"),
@@ -209,7 +212,7 @@ mod tests {
         // The hard limit is too low for the memory-sized limit: lowered, and said.
         let (c, raise) = size(&limits(None), &m(1024, 20_000));
         assert_eq!(raise, Some(20_000));
-        assert_eq!(c.max_connections, 20_000 - RESERVED_DESCRIPTORS as usize);
+        assert_eq!(c.max_connections, (20_000 - RESERVED_DESCRIPTORS as usize) / 2);
         let w = c.warning.unwrap();
         assert!(
             w.contains("65536 connections") && w.contains("LimitNOFILE"),
@@ -217,7 +220,7 @@ mod tests {
         );
         // An explicit limit is kept when the hard limit allows it.
         let (c, raise) = size(&limits(Some(30_000)), &m(1024, 1 << 20));
-        assert_eq!((c.max_connections, raise), (30_000, Some(31_024)));
+        assert_eq!((c.max_connections, raise), (30_000, Some(61_024)));
         // The per-network share can be set.
         let l = Limits {
             max_connections_per_network: Some(7),
