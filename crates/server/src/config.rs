@@ -1175,16 +1175,25 @@ mod tests {
         let c: Config = toml::from_str("").unwrap();
         assert_eq!(
             c.sasl.mechanisms,
-            ["EXTERNAL", "OAUTHBEARER", "XOAUTH2", "SCRAM-SHA-256", "PLAIN", "LOGIN"]
+            [
+                "EXTERNAL",
+                "OAUTHBEARER",
+                "XOAUTH2",
+                "SCRAM-SHA-256",
+                "PLAIN",
+                "LOGIN"
+            ]
         );
-        let c: Config = toml::from_str(
-            "[sasl]\nmechanisms = [\"SCRAM-SHA-256-PLUS\", \"SCRAM-SHA-256\"]\n",
-        )
-        .unwrap();
+        let c: Config =
+            toml::from_str("[sasl]\nmechanisms = [\"SCRAM-SHA-256-PLUS\", \"SCRAM-SHA-256\"]\n")
+                .unwrap();
         assert!(c.validate().is_ok());
         assert_eq!(
             c.sasl.parsed(),
-            [sasl::Mechanism::ScramSha256Plus, sasl::Mechanism::ScramSha256]
+            [
+                sasl::Mechanism::ScramSha256Plus,
+                sasl::Mechanism::ScramSha256
+            ]
         );
     }
 
