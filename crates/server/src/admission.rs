@@ -15,6 +15,16 @@
 //! are never counted against: an office or a mobile operator's NAT pool is not held to
 //! a share while there is room for everyone.
 //!
+//! A newcomer sheds no one before it is known to be welcome: at the limit it is
+//! admitted *provisionally* (a few beyond the limit, [`Admission::admit`]), and only
+//! once its listener has checked it (not banned; behind a proxy, its real address has
+//! room) does [`Ticket::confirm`] shed a waiting connection for it. A banned address
+//! or an over-limit client behind a proxy therefore evicts no one.
+//!
+//! Only complete commands count as speaking (the listeners call [`Ticket::working`]
+//! when one arrives): a client trickling a byte now and then is as silent as one that
+//! sends nothing.
+//!
 //! Shed and refused connections are reported by their listeners with one word,
 //! `busy`, in the audit log and the metrics.
 
@@ -51,6 +61,8 @@ pub(crate) struct Admission {
 struct State {
     /// Connections counted against the limit (shed ones no longer are).
     open: usize,
+    /// Connections admitted beyond the limit until their listener confirms them.
+    provisional: usize,
     next_id: u64,
     addresses: HashMap<u128, usize>,
     networks: HashMap<u128, usize>,
@@ -62,8 +74,10 @@ struct State {
 struct Entry {
     /// When it began waiting, while it waits.
     since: Option<Instant>,
-    /// Still counted in `open` (false once shed).
+    /// Counted in `open` (false while provisional, and once shed).
     counted: bool,
+    /// Admitted beyond the limit, not yet confirmed.
+    provisional: bool,
     shed: CancellationToken,
 }
 
@@ -83,12 +97,18 @@ impl State {
         true
     }
 
-    fn set_waiting(&mut self, id: u64, now: Option<Instant>) {
+    /// Moves a connection into (`now`) or out of (None) the waiting order; false if it
+    /// has been shed (then nothing changes).
+    fn set_waiting(&mut self, id: u64, now: Option<Instant>) -> bool {
         let Some(entry) = self.entries.get_mut(&id) else {
-            return;
+            return false;
         };
+        if entry.shed.is_cancelled() {
+            return false;
+        }
         if !entry.counted {
-            return;
+            // Provisional: not in the order until confirmed.
+            return true;
         }
         if let Some(since) = entry.since.take() {
             self.waiting.remove(&(since, id));
@@ -97,21 +117,25 @@ impl State {
             entry.since = Some(now);
             self.waiting.insert((now, id));
         }
+        true
     }
 }
 
-/// The address key: an IPv4 address, or an IPv6 /64.
+/// The address key: an IPv4 address (in its IPv4-mapped form), or an IPv6 /64 with
+/// its last bit set (so the two kinds never meet).
 fn address_key(ip: IpAddr) -> u128 {
     match ip.to_canonical() {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 64) - 1)) | 1,
     }
 }
 
-/// The network key: an IPv4 /24, or an IPv6 /48.
+/// The network key: an IPv4 /24 (IPv4-mapped), or an IPv6 /48 with its last bit set.
 fn network_key(ip: IpAddr) -> u128 {
     match ip.to_canonical() {
-        IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xffff_ff00),
+        IpAddr::V4(v4) => {
+            u128::from(std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00).to_ipv6_mapped())
+        }
         IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 80) - 1)) | 1,
     }
 }
@@ -149,8 +173,9 @@ impl Admission {
     }
 
     /// Admits a connection from `ip` (None: a trusted proxy's connection, whose client
-    /// is named later with [`Ticket::bind_address`]), shedding the connection silent
-    /// longest if the limit is reached. None: refused (busy).
+    /// is named later with [`Ticket::bind_address`]). Below the limit it counts at once;
+    /// at the limit it is admitted provisionally (a few at a time) and makes room only
+    /// when [`Ticket::confirm`]ed. None: refused (busy).
     pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<Ticket> {
         let now = Instant::now();
         let mut s = self.lock();
@@ -160,22 +185,30 @@ impl Admission {
         {
             return None;
         }
-        if s.open >= self.limits.cap && !s.shed_oldest() {
-            return None;
+        let provisional = s.open >= self.limits.cap;
+        if provisional {
+            if s.provisional >= self.spare() {
+                return None;
+            }
+            s.provisional += 1;
+        } else {
+            s.open += 1;
         }
-        s.open += 1;
         let id = s.next_id;
         s.next_id += 1;
         let shed = CancellationToken::new();
         s.entries.insert(
             id,
             Entry {
-                since: Some(now),
-                counted: true,
+                since: (!provisional).then_some(now),
+                counted: !provisional,
+                provisional,
                 shed: shed.clone(),
             },
         );
-        s.waiting.insert((now, id));
+        if !provisional {
+            s.waiting.insert((now, id));
+        }
         if let Some((address, network)) = keys {
             *s.addresses.entry(address).or_insert(0) += 1;
             *s.networks.entry(network).or_insert(0) += 1;
@@ -188,6 +221,12 @@ impl Admission {
         })
     }
 
+    /// How many connections may wait beyond the limit for their listener's checks
+    /// (each only for as long as a ban check takes; beyond that, a burst is refused).
+    fn spare(&self) -> usize {
+        (self.limits.cap / 4).clamp(16, 4096)
+    }
+
     /// Whether the address (always) and its network (while busy) have room.
     fn room_for(&self, s: &State, address: u128, network: u128) -> bool {
         let count = |map: &HashMap<u128, usize>, key| map.get(&key).copied().unwrap_or(0);
@@ -197,16 +236,19 @@ impl Admission {
         !(s.open >= self.busy_at && count(&s.networks, network) >= self.limits.per_network)
     }
 
-    /// While busy, sheds every waiting connection silent for `timeout` or longer.
-    /// Returns how many were shed.
+    /// While busy, sheds every waiting connection silent for `timeout` or longer (the
+    /// shorter idle timeout before sign-in). Returns how many were shed.
     pub(crate) fn sweep(&self, timeout: Duration) -> usize {
         let now = Instant::now();
         let mut s = self.lock();
+        if s.open + s.provisional < self.busy_at {
+            return 0;
+        }
         let mut shed = 0;
-        while s.open >= self.busy_at
-            && s.waiting
-                .first()
-                .is_some_and(|(since, _)| now.saturating_duration_since(*since) >= timeout)
+        while s
+            .waiting
+            .first()
+            .is_some_and(|(since, _)| now.saturating_duration_since(*since) >= timeout)
         {
             s.shed_oldest();
             shed += 1;
@@ -230,6 +272,7 @@ impl Ticket {
     }
 
     /// Whether the connection was shed.
+    #[cfg(test)]
     pub(crate) fn was_shed(&self) -> bool {
         self.shed.is_cancelled()
     }
@@ -243,8 +286,38 @@ impl Ticket {
 
     /// The connection is being served (a command or request in progress), or has
     /// signed in: it is not shed.
-    pub(crate) fn working(&self) {
-        self.admission.lock().set_waiting(self.id, None);
+    /// False if it was shed already (then it must close without serving what arrived:
+    /// its place is someone else's).
+    #[must_use]
+    pub(crate) fn working(&self) -> bool {
+        self.admission.lock().set_waiting(self.id, None)
+    }
+
+    /// Confirms a connection its listener has checked: one admitted provisionally
+    /// (at the limit) now takes its place, shedding the connection silent longest.
+    /// False if there is none to shed, or it was shed meanwhile (refused: busy).
+    #[must_use]
+    pub(crate) fn confirm(&self) -> bool {
+        let mut s = self.admission.lock();
+        let Some(entry) = s.entries.get(&self.id) else {
+            return false;
+        };
+        if !entry.provisional {
+            return !entry.shed.is_cancelled();
+        }
+        if s.open >= self.admission.limits.cap && !s.shed_oldest() {
+            return false;
+        }
+        let now = Instant::now();
+        s.open += 1;
+        s.provisional -= 1;
+        if let Some(entry) = s.entries.get_mut(&self.id) {
+            entry.provisional = false;
+            entry.counted = true;
+            entry.since = Some(now);
+        }
+        s.waiting.insert((now, self.id));
+        true
     }
 
     /// Names the client of a connection admitted without an address (behind a trusted
@@ -274,6 +347,9 @@ impl Drop for Ticket {
             }
             if entry.counted {
                 s.open -= 1;
+            }
+            if entry.provisional {
+                s.provisional -= 1;
             }
         }
         if let Some((address, network)) = self.keys {
@@ -309,10 +385,18 @@ mod tests {
         let third = a.admit(ip("203.0.113.1")).unwrap();
         // The first speaks again: the second is now silent longest.
         tokio::time::advance(Duration::from_secs(1)).await;
-        first.working();
+        assert!(first.working());
         first.waiting();
+        // At the limit a newcomer is admitted provisionally and sheds no one until its
+        // listener confirms it; dropped unconfirmed (a banned address), it took nothing.
+        let banned = a.admit(ip("203.0.113.9")).unwrap();
+        drop(banned);
+        assert!(!second.was_shed());
         let fourth = a.admit(ip("203.0.113.2")).unwrap();
+        assert!(fourth.confirm());
         assert!(second.was_shed() && !first.was_shed() && !third.was_shed());
+        // A shed connection learns it when it next wants to work.
+        assert!(!second.working());
         assert_eq!(a.open(), 3);
         // Shed tickets stop counting at once; dropping them later changes nothing.
         drop(second);
@@ -320,9 +404,11 @@ mod tests {
         // Signed in (working) connections are never shed: with every one of them
         // working, the newcomer is refused.
         for t in [&first, &third, &fourth] {
-            t.working();
+            assert!(t.working());
         }
-        assert!(a.admit(ip("203.0.113.3")).is_none());
+        let refused = a.admit(ip("203.0.113.3")).unwrap();
+        assert!(!refused.confirm());
+        drop(refused);
         drop(third);
         assert!(a.admit(ip("203.0.113.3")).is_some());
         assert_eq!(a.open(), 2, "the dropped admission gave its place back");
@@ -381,13 +467,33 @@ mod tests {
             .map(|i| a.admit(ip(&format!("10.1.{i}.1"))).unwrap())
             .collect();
         assert_eq!(a.open(), 9, "busy from 9 of 10");
-        assert_eq!(a.sweep(Duration::from_secs(10)), 1, "until no longer busy");
-        assert!(quiet[0].was_shed() && !quiet[1].was_shed());
-        assert_eq!(a.open(), 8);
-        let _more = a.admit(ip("10.2.0.1")).unwrap();
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(a.sweep(Duration::from_secs(10)), 1);
-        assert!(quiet[1].was_shed() && !talking.iter().any(Ticket::was_shed));
+        // Busy: every connection silent for the short timeout goes, not just enough to
+        // be below the mark.
+        assert_eq!(a.sweep(Duration::from_secs(10)), 5);
+        assert!(quiet.iter().all(Ticket::was_shed) && !talking.iter().any(Ticket::was_shed));
+        assert_eq!(a.open(), 4);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(a.sweep(Duration::from_secs(10)), 0, "no longer busy");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn provisional_admissions_are_bounded() {
+        let a = Admission::new(limits(64, 100, 100));
+        let held: Vec<Ticket> = (0..64)
+            .map(|i| a.admit(ip(&format!("10.0.{i}.1"))).unwrap())
+            .collect();
+        for t in &held {
+            assert!(t.working());
+        }
+        // A quarter of the limit (at least 16) may wait beyond it for their checks; the
+        // next is refused at once.
+        let pending: Vec<Ticket> = (0..16)
+            .map(|i| a.admit(ip(&format!("10.1.{i}.1"))).unwrap())
+            .collect();
+        assert!(a.admit(ip("10.2.0.1")).is_none());
+        drop(pending);
+        assert!(a.admit(ip("10.2.0.1")).is_some());
+        assert_eq!(a.open(), 64);
     }
 
     #[tokio::test(start_paused = true)]

@@ -90,8 +90,8 @@ pub fn size(limits: &Limits, machine: &Machine) -> (Capacity, Option<u64>) {
     let mut warning = None;
     let max_connections = match usable {
         Some(fds) if fds < needed => {
-            let fit = (fds.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION)
-                .max(1) as usize;
+            let fit = (fds.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION).max(1)
+                as usize;
             warning = Some(format!(
                 "{wanted} connections ({basis}) need {needed} open files, but the limit is {fds} (ulimit -n; LimitNOFILE= in the systemd unit): serving at most {fit}; raise the limit"
             ));
@@ -212,7 +212,10 @@ mod tests {
         // The hard limit is too low for the memory-sized limit: lowered, and said.
         let (c, raise) = size(&limits(None), &m(1024, 20_000));
         assert_eq!(raise, Some(20_000));
-        assert_eq!(c.max_connections, (20_000 - RESERVED_DESCRIPTORS as usize) / 2);
+        assert_eq!(
+            c.max_connections,
+            (20_000 - RESERVED_DESCRIPTORS as usize) / 2
+        );
         let w = c.warning.unwrap();
         assert!(
             w.contains("65536 connections") && w.contains("LimitNOFILE"),

@@ -81,6 +81,8 @@ pub(crate) struct TlsLimits {
     pub header_timeout: Duration,
     /// While busy, connections with no request in progress for this long are closed.
     pub busy_idle_timeout: Duration,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 /// Why the HTTPS listener turned a connection away, for the audit log and metrics.
@@ -111,6 +113,8 @@ pub(crate) async fn serve_tls<A, F>(
     F: Future<Output = bool> + Send + 'static,
 {
     let admission = crate::admission::Admission::new(limits.admission);
+    // Connections are tracked so that a shutdown lets requests in progress finish.
+    let connections = tokio_util::task::TaskTracker::new();
     let allow = Arc::new(allow);
     let limits = Arc::new(limits);
     let sweeping = admission.clone();
@@ -127,7 +131,7 @@ pub(crate) async fn serve_tls<A, F>(
     });
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -152,9 +156,14 @@ pub(crate) async fn serve_tls<A, F>(
             report.clone(),
             shutdown.clone(),
         );
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if !allow(peer.ip()).await {
                 tracing::debug!(peer = %peer, "web: connection refused (banned)");
+                return;
+            }
+            // Welcome: only now, at the limit, does it make room.
+            if !ticket.confirm() {
+                report(Busy::Refused, peer);
                 return;
             }
             let ticket = Arc::new(ticket);
@@ -176,18 +185,18 @@ pub(crate) async fn serve_tls<A, F>(
                     return;
                 }
             };
-            ticket.waiting();
-            serve_connection(tls, peer, &limits, app, &ticket, &shutdown).await;
-            if ticket.was_shed() {
+            if serve_connection(tls, peer, &limits, app, &ticket, &shutdown).await {
                 report(Busy::Shed, peer);
             }
         });
     }
+    connections.close();
+    connections.wait().await;
 }
 
-/// Serves one TLS connection until it closes, is shed, or the server stops (then
-/// the request in progress is finished first). A connection with a request in
-/// progress is never shed.
+/// Serves one TLS connection until it closes, is shed (then true), or the server
+/// stops (then the request in progress is finished first). A connection with a request
+/// in progress, or a response still being written, is never shed.
 async fn serve_connection(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
@@ -195,21 +204,32 @@ async fn serve_connection(
     app: axum::Router,
     ticket: &Arc<crate::admission::Ticket>,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     use tower::ServiceExt as _;
     let in_flight = ticket.clone();
+    let body_timeout = limits.body_timeout;
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
-            request
-                .extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-            in_flight.working();
             let (app, in_flight) = (app.clone(), in_flight.clone());
             async move {
-                let response = app.oneshot(request).await;
-                in_flight.waiting();
-                response
+                if !in_flight.working() {
+                    // Shed as the request arrived: its place is someone else's.
+                    let mut busy = axum::response::Response::new(axum::body::Body::empty());
+                    *busy.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    return Ok::<_, std::convert::Infallible>(busy);
+                }
+                let mut request = request.map(|body| {
+                    axum::body::Body::new(InTime {
+                        body,
+                        deadline: Box::pin(tokio::time::sleep(body_timeout)),
+                    })
+                });
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let response = app.oneshot(request).await?;
+                // Waiting again once the response is written (or dropped).
+                Ok(response.map(|body| axum::body::Body::new(Answered { body, in_flight })))
             }
         });
     let io = hyper_util::rt::TokioIo::new(Bounded::new(tls, limits.lifetime, None));
@@ -222,21 +242,89 @@ async fn serve_connection(
     let mut stopping = false;
     loop {
         tokio::select! {
+            biased;
+            _ = ticket.shed_token().cancelled() => {
+                tracing::debug!(peer = %peer, "web: idle connection closed to make room");
+                return true;
+            }
             done = conn.as_mut() => {
                 if let Err(e) = done {
                     tracing::debug!(peer = %peer, error = %e, "web: connection ended");
                 }
-                return;
-            }
-            _ = ticket.shed_token().cancelled() => {
-                tracing::debug!(peer = %peer, "web: idle connection closed to make room");
-                return;
+                return false;
             }
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// A request body that must arrive within its deadline (a client trickling a form
+/// cannot hold a connection that is never shed while its request is in progress).
+struct InTime {
+    body: hyper::body::Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for InTime {
+    type Data = axum::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err("request body not received in time".into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A response body that puts its connection back in the waiting order once written
+/// or dropped.
+struct Answered {
+    body: axum::body::Body,
+    in_flight: Arc<crate::admission::Ticket>,
+}
+
+impl hyper::body::Body for Answered {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.in_flight.waiting();
     }
 }
 

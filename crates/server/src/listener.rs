@@ -325,6 +325,7 @@ async fn accept_loop(
                     // other silent connection.
                     _ = ticket.shed_token().cancelled() => {
                         shared.metrics.shed(kind.into());
+                        audit_refusal(&shared, &stream, peer, kind, Refused::Busy);
                         return;
                     }
                     header = crate::proxy::read_header(&mut stream, timeout) => header,
@@ -364,7 +365,7 @@ async fn admit(
         refuse(stream, kind, Refused::Denied).await;
         return;
     }
-    // The connection limit (shedding the connection silent longest if need be), the
+    // The connection limit (at the limit, provisionally: see `confirm` below), the
     // per-address cap and, while busy, the per-network one.
     let ticket = match proxied {
         Some(mut ticket) => ticket.bind_address(peer.ip()).then_some(ticket),
@@ -378,14 +379,21 @@ async fn admit(
     };
     // The ban check reads the directory: in the connection's task, so a slow lookup
     // never holds up the accept loop.
-    if shared.auth.guard().connection_allowed(peer.ip()).await {
-        let conn = Connection::new(shared.clone(), peer, kind, shutdown, ticket);
-        conn.run(stream).await;
-    } else {
+    if !shared.auth.guard().connection_allowed(peer.ip()).await {
         tracing::info!(peer = %peer, "connection from a banned address refused");
         audit_refusal(shared, &stream, peer, kind, Refused::Banned);
         refuse(stream, kind, Refused::Banned).await;
+        return;
     }
+    // Welcome: only now, at the limit, does it make room (a banned address evicts no one).
+    if !ticket.confirm() {
+        tracing::debug!(peer = %peer, "connection limit reached; refusing a connection");
+        audit_refusal(shared, &stream, peer, kind, Refused::Busy);
+        refuse(stream, kind, Refused::Busy).await;
+        return;
+    }
+    let conn = Connection::new(shared.clone(), peer, kind, shutdown, ticket);
+    conn.run(stream).await;
 }
 
 /// A random id for this process, naming it as the owner of maildrop leases.

@@ -43,6 +43,11 @@ const IDLE_OUT_CAPACITY: usize = 512;
 const TLS_SEND_BUFFER: usize = 2 * maildrop::MESSAGE_CHUNK;
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for the last words to a connection shed to make room, and for TLS's
+/// close_notify at the end of a session (a client that reads nothing more cannot keep
+/// its task, socket and place).
+const SHED_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -168,6 +173,8 @@ pub(crate) struct Connection {
     gauge: Option<SessionGauge>,
     /// Its place under the connection limit; shed while silent before sign-in.
     ticket: Ticket,
+    /// In the ticket's waiting order now (admitted connections start there).
+    sheddable: bool,
 }
 
 impl Connection {
@@ -229,6 +236,7 @@ impl Connection {
             server_shutdown: shutdown,
             gauge: None,
             ticket,
+            sheddable: true,
         }
     }
 
@@ -282,6 +290,12 @@ impl Connection {
             // Bytes the client pipelined after STLS arrived unprotected; they are never
             // read as commands (RFC 2595 section 4).
             self.framer.clear();
+            // The handshake counts as silence (from admission on the TLS port, from STLS
+            // on the plain one): a client that stalls it can be shed.
+            if plaintext_leg {
+                self.ticket.waiting();
+                self.sheddable = true;
+            }
             // Boxed: the handshake's state is large and needed only briefly.
             if let Some(mut tls) = Box::pin(self.handshake(tcp)).await {
                 let info = self.tls_info(&tls);
@@ -290,7 +304,7 @@ impl Connection {
                     self.session.greeting(&mut self.out);
                 }
                 let _ = self.drive(&mut tls).await;
-                let _ = tls.shutdown().await;
+                let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, tls.shutdown()).await;
             }
         }
         tracing::debug!(peer = %self.peer, "connection closed");
@@ -399,6 +413,15 @@ impl Connection {
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
             while let Some(frame) = self.framer.next_frame(self.session.expects_sasl_response()) {
+                // A complete command: the connection speaks, so it is not shed while it
+                // is served; unless it was shed while the command arrived, and then its
+                // place is someone else's and nothing it sent is carried out.
+                if self.sheddable {
+                    if !self.ticket.working() {
+                        return self.close_shed(stream).await;
+                    }
+                    self.sheddable = false;
+                }
                 self.commands += 1;
                 self.partial_since = None;
                 if self.commands > self.shared.config.limits.max_commands {
@@ -496,22 +519,16 @@ impl Connection {
                     deadline = (auth_end, Timeout::SignIn);
                 }
             }
-            // Not signed in: from now on it may be shed to make room if it stays silent.
-            if !self.session.in_transaction() {
+            // Not signed in: from now on it may be shed to make room if it stays silent
+            // (bytes that make no complete command do not count as speaking).
+            if !self.session.in_transaction() && !self.sheddable {
                 self.ticket.waiting();
+                self.sheddable = true;
             }
             let shed = self.ticket.shed_token().clone();
             let read = tokio::select! {
-                _ = shed.cancelled() => {
-                    self.was_shed();
-                    pop3_proto::response::err(
-                        &mut self.out,
-                        Some(pop3_proto::RespCode::SysTemp),
-                        "server busy, closing connection; try again later",
-                    );
-                    self.flush(stream).await?;
-                    return Ok(Leg::Closed);
-                }
+                biased;
+                _ = shed.cancelled() => return self.close_shed(stream).await,
                 _ = self.shutdown.cancelled() => {
                     // Not in UPDATE here (UPDATE never waits for input): nothing is deleted.
                     let lease_lost = self
@@ -536,7 +553,6 @@ impl Connection {
                 }
                 read = tokio::time::timeout_at(deadline.0, stream.read(&mut buf)) => read,
             };
-            self.ticket.working();
             match read {
                 Err(_) => {
                     // RFC 1939 section 3: the autologout timer closes without UPDATE.
@@ -590,11 +606,31 @@ impl Connection {
         Ok(())
     }
 
+    /// Closes a connection shed to make room: a line on the plain leg, said within two
+    /// seconds or not at all.
+    async fn close_shed<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> std::io::Result<Leg> {
+        self.was_shed();
+        pop3_proto::response::err(
+            &mut self.out,
+            Some(pop3_proto::RespCode::SysTemp),
+            "server busy, closing connection; try again later",
+        );
+        let _ = tokio::time::timeout(SHED_WRITE_TIMEOUT, self.flush(stream)).await;
+        Ok(Leg::Closed)
+    }
+
+    /// Bounds a write: a client that stops reading is cut off after the idle timeout
+    /// of its state (before sign-in the shorter one), so it cannot hold its place.
     async fn with_write_timeout<F: std::future::Future<Output = std::io::Result<()>>>(
         &self,
         write: F,
     ) -> std::io::Result<()> {
-        let secs = self.shared.config.limits.idle_timeout_transaction_secs;
+        let limits = &self.shared.config.limits;
+        let secs = if self.session.in_transaction() {
+            limits.idle_timeout_transaction_secs
+        } else {
+            limits.idle_timeout_auth_secs
+        };
         match tokio::time::timeout(Duration::from_secs(secs), write).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(

@@ -59,6 +59,8 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request's headers may take, and an idle keep-alive connection may wait.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request's body (a form of at most `MAX_BODY` bytes) may take.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Form bodies are small; anything larger is refused before it is read whole.
 const MAX_BODY: usize = 16 * 1024;
 /// Sign-ins shown on the page.
@@ -99,6 +101,7 @@ pub(crate) async fn serve(
         handshake_timeout: HANDSHAKE_TIMEOUT,
         header_timeout: HEADER_TIMEOUT,
         busy_idle_timeout: Duration::from_secs(config.limits.idle_timeout_auth_busy_secs),
+        body_timeout: BODY_TIMEOUT,
     };
     // A banned address gets no page, as it gets no POP3 greeting.
     let guard = auth.clone();
