@@ -20,6 +20,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Callable
 
 from conftest import read_audit, require_peer
 
@@ -163,10 +164,13 @@ def require_client(command: str) -> str:
     return require_peer(command, "install-mail-clients.sh", lambda: shutil.which(command))
 
 
-def run_in_pty(argv: list[str], env: dict, timeout: float = 60) -> tuple[int | None, bytes]:
+def run_in_pty(argv: list[str], env: dict, timeout: float = 60,
+               ready: Callable[[bytes], bool] | None = None,
+               keys: bytes = b"") -> tuple[int | None, bytes]:
     """Runs a terminal program (mutt, neomutt) on a pseudo-terminal until it exits;
     returns its exit status (None if it had to be killed after `timeout`) and everything
-    it drew on the terminal."""
+    it drew on the terminal. With `ready`, types `keys` on the terminal as soon as
+    `ready(everything drawn so far)` holds (asked at least every 0.1 s)."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: nothing but exec
         try:
@@ -174,27 +178,30 @@ def run_in_pty(argv: list[str], env: dict, timeout: float = 60) -> tuple[int | N
         finally:
             os._exit(127)
     out = b""
+    typed = ready is None
     deadline = time.monotonic() + timeout
     status = None
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
+            readable, _, _ = select.select([fd], [], [], 0.1)
+            if readable:
                 try:
                     chunk = os.read(fd, 65536)
                 except OSError:  # EIO: the child closed the terminal (it exited)
                     chunk = b""
-                out += chunk
                 if not chunk:
                     break
+                out += chunk
+            if not typed and ready(out):
+                os.write(fd, keys)
+                typed = True
             done, st = os.waitpid(pid, os.WNOHANG)
             if done:
                 status = os.waitstatus_to_exitcode(st)
                 pid = 0
                 break
         if pid:
-            left = max(0.0, deadline - time.monotonic())
-            end = time.monotonic() + min(left, 5)
+            end = time.monotonic() + min(5.0, max(0.0, deadline - time.monotonic()))
             while time.monotonic() < end:
                 done, st = os.waitpid(pid, os.WNOHANG)
                 if done:
@@ -208,3 +215,11 @@ def run_in_pty(argv: list[str], env: dict, timeout: float = 60) -> tuple[int | N
             os.waitpid(pid, 0)
         os.close(fd)
     return status, out
+
+
+def wait_for_disconnect(srv, timeout: float = 10) -> None:
+    """Once a session's end is in the audit log, so is every sign-in it attempted."""
+    deadline = time.monotonic() + timeout
+    while not any(r.get("event") == "disconnect" for r in read_audit(srv.data_dir / "audit.log")):
+        assert time.monotonic() < deadline, "no disconnect in the audit log"
+        time.sleep(0.05)

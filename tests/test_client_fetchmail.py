@@ -52,13 +52,12 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from clientmail import (MESSAGES, assert_fetched_all, deliver_all, require_client,
-                        sign_ins, wait_for_sign_ins)
+                        sign_ins, wait_for_disconnect, wait_for_sign_ins)
 from conftest import DEFAULT_PASSWORD, EXTRA_SECRETS, read_audit
 
 #: A wrong password, long enough for test_zz_no_secrets to look for it in every log.
@@ -164,13 +163,6 @@ def assert_auth_under_tls(srv, transport: str) -> None:
     for r in records:
         assert r.get("listener") == listener(transport), r
         assert r.get("tls_version", "").startswith("TLSv1_"), r
-
-
-def wait_for_disconnect(srv, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(r.get("event") == "disconnect" for r in read_audit(srv.data_dir / "audit.log")):
-        assert time.monotonic() < deadline, "no disconnect in the audit log"
-        time.sleep(0.05)
 
 
 @pytest.fixture

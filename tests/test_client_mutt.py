@@ -43,13 +43,9 @@ says, so its failure tests take about 4 s each.
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
-import signal
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -127,8 +123,8 @@ class Client:
         def ready(out: bytes) -> bool:
             return bool(re.search(message, screen_text(out))) or any((self.inbox / "new").iterdir())
 
-        status, out = run_in_pty_typing(self.argv("<fetch-mail>"), self.env, ready, b"q",
-                                        timeout=CLIENT_TIMEOUT)
+        status, out = run_in_pty(self.argv("<fetch-mail>"), self.env, ready=ready, keys=b"q",
+                                 timeout=CLIENT_TIMEOUT)
         return status, screen_text(out)
 
     def fetched(self) -> list[bytes]:
@@ -153,56 +149,6 @@ def screen_text(out: bytes) -> str:
     """What a terminal program drew, without its control sequences."""
     out = re.sub(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]", b"", out)
     return out.decode("utf-8", "replace")
-
-
-def run_in_pty_typing(argv: list[str], env: dict, ready: Callable[[bytes], bool], keys: bytes,
-                      timeout: float) -> tuple[int | None, bytes]:
-    """Like clientmail.run_in_pty, and types `keys` on the terminal as soon as
-    `ready(everything drawn so far)` holds (it is asked at least every 0.1 s)."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: nothing but exec
-        try:
-            os.execvpe(argv[0], argv, env)
-        finally:
-            os._exit(127)
-    out = b""
-    typed = False
-    status = None
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([fd], [], [], 0.1)
-            if readable:
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:  # EIO: the child closed the terminal (it exited)
-                    chunk = b""
-                if not chunk:
-                    break
-                out += chunk
-            if not typed and ready(out):
-                os.write(fd, keys)
-                typed = True
-            done, st = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = os.waitstatus_to_exitcode(st)
-                pid = 0
-                break
-        if pid:
-            end = time.monotonic() + min(5.0, max(0.0, deadline - time.monotonic()))
-            while time.monotonic() < end:
-                done, st = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    status = os.waitstatus_to_exitcode(st)
-                    pid = 0
-                    break
-                time.sleep(0.05)
-    finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        os.close(fd)
-    return status, out
 
 
 def sign_ins_after(srv, sessions: int, timeout: float = 10) -> list[tuple[str, str, str]]:
