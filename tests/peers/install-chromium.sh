@@ -7,6 +7,4 @@ set -euo pipefail
 if command -v chromium >/dev/null; then
   exit 0
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+"$(dirname "$0")/apt-install.sh" chromium fonts-dejavu-core

@@ -6,11 +6,4 @@ set -euo pipefail
 if command -v dovecot >/dev/null && [ -x /usr/lib/dovecot/pop3 ]; then
   exit 0
 fi
-if [ ! -x /usr/sbin/policy-rc.d ]; then
-  # Debian's documented way to keep maintainer scripts from starting services.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends dovecot-core dovecot-pop3d >/dev/null
+"$(dirname "$0")/apt-install.sh" dovecot-core dovecot-pop3d

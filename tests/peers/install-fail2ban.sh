@@ -7,11 +7,4 @@ set -euo pipefail
 if command -v fail2ban-regex >/dev/null; then
   exit 0
 fi
-if [ ! -x /usr/sbin/policy-rc.d ]; then
-  # Debian's documented way to keep maintainer scripts from starting services.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends fail2ban >/dev/null
+"$(dirname "$0")/apt-install.sh" fail2ban

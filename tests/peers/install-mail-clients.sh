@@ -16,11 +16,4 @@ perl -MNet::POP3 -e1 2>/dev/null || need+=(perl)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
-if [ ! -x /usr/sbin/policy-rc.d ]; then
-  # Debian's documented way to keep maintainer scripts from starting services.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+"$(dirname "$0")/apt-install.sh" "${need[@]}"

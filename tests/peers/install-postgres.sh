@@ -7,14 +7,7 @@ set -euo pipefail
 if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; then
   exit 0
 fi
-if [ ! -x /usr/sbin/policy-rc.d ]; then
-  # Debian's documented way to keep maintainer scripts from starting services.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
 # postgresql-common would create and start a "main" cluster; the tests never use it.
 mkdir -p /etc/postgresql-common/createcluster.d
 echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/poplar-tests.conf
-apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+"$(dirname "$0")/apt-install.sh" postgresql

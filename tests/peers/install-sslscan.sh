@@ -5,6 +5,4 @@ set -euo pipefail
 if command -v sslscan >/dev/null; then
   exit 0
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends sslscan >/dev/null
+"$(dirname "$0")/apt-install.sh" sslscan
