@@ -209,6 +209,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=2000, help="silent connections per port")
     ap.add_argument("--per-address", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="real sessions before the measured ones (first sign-ins warm caches)")
     ap.add_argument("--floods", type=int, default=1)
     ap.add_argument("--source", default="127.250.0.1", help="the real client's address")
     ap.add_argument("--pid", type=int, help="the server's pid, for its memory")
@@ -217,6 +219,8 @@ def main() -> None:
     ports = [p for p in (a.pop3, a.pop3s, a.web) if p]
     raise_open_files(a.count * len(ports) + 1024)
     sources = source_addresses(a.count, a.per_address)
+    for _ in range(a.warmup):
+        real_round(a.pop3s, a.cafile, a.user, a.password, a.source)
     before = [real_round(a.pop3s, a.cafile, a.user, a.password, a.source) for _ in range(a.rounds)]
     report = {"before": summary(before), "floods": []}
     for i in range(a.floods):
