@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::credentials::{CredentialDates, LastSignIn};
 use crate::defence::{
     ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState, LockoutState, Millis,
-    SignInEntry,
+    Reservation, ReserveQuery, SignInEntry,
 };
 use crate::mfa::{AppPassword, MfaRecord};
 use crate::{Directory, DirectoryError, PgDirectory, SqliteDirectory, UserRecord};
@@ -179,6 +179,22 @@ impl Directory for AnyDirectory {
     }
     async fn guard_state(&self, query: &GuardQuery<'_>) -> Result<GuardState, DirectoryError> {
         dispatch!(self, d => d.guard_state(query))
+    }
+    async fn reserve_attempt(
+        &self,
+        query: &ReserveQuery<'_>,
+        admit: &(dyn Fn(&GuardState) -> bool + Sync),
+    ) -> Result<Reservation, DirectoryError> {
+        dispatch!(self, d => d.reserve_attempt(query, admit))
+    }
+    async fn release_attempt(
+        &self,
+        user: &str,
+        source: &str,
+        unfamiliar: bool,
+        forget_before: Millis,
+    ) -> Result<(), DirectoryError> {
+        dispatch!(self, d => d.release_attempt(user, source, unfamiliar, forget_before))
     }
     async fn record_failure(
         &self,

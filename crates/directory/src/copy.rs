@@ -370,6 +370,7 @@ mod tests {
             forget_before: 0,
             remember: 3,
             spray_since: 0,
+            reserved: false,
         })
         .await
         .unwrap();

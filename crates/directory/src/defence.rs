@@ -45,6 +45,31 @@ pub struct GuardQuery<'a> {
     pub forget_before: Millis,
 }
 
+/// One attempt to reserve: its [`GuardQuery`], and since when a network counts as
+/// familiar (failures from others also count toward the account's lock).
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveQuery<'a> {
+    /// The state to read.
+    pub query: GuardQuery<'a>,
+    /// A network with a success at or after this is familiar to the account.
+    pub familiar_since: Millis,
+    /// Whether a reservation from an unfamiliar network also counts toward the
+    /// account's lock (not for attempts that name no account).
+    pub count_account: bool,
+}
+
+/// What [`crate::Directory::reserve_attempt`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// The state before this attempt (in-flight attempts counted as failures).
+    pub state: GuardState,
+    /// The gate admitted the attempt, and it is now counted as a failure until settled.
+    pub reserved: bool,
+    /// The attempt's network was unfamiliar: the reservation also counts toward the
+    /// account's lock.
+    pub unfamiliar: bool,
+}
+
 /// One failed sign-in to remember.
 #[derive(Debug, Clone, Copy)]
 pub struct FailureRecord<'a> {
@@ -66,6 +91,10 @@ pub struct FailureRecord<'a> {
     pub remember: usize,
     /// Distinct accounts failed from the source are counted since this time.
     pub spray_since: Millis,
+    /// The attempt was reserved ([`crate::Directory::reserve_attempt`]), so it is
+    /// counted already: only a repeat of a recent wrong secret changes the counts
+    /// (taking the reservation back).
+    pub reserved: bool,
 }
 
 /// The counts after a failure was recorded.
@@ -157,3 +186,29 @@ pub struct SignInEntry {
 
 /// Sign-ins kept per user; older ones are dropped as new ones arrive.
 pub const HISTORY_PER_USER: i64 = 50;
+
+/// Separates the keyed hashes of recent wrong secrets in `auth_failures.recent`.
+pub(crate) const RECENT_SEPARATOR: char = ' ';
+
+/// `recent` with `attempt` added, keeping the newest `keep`.
+pub(crate) fn remember(recent: &str, attempt: &str, keep: usize) -> String {
+    let mut entries: Vec<&str> = recent
+        .split(RECENT_SEPARATOR)
+        .filter(|e| !e.is_empty())
+        .collect();
+    entries.push(attempt);
+    let skip = entries.len().saturating_sub(keep);
+    entries[skip..].join(&RECENT_SEPARATOR.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remember;
+
+    #[test]
+    fn remember_keeps_the_newest() {
+        assert_eq!(remember("", "a", 3), "a");
+        assert_eq!(remember("a b c", "d", 3), "b c d");
+        assert_eq!(remember("a", "b", 0), "");
+    }
+}

@@ -32,7 +32,7 @@ pub use copy::{CopyCounts, copy_directory};
 pub use credentials::{CredentialDates, LastSignIn};
 pub use defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
-    HISTORY_PER_USER, LockoutState, Millis, SignInEntry, SourceFailures,
+    HISTORY_PER_USER, LockoutState, Millis, Reservation, ReserveQuery, SignInEntry, SourceFailures,
 };
 pub use mfa::{AppPassword, MfaRecord};
 pub use postgres::PgDirectory;
@@ -200,6 +200,30 @@ pub trait Directory: Send + Sync + 'static {
         &self,
         query: &GuardQuery<'_>,
     ) -> impl Future<Output = Result<GuardState, DirectoryError>> + Send;
+
+    /// Reads the defence state of one attempt and, if `admit` (the policy's gate) lets
+    /// it through, counts it as a failure at `now` in the same transaction, for the
+    /// (user, source) and, from an unfamiliar network, for the account. Parallel
+    /// attempts are thereby decided as if they came one after another, across every
+    /// process sharing the directory. The attempt is then settled with
+    /// [`Directory::record_failure`] (`reserved`), [`Directory::release_attempt`] or a
+    /// success; one never settled stays counted as a failure.
+    fn reserve_attempt(
+        &self,
+        query: &ReserveQuery<'_>,
+        admit: &(dyn Fn(&GuardState) -> bool + Sync),
+    ) -> impl Future<Output = Result<Reservation, DirectoryError>> + Send;
+
+    /// Takes back a reservation that turned out not to be a failure (a success, a
+    /// directory error, LOGIN-DELAY): one failure less for the (user, source) and, if
+    /// `unfamiliar`, for the account, never below zero.
+    fn release_attempt(
+        &self,
+        user: &str,
+        source: &str,
+        unfamiliar: bool,
+        forget_before: Millis,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 
     /// Counts one failure, atomically: a repeat of a recent wrong secret counts
     /// nothing; counts older than `forget_before` start again.

@@ -6,7 +6,7 @@
 
 use crate::{
     AppPassword, ClearTarget, Directory, DirectoryError, FailureRecord, GuardQuery, GuardState,
-    HISTORY_PER_USER, MfaRecord, SignInEntry, UserRecord,
+    HISTORY_PER_USER, MfaRecord, ReserveQuery, SignInEntry, UserRecord,
 };
 
 /// A user with a recognisable hash and Maildir derived from `name`, enabled.
@@ -37,6 +37,7 @@ pub async fn conformance<D: Directory>(dir: &D) {
     list_is_ordered_by_name(dir).await;
     allowed_networks(dir).await;
     failures_are_counted(dir).await;
+    reservations_are_decided_in_turn(dir).await;
     success_forgets_failures_and_remembers_the_network(dir).await;
     bans(dir).await;
     lockouts_are_listed_cleared_and_pruned(dir).await;
@@ -312,7 +313,113 @@ fn failure<'a>(
         forget_before: now - 1_000,
         remember: 2,
         spray_since: now - 500,
+        reserved: false,
     }
+}
+
+fn reserve<'a>(user: &'a str, source: &'a str, now: i64) -> ReserveQuery<'a> {
+    ReserveQuery {
+        query: query(user, source, now),
+        familiar_since: now - 100_000,
+        count_account: !user.is_empty(),
+    }
+}
+
+/// The gate of these tests: at most three failures for a (user, source).
+fn three(state: &GuardState) -> bool {
+    state.failures < 3
+}
+
+async fn reservations_are_decided_in_turn<D: Directory>(dir: &D) {
+    let src = "198.51.100.8";
+    let now = 20_000;
+    dir.add_user(&sample_user("rita")).await.unwrap();
+    // Eight attempts at once: each is decided after the ones before it are counted,
+    // so exactly three get through a gate of three, whatever the interleaving.
+    let q = reserve("rita", src, now);
+    let (a, b, c, d) = tokio::join!(
+        dir.reserve_attempt(&q, &three),
+        dir.reserve_attempt(&q, &three),
+        dir.reserve_attempt(&q, &three),
+        dir.reserve_attempt(&q, &three),
+    );
+    let (e, f, g, h) = tokio::join!(
+        dir.reserve_attempt(&q, &three),
+        dir.reserve_attempt(&q, &three),
+        dir.reserve_attempt(&q, &three),
+        dir.reserve_attempt(&q, &three),
+    );
+    let all: Vec<_> = [a, b, c, d, e, f, g, h]
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(all.iter().filter(|r| r.reserved).count(), 3, "{all:?}");
+    let mut seen: Vec<u32> = all
+        .iter()
+        .filter(|r| r.reserved)
+        .map(|r| r.state.failures)
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2], "each saw the ones before it");
+    assert!(
+        all.iter().all(|r| r.unfamiliar),
+        "no success from the network yet"
+    );
+    // Counted for the (user, source) and, from an unfamiliar network, the account.
+    let state = dir.guard_state(&query("rita", src, now)).await.unwrap();
+    assert_eq!((state.failures, state.account_failures), (3, 3));
+    assert_eq!(state.last_failure, Some(now));
+    // A release takes one back (never below zero), for both counts.
+    dir.release_attempt("rita", src, true, now - 1_000)
+        .await
+        .unwrap();
+    let state = dir.guard_state(&query("rita", src, now)).await.unwrap();
+    assert_eq!((state.failures, state.account_failures), (2, 2));
+    // A reserved failure is counted already: settling it adds nothing, and remembers
+    // its secret; a repeat of that secret takes its reservation back.
+    let r = dir.reserve_attempt(&q, &three).await.unwrap();
+    assert!(r.reserved);
+    let settled = FailureRecord {
+        reserved: true,
+        ..failure("rita", src, Some("s1"), now)
+    };
+    let c = dir.record_failure(&settled).await.unwrap();
+    assert_eq!((c.repeated, c.failures, c.account_failures), (false, 3, 3));
+    let again = dir.reserve_attempt(&q, &|_| true).await.unwrap();
+    assert!(again.reserved);
+    let c = dir.record_failure(&settled).await.unwrap();
+    assert_eq!((c.repeated, c.failures, c.account_failures), (true, 3, 3));
+    // Refused by the gate: nothing counted.
+    let refused = dir.reserve_attempt(&q, &three).await.unwrap();
+    assert!(!refused.reserved);
+    assert_eq!(refused.state.failures, 3);
+    let state = dir.guard_state(&query("rita", src, now)).await.unwrap();
+    assert_eq!((state.failures, state.account_failures), (3, 3));
+    // An attempt that names no account counts for its source only.
+    let anon = dir
+        .reserve_attempt(&reserve("", src, now), &three)
+        .await
+        .unwrap();
+    assert!(anon.reserved && !anon.unfamiliar);
+    let state = dir.guard_state(&query("", src, now)).await.unwrap();
+    assert_eq!((state.failures, state.account_failures), (1, 0));
+    // A success wipes the (user, source) row; a reserved failure settled after it is
+    // counted afresh.
+    dir.record_success("rita", src, "198.51.100.0/24", now)
+        .await
+        .unwrap();
+    let c = dir
+        .record_failure(&FailureRecord {
+            reserved: true,
+            ..failure("rita", src, Some("s9"), now + 1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(c.failures, 1);
+    for user in ["rita", ""] {
+        dir.clear_lockouts(ClearTarget::User(user)).await.unwrap();
+    }
+    assert!(dir.delete_user("rita").await.unwrap());
 }
 
 async fn failures_are_counted<D: Directory>(dir: &D) {

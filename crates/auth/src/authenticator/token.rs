@@ -119,7 +119,7 @@ impl<D: Directory> Authenticator<D> {
         // anonymous failures), so a banned or throttled client costs no network call to
         // the identity provider.
         if authzid.is_none() {
-            self.guard.admit("", source).await?;
+            self.guard.check("", source).await?;
         }
         let early = match authzid {
             Some(_) => None,

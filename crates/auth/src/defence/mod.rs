@@ -2,10 +2,18 @@
 //! LOGIN-DELAY, decided here and remembered in the directory.
 //!
 //! Every sign-in goes through [`Guard::admit`] before its credential is checked and
-//! [`Guard::settle`] after. An attempt refused by `admit` spends no hash and extends
-//! no wait or lock (an attempt on a locked account still counts toward its source's
-//! ban); the server answers it with the same `-ERR [AUTH]`, after the same delay, as
-//! any other failure, so a guess made during a lock reveals nothing.
+//! [`Guard::settle`] after. `admit` *reserves*: in one transaction of the directory it
+//! reads the counts, applies the policy's gate and, if the attempt may go on, counts it
+//! as a failure already. Parallel attempts are therefore decided as if they came one
+//! after another (fifty guesses sent at once get the checks four sent in turn would),
+//! across every node sharing the directory; `settle` takes the reservation back for a
+//! success and keeps it for a failure, and an attempt whose caller went away before
+//! settling (a client that hung up) stays counted.
+//!
+//! An attempt refused by `admit` spends no hash and extends no wait or lock (an
+//! attempt on a locked account still counts toward its source's ban); the server
+//! answers it with the same `-ERR [AUTH]`, after the same delay, as any other failure,
+//! so a guess made during a lock reveals nothing.
 
 mod clock;
 mod policy;
@@ -13,7 +21,7 @@ mod policy;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use directory::{Directory, FailureRecord, GuardQuery, GuardState, Millis};
+use directory::{Directory, FailureRecord, GuardQuery, GuardState, Millis, ReserveQuery};
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use ipnet::IpNet;
 use sha2::Sha256;
@@ -28,7 +36,8 @@ use crate::{AuthFailure, Identity, Reason};
 /// clients that poll every minute).
 const FAMILIAR_REFRESH: Millis = 60 * 60 * 1000;
 
-/// One attempt between [`Guard::admit`] and [`Guard::settle`].
+/// One attempt between [`Guard::admit`] and [`Guard::settle`]. Dropped unsettled, the
+/// attempt stays counted as a failure.
 #[derive(Debug)]
 pub struct Ticket {
     user: String,
@@ -37,6 +46,8 @@ pub struct Ticket {
     network: String,
     state: GuardState,
     familiar: bool,
+    /// Counted as a failure by `admit` until settled.
+    reserved: bool,
 }
 
 /// Told when the defence bans an address or locks an account (the audit log).
@@ -118,12 +129,57 @@ impl<D: Directory> Guard<D> {
         }
     }
 
-    /// Reads the state of `user` (canonical, or as given when it has no canonical
-    /// form) from `ip`, and refuses the attempt if the policy says so.
+    /// Admits an attempt on `user` (canonical, or as given when it has no canonical
+    /// form; empty: a token that names no one, limited per source only) from `ip`, or
+    /// refuses it if the policy says so. An admitted attempt is reserved: counted as a
+    /// failure until [`Guard::settle`] says otherwise.
     pub async fn admit(&self, user: &str, ip: IpAddr) -> Result<Ticket, AuthFailure> {
         let now = self.now();
         let source = source_key(ip);
         let network = network_key(ip);
+        let policy = &self.policy;
+        let gate = |state: &GuardState| policy.gate(state, now).is_ok();
+        let reservation = self
+            .dir
+            .reserve_attempt(
+                &ReserveQuery {
+                    query: GuardQuery {
+                        user,
+                        source: &source,
+                        network: &network,
+                        now,
+                        forget_before: now.saturating_sub(ms(policy.forget_after)),
+                    },
+                    familiar_since: now.saturating_sub(ms(policy.familiar_for)),
+                    count_account: !user.is_empty(),
+                },
+                &gate,
+            )
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "defence state lookup failed");
+                AuthFailure::Unavailable
+            })?;
+        let ticket = Ticket {
+            user: user.to_owned(),
+            ip,
+            familiar: !reservation.unfamiliar,
+            reserved: reservation.reserved,
+            source,
+            network,
+            state: reservation.state,
+        };
+        if ticket.reserved {
+            return Ok(ticket);
+        }
+        self.refuse(ticket, now).await
+    }
+
+    /// Checks an attempt against the policy without admitting it (nothing is counted):
+    /// for a token that names no one, before the network call that would name its user.
+    pub async fn check(&self, user: &str, ip: IpAddr) -> Result<(), AuthFailure> {
+        let now = self.now();
+        let (source, network) = (source_key(ip), network_key(ip));
         let state = self
             .dir
             .guard_state(&GuardQuery {
@@ -138,30 +194,31 @@ impl<D: Directory> Guard<D> {
                 tracing::warn!(error = %err, "defence state lookup failed");
                 AuthFailure::Unavailable
             })?;
-        let ticket = Ticket {
-            user: user.to_owned(),
-            ip,
-            familiar: self.policy.still_familiar(state.network_last_success, now),
-            source,
-            network,
-            state,
-        };
-        match self.policy.gate(&ticket.state, now) {
-            Ok(()) => Ok(ticket),
-            Err(Refusal::Banned) => Err(AuthFailure::Rejected(Reason::Banned)),
-            Err(Refusal::Throttled) => Err(AuthFailure::Rejected(Reason::Throttled)),
-            Err(Refusal::Locked) => {
-                // A sprayer meets accounts its own spray has locked: each still counts
-                // as a failure of this source (toward its ban), but not toward the
-                // account's lock, which it must not keep extending.
-                let counting = Ticket {
-                    familiar: true,
-                    ..ticket
-                };
-                self.record_failure(&counting, None, now).await;
-                Err(AuthFailure::Rejected(Reason::Locked))
-            }
+        self.policy
+            .gate(&state, now)
+            .map_err(|refusal| AuthFailure::Rejected(refusal_reason(refusal)))
+    }
+
+    /// The answer to an attempt the gate refused in the directory's transaction.
+    async fn refuse(&self, ticket: Ticket, now: Millis) -> Result<Ticket, AuthFailure> {
+        // (The gate said no inside the transaction; with the same state and clock it
+        // says so here too.)
+        let refusal = self
+            .policy
+            .gate(&ticket.state, now)
+            .err()
+            .unwrap_or(Refusal::Throttled);
+        if refusal == Refusal::Locked {
+            // A sprayer meets accounts its own spray has locked: each still counts as a
+            // failure of this source (toward its ban), but not toward the account's
+            // lock, which it must not keep extending.
+            let counting = Ticket {
+                familiar: true,
+                ..ticket
+            };
+            self.record_failure(&counting, None, now).await;
         }
+        Err(AuthFailure::Rejected(refusal_reason(refusal)))
     }
 
     /// A keyed hash of a wrong secret, to recognise a client retrying the same stale
@@ -207,6 +264,8 @@ impl<D: Directory> Guard<D> {
         });
         match result {
             Ok(mut identity) => {
+                // Not a failure after all: the reservation goes back.
+                self.release(&ticket, now).await;
                 if login_delay && self.policy.too_soon(ticket.state.last_success, now) {
                     return Err(AuthFailure::LoginDelay);
                 }
@@ -220,7 +279,30 @@ impl<D: Directory> Guard<D> {
                 self.record_failure(&ticket, attempt.as_deref(), now).await;
                 Err(AuthFailure::Rejected(reason))
             }
-            Err(other) => Err(other),
+            Err(other) => {
+                // The directory or the hashing failed: nothing was decided.
+                self.release(&ticket, now).await;
+                Err(other)
+            }
+        }
+    }
+
+    /// Takes a reservation back.
+    async fn release(&self, ticket: &Ticket, now: Millis) {
+        if !ticket.reserved {
+            return;
+        }
+        if let Err(err) = self
+            .dir
+            .release_attempt(
+                &ticket.user,
+                &ticket.source,
+                !ticket.familiar,
+                now.saturating_sub(ms(self.policy.forget_after)),
+            )
+            .await
+        {
+            tracing::warn!(error = %err, "could not release a sign-in reservation");
         }
     }
 
@@ -254,6 +336,7 @@ impl<D: Directory> Guard<D> {
                 forget_before: now.saturating_sub(ms(p.forget_after)),
                 remember: p.remember_wrong_secrets,
                 spray_since: now.saturating_sub(ms(p.ban_window)),
+                reserved: ticket.reserved,
             })
             .await
         {
@@ -339,6 +422,15 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
         .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
         .map(|n| n.trunc())
         .map_err(|_| format!("not a network: {text:?}"))
+}
+
+/// The private reason of a refusal by the gate.
+fn refusal_reason(refusal: Refusal) -> Reason {
+    match refusal {
+        Refusal::Banned => Reason::Banned,
+        Refusal::Throttled => Reason::Throttled,
+        Refusal::Locked => Reason::Locked,
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::credentials::{CredentialDates, LastSignIn};
 use crate::defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
-    HISTORY_PER_USER, LockoutState, Millis, SignInEntry, SourceFailures,
+    HISTORY_PER_USER, LockoutState, Millis, RECENT_SEPARATOR, Reservation, ReserveQuery,
+    SignInEntry, SourceFailures, remember,
 };
 use crate::mfa::{AppPassword, MfaRecord};
 use crate::{Directory, DirectoryError, UserRecord};
@@ -324,53 +325,93 @@ impl Directory for PgDirectory {
 
     async fn guard_state(&self, q: &GuardQuery<'_>) -> Result<GuardState, DirectoryError> {
         let mut conn = self.pool.acquire().await?;
-        let mut state = GuardState::default();
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT failures, last_failure FROM auth_failures \
+        read_state(&mut conn, q).await
+    }
+
+    async fn reserve_attempt(
+        &self,
+        r: &ReserveQuery<'_>,
+        admit: &(dyn Fn(&GuardState) -> bool + Sync),
+    ) -> Result<Reservation, DirectoryError> {
+        let q = &r.query;
+        let mut tx = self.pool.begin().await?;
+        // Every attempt on one user name, on every node, is decided in turn: the
+        // account's count and each (user, source) count belong to the name.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(ADVISORY_RESERVE)
+            .bind(q.user)
+            .execute(&mut *tx)
+            .await?;
+        let state = read_state(&mut tx, q).await?;
+        let unfamiliar = r.count_account
+            && state
+                .network_last_success
+                .is_none_or(|t| t < r.familiar_since);
+        let reserved = admit(&state);
+        if reserved {
+            sqlx::query(
+                "INSERT INTO auth_failures AS a (\"user\", source, failures, last_failure, recent) \
+                 VALUES ($1, $2, 1, $3, '') \
+                 ON CONFLICT (\"user\", source) DO UPDATE SET \
+                 failures = CASE WHEN a.last_failure < $4 THEN 1 ELSE a.failures + 1 END, \
+                 recent = CASE WHEN a.last_failure < $4 THEN '' ELSE a.recent END, \
+                 last_failure = $3",
+            )
+            .bind(q.user)
+            .bind(q.source)
+            .bind(q.now)
+            .bind(q.forget_before)
+            .execute(&mut *tx)
+            .await?;
+            if unfamiliar {
+                count_account_failure(&mut tx, q.user, q.now, q.forget_before).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Reservation {
+            state,
+            reserved,
+            unfamiliar,
+        })
+    }
+
+    async fn release_attempt(
+        &self,
+        user: &str,
+        source: &str,
+        unfamiliar: bool,
+        forget_before: Millis,
+    ) -> Result<(), DirectoryError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE auth_failures SET failures = GREATEST(failures - 1, 0) \
              WHERE \"user\" = $1 AND source = $2 AND last_failure >= $3",
         )
-        .bind(q.user)
-        .bind(q.source)
-        .bind(q.forget_before)
-        .fetch_optional(&mut *conn)
+        .bind(user)
+        .bind(source)
+        .bind(forget_before)
+        .execute(&mut *tx)
         .await?;
-        if let Some((failures, last)) = row {
-            state.failures = count(failures);
-            state.last_failure = Some(last);
+        if unfamiliar {
+            sqlx::query(
+                "UPDATE account_failures SET failures = GREATEST(failures - 1, 0) \
+                 WHERE \"user\" = $1 AND last_failure >= $2",
+            )
+            .bind(user)
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
         }
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT failures, last_failure FROM account_failures \
-             WHERE \"user\" = $1 AND last_failure >= $2",
-        )
-        .bind(q.user)
-        .bind(q.forget_before)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some((failures, last)) = row {
-            state.account_failures = count(failures);
-            state.account_last_failure = Some(last);
-        }
-        let (network, any): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT MAX(CASE WHEN network = $2 THEN last_success END), MAX(last_success) \
-             FROM familiar_networks WHERE \"user\" = $1",
-        )
-        .bind(q.user)
-        .bind(q.network)
-        .fetch_one(&mut *conn)
-        .await?;
-        state.network_last_success = network;
-        state.last_success = any;
-        state.source_banned_until = sqlx::query_scalar(
-            "SELECT banned_until FROM address_bans WHERE source = $1 AND banned_until > $2",
-        )
-        .bind(q.source)
-        .bind(q.now)
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(state)
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn record_failure(&self, f: &FailureRecord<'_>) -> Result<FailureCounts, DirectoryError> {
+        if f.reserved
+            && let Some(counts) = self.settle_reserved_failure(f).await?
+        {
+            return Ok(counts);
+        }
         let keep = i64::try_from(f.remember).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await?;
         // One statement reads and writes the (user, source) row under its lock: a stale
@@ -988,6 +1029,168 @@ impl Directory for PgDirectory {
             .await?;
         Ok(())
     }
+}
+
+impl PgDirectory {
+    /// A reserved attempt turned out a failure: it is counted already, so only a
+    /// repeat of a recent wrong secret changes the counts (taking the reservation
+    /// back); otherwise the secret joins the recent ones. None if a success wiped the
+    /// (user, source) row meanwhile: then it is counted like an unreserved failure.
+    async fn settle_reserved_failure(
+        &self,
+        f: &FailureRecord<'_>,
+    ) -> Result<Option<FailureCounts>, DirectoryError> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT failures, recent FROM auth_failures \
+             WHERE \"user\" = $1 AND source = $2 AND last_failure >= $3 FOR UPDATE",
+        )
+        .bind(f.user)
+        .bind(f.source)
+        .bind(f.forget_before)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((failures, recent)) = row else {
+            return Ok(None);
+        };
+        let repeated = f
+            .attempt
+            .is_some_and(|a| recent.split(RECENT_SEPARATOR).any(|r| r == a));
+        let failures = if repeated {
+            sqlx::query(
+                "UPDATE auth_failures SET failures = GREATEST(failures - 1, 0) \
+                 WHERE \"user\" = $1 AND source = $2",
+            )
+            .bind(f.user)
+            .bind(f.source)
+            .execute(&mut *tx)
+            .await?;
+            if f.unfamiliar {
+                sqlx::query(
+                    "UPDATE account_failures SET failures = GREATEST(failures - 1, 0) \
+                     WHERE \"user\" = $1 AND last_failure >= $2",
+                )
+                .bind(f.user)
+                .bind(f.forget_before)
+                .execute(&mut *tx)
+                .await?;
+            }
+            (failures - 1).max(0)
+        } else {
+            if let Some(attempt) = f.attempt {
+                sqlx::query(
+                    "UPDATE auth_failures SET recent = $3, last_failure = GREATEST(last_failure, $4) \
+                     WHERE \"user\" = $1 AND source = $2",
+                )
+                .bind(f.user)
+                .bind(f.source)
+                .bind(remember(&recent, attempt, f.remember))
+                .bind(f.now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            failures
+        };
+        let account: Option<i64> = sqlx::query_scalar(
+            "SELECT failures FROM account_failures WHERE \"user\" = $1 AND last_failure >= $2",
+        )
+        .bind(f.user)
+        .bind(f.forget_before)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let accounts_from_source: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM auth_failures WHERE source = $1 AND last_failure >= $2",
+        )
+        .bind(f.source)
+        .bind(f.spray_since)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(FailureCounts {
+            repeated,
+            failures: count(failures),
+            account_failures: account.map_or(0, count),
+            accounts_from_source: count(accounts_from_source),
+        }))
+    }
+}
+
+/// The defence state of one attempt.
+async fn read_state(
+    conn: &mut sqlx::PgConnection,
+    q: &GuardQuery<'_>,
+) -> Result<GuardState, DirectoryError> {
+    let mut state = GuardState::default();
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT failures, last_failure FROM auth_failures \
+         WHERE \"user\" = $1 AND source = $2 AND last_failure >= $3",
+    )
+    .bind(q.user)
+    .bind(q.source)
+    .bind(q.forget_before)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((failures, last)) = row {
+        state.failures = count(failures);
+        state.last_failure = Some(last);
+    }
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT failures, last_failure FROM account_failures \
+         WHERE \"user\" = $1 AND last_failure >= $2",
+    )
+    .bind(q.user)
+    .bind(q.forget_before)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((failures, last)) = row {
+        state.account_failures = count(failures);
+        state.account_last_failure = Some(last);
+    }
+    let (network, any): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT MAX(CASE WHEN network = $2 THEN last_success END), MAX(last_success) \
+         FROM familiar_networks WHERE \"user\" = $1",
+    )
+    .bind(q.user)
+    .bind(q.network)
+    .fetch_one(&mut *conn)
+    .await?;
+    state.network_last_success = network;
+    state.last_success = any;
+    state.source_banned_until = sqlx::query_scalar(
+        "SELECT banned_until FROM address_bans WHERE source = $1 AND banned_until > $2",
+    )
+    .bind(q.source)
+    .bind(q.now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(state)
+}
+
+/// The advisory lock class of sign-in reservations (the second key is the user name's
+/// hash).
+const ADVISORY_RESERVE: i32 = 0x706f_7072; // "popr"
+
+/// One more failure from an unfamiliar network for the account (a stale count starts
+/// again); its new count.
+async fn count_account_failure(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user: &str,
+    now: Millis,
+    forget_before: Millis,
+) -> Result<i64, DirectoryError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO account_failures AS a (\"user\", failures, last_failure) \
+         VALUES ($1, 1, $2) \
+         ON CONFLICT (\"user\") DO UPDATE SET \
+         failures = CASE WHEN a.last_failure < $3 THEN 1 ELSE a.failures + 1 END, \
+         last_failure = $2 \
+         RETURNING failures",
+    )
+    .bind(user)
+    .bind(now)
+    .bind(forget_before)
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 #[cfg(test)]

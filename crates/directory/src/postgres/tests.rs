@@ -42,6 +42,7 @@ fn failure<'a>(user: &'a str, source: &'a str, attempt: Option<&'a str>) -> Fail
         forget_before: 0,
         remember: 3,
         spray_since: 0,
+        reserved: false,
     }
 }
 

@@ -8,11 +8,10 @@ use super::SqliteDirectory;
 use crate::DirectoryError;
 use crate::defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,
-    LockoutState, Millis, SignInEntry, SourceFailures,
+    LockoutState, Millis, Reservation, ReserveQuery, SignInEntry, SourceFailures,
 };
 
-/// Separates the keyed hashes in `auth_failures.recent`.
-const RECENT_SEPARATOR: char = ' ';
+use crate::defence::{RECENT_SEPARATOR, remember};
 
 fn count(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
@@ -23,51 +22,80 @@ impl SqliteDirectory {
         &self,
         q: &GuardQuery<'_>,
     ) -> Result<GuardState, DirectoryError> {
-        // One statement, so one round trip to the database thread: every sign-in
-        // begins here.
-        type Row = (
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        );
-        let (failures, last, account_failures, account_last, network, any, banned): Row =
-            sqlx::query_as(
-                "SELECT \
-                 (SELECT failures FROM auth_failures \
-                   WHERE user = ?1 AND source = ?2 AND last_failure >= ?3), \
-                 (SELECT last_failure FROM auth_failures \
-                   WHERE user = ?1 AND source = ?2 AND last_failure >= ?3), \
-                 (SELECT failures FROM account_failures WHERE user = ?1 AND last_failure >= ?3), \
-                 (SELECT last_failure FROM account_failures WHERE user = ?1 AND last_failure >= ?3), \
-                 (SELECT MAX(CASE WHEN network = ?4 THEN last_success END) \
-                   FROM familiar_networks WHERE user = ?1), \
-                 (SELECT MAX(last_success) FROM familiar_networks WHERE user = ?1), \
-                 (SELECT banned_until FROM address_bans WHERE source = ?2 AND banned_until > ?5)",
+        read_state(&self.pool, q).await
+    }
+
+    pub(super) async fn reserve_attempt_impl(
+        &self,
+        r: &ReserveQuery<'_>,
+        admit: &(dyn Fn(&GuardState) -> bool + Sync),
+    ) -> Result<Reservation, DirectoryError> {
+        let q = &r.query;
+        // The write lock from the start: every reservation is decided after the ones
+        // before it are counted.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let state = read_state(&mut *tx, q).await?;
+        let unfamiliar = r.count_account
+            && state
+                .network_last_success
+                .is_none_or(|t| t < r.familiar_since);
+        let reserved = admit(&state);
+        if reserved {
+            sqlx::query(
+                "INSERT INTO auth_failures (user, source, failures, last_failure, recent) \
+                 VALUES (?1, ?2, 1, ?3, '') \
+                 ON CONFLICT (user, source) DO UPDATE SET \
+                 failures = CASE WHEN last_failure < ?4 THEN 1 ELSE failures + 1 END, \
+                 recent = CASE WHEN last_failure < ?4 THEN '' ELSE recent END, \
+                 last_failure = excluded.last_failure",
             )
             .bind(q.user)
             .bind(q.source)
-            .bind(q.forget_before)
-            .bind(q.network)
             .bind(q.now)
-            .fetch_one(&self.pool)
+            .bind(q.forget_before)
+            .execute(&mut *tx)
             .await?;
-        let mut state = GuardState::default();
-        if let (Some(failures), Some(last)) = (failures, last) {
-            state.failures = count(failures);
-            state.last_failure = Some(last);
+            if unfamiliar {
+                count_account_failure(&mut tx, q.user, q.now, q.forget_before).await?;
+            }
         }
-        if let (Some(failures), Some(last)) = (account_failures, account_last) {
-            state.account_failures = count(failures);
-            state.account_last_failure = Some(last);
+        tx.commit().await?;
+        Ok(Reservation {
+            state,
+            reserved,
+            unfamiliar,
+        })
+    }
+
+    pub(super) async fn release_attempt_impl(
+        &self,
+        user: &str,
+        source: &str,
+        unfamiliar: bool,
+        forget_before: Millis,
+    ) -> Result<(), DirectoryError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE auth_failures SET failures = MAX(failures - 1, 0) \
+             WHERE user = ?1 AND source = ?2 AND last_failure >= ?3",
+        )
+        .bind(user)
+        .bind(source)
+        .bind(forget_before)
+        .execute(&mut *tx)
+        .await?;
+        if unfamiliar {
+            sqlx::query(
+                "UPDATE account_failures SET failures = MAX(failures - 1, 0) \
+                 WHERE user = ?1 AND last_failure >= ?2",
+            )
+            .bind(user)
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
         }
-        state.network_last_success = network;
-        state.last_success = any;
-        state.source_banned_until = banned;
-        Ok(state)
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(super) async fn record_failure_impl(
@@ -83,6 +111,8 @@ impl SqliteDirectory {
         .bind(f.source)
         .fetch_optional(&mut *tx)
         .await?;
+        // A reservation is counted already, unless a success wiped its row meanwhile.
+        let reserved = f.reserved && matches!(row, Some((_, last, _)) if last >= f.forget_before);
         let (mut failures, mut recent) = match row {
             Some((n, last, recent)) if last >= f.forget_before => (count(n), recent),
             _ => (0, String::new()),
@@ -94,8 +124,30 @@ impl SqliteDirectory {
             repeated,
             ..FailureCounts::default()
         };
+        if repeated && reserved {
+            // A client retrying a stale secret counts once: the reservation goes back.
+            failures = failures.saturating_sub(1);
+            sqlx::query("UPDATE auth_failures SET failures = ?3 WHERE user = ?1 AND source = ?2")
+                .bind(f.user)
+                .bind(f.source)
+                .bind(i64::from(failures))
+                .execute(&mut *tx)
+                .await?;
+            if f.unfamiliar {
+                sqlx::query(
+                    "UPDATE account_failures SET failures = MAX(failures - 1, 0) \
+                     WHERE user = ?1 AND last_failure >= ?2",
+                )
+                .bind(f.user)
+                .bind(f.forget_before)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         if !repeated {
-            failures = failures.saturating_add(1);
+            if !reserved {
+                failures = failures.saturating_add(1);
+            }
             if let Some(attempt) = f.attempt {
                 recent = remember(&recent, attempt, f.remember);
             }
@@ -112,19 +164,8 @@ impl SqliteDirectory {
             .bind(&recent)
             .execute(&mut *tx)
             .await?;
-            if f.unfamiliar {
-                sqlx::query(
-                    "INSERT INTO account_failures (user, failures, last_failure) \
-                     VALUES (?1, 1, ?2) \
-                     ON CONFLICT (user) DO UPDATE SET \
-                     failures = CASE WHEN last_failure < ?3 THEN 1 ELSE failures + 1 END, \
-                     last_failure = excluded.last_failure",
-                )
-                .bind(f.user)
-                .bind(f.now)
-                .bind(f.forget_before)
-                .execute(&mut *tx)
-                .await?;
+            if f.unfamiliar && !reserved {
+                count_account_failure(&mut tx, f.user, f.now, f.forget_before).await?;
             }
         }
         counts.failures = failures;
@@ -384,24 +425,76 @@ impl SqliteDirectory {
 }
 
 /// `recent` with `attempt` appended, keeping the newest `keep` entries.
-fn remember(recent: &str, attempt: &str, keep: usize) -> String {
-    let mut entries: Vec<&str> = recent
-        .split(RECENT_SEPARATOR)
-        .filter(|e| !e.is_empty())
-        .collect();
-    entries.push(attempt);
-    let skip = entries.len().saturating_sub(keep);
-    entries[skip..].join(&RECENT_SEPARATOR.to_string())
+/// The defence state of one attempt, in one statement (one round trip to the database
+/// thread: every sign-in begins here).
+async fn read_state<'e, E>(ex: E, q: &GuardQuery<'_>) -> Result<GuardState, DirectoryError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    type Row = (
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let (failures, last, account_failures, account_last, network, any, banned): Row =
+        sqlx::query_as(
+            "SELECT \
+             (SELECT failures FROM auth_failures \
+               WHERE user = ?1 AND source = ?2 AND last_failure >= ?3), \
+             (SELECT last_failure FROM auth_failures \
+               WHERE user = ?1 AND source = ?2 AND last_failure >= ?3), \
+             (SELECT failures FROM account_failures WHERE user = ?1 AND last_failure >= ?3), \
+             (SELECT last_failure FROM account_failures WHERE user = ?1 AND last_failure >= ?3), \
+             (SELECT MAX(CASE WHEN network = ?4 THEN last_success END) \
+               FROM familiar_networks WHERE user = ?1), \
+             (SELECT MAX(last_success) FROM familiar_networks WHERE user = ?1), \
+             (SELECT banned_until FROM address_bans WHERE source = ?2 AND banned_until > ?5)",
+        )
+        .bind(q.user)
+        .bind(q.source)
+        .bind(q.forget_before)
+        .bind(q.network)
+        .bind(q.now)
+        .fetch_one(ex)
+        .await?;
+    let mut state = GuardState::default();
+    if let (Some(failures), Some(last)) = (failures, last) {
+        state.failures = count(failures);
+        state.last_failure = Some(last);
+    }
+    if let (Some(failures), Some(last)) = (account_failures, account_last) {
+        state.account_failures = count(failures);
+        state.account_last_failure = Some(last);
+    }
+    state.network_last_success = network;
+    state.last_success = any;
+    state.source_banned_until = banned;
+    Ok(state)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::remember;
-
-    #[test]
-    fn remember_keeps_the_newest() {
-        assert_eq!(remember("", "a", 3), "a");
-        assert_eq!(remember("a b c", "d", 3), "b c d");
-        assert_eq!(remember("a", "b", 0), "");
-    }
+/// One more failure from an unfamiliar network for the account (a stale count starts
+/// again).
+async fn count_account_failure(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    user: &str,
+    now: Millis,
+    forget_before: Millis,
+) -> Result<(), DirectoryError> {
+    sqlx::query(
+        "INSERT INTO account_failures (user, failures, last_failure) \
+         VALUES (?1, 1, ?2) \
+         ON CONFLICT (user) DO UPDATE SET \
+         failures = CASE WHEN last_failure < ?3 THEN 1 ELSE failures + 1 END, \
+         last_failure = excluded.last_failure",
+    )
+    .bind(user)
+    .bind(now)
+    .bind(forget_before)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::credentials::{CredentialDates, LastSignIn};
 use crate::defence::{
     ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState, LockoutState, Millis,
-    SignInEntry,
+    Reservation, ReserveQuery, SignInEntry,
 };
 use crate::mfa::{AppPassword, MfaRecord};
 use crate::{Directory, DirectoryError, UserRecord};
@@ -255,6 +255,25 @@ impl Directory for SqliteDirectory {
 
     async fn guard_state(&self, query: &GuardQuery<'_>) -> Result<GuardState, DirectoryError> {
         self.guard_state_impl(query).await
+    }
+
+    async fn reserve_attempt(
+        &self,
+        query: &ReserveQuery<'_>,
+        admit: &(dyn Fn(&GuardState) -> bool + Sync),
+    ) -> Result<Reservation, DirectoryError> {
+        self.reserve_attempt_impl(query, admit).await
+    }
+
+    async fn release_attempt(
+        &self,
+        user: &str,
+        source: &str,
+        unfamiliar: bool,
+        forget_before: Millis,
+    ) -> Result<(), DirectoryError> {
+        self.release_attempt_impl(user, source, unfamiliar, forget_before)
+            .await
     }
 
     async fn record_failure(
