@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import IO_TIMEOUT, plain_ir, tls_context
+from conftest import IO_TIMEOUT, plain_ir, read_audit, tls_context
 
 PLAINTEXT_LOOPBACK = {"plaintext_networks": ["127.0.0.0/8"], "failure_delay_ms": 0}
 FAILURE = "-ERR [AUTH] invalid user name or password"
@@ -224,3 +224,22 @@ def test_sign_in_through_a_3kb_auth_plain_line(server):
         c.ok("USER alice")
         assert c.cmd("PASS " + password).startswith("+OK")
         c.quit()
+
+
+def test_a_refused_authzid_counts_as_a_failure(server):
+    """PLAIN with the right password but an authzid naming someone else is refused like
+    a wrong password, and counted like one (it used to be decided after the defence had
+    recorded a success)."""
+    srv = server(users={"alice": "alice pw", "bob": "bob pw"}, auth=PLAINTEXT_LOOPBACK)
+    source = "127.75.0.1"
+    for _ in range(4):
+        with srv.plain(source=source) as c:
+            assert c.auth_plain("alice", "alice pw", authzid="bob") == FAILURE
+    # Four failures for (alice, this address): the next attempt must wait, even with
+    # the right password and no authzid.
+    with srv.plain(source=source) as c:
+        assert c.auth_plain("alice", "alice pw") == FAILURE
+    records = [r for r in read_audit(srv.data_dir / "audit.log") if r["event"] == "auth"]
+    assert [r["reason"] for r in records] == ["authzid_mismatch"] * 4 + ["throttled"], records
+    listed = srv.cli("lockout", "list", check=True).stdout.decode()
+    assert "alice" in listed and "127.75.0.1" in listed, listed

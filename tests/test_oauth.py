@@ -12,6 +12,7 @@ log, each with its own reason.
 
 import base64
 import json
+import re
 import os
 import poplib
 import shutil
@@ -511,3 +512,25 @@ def test_the_token_must_name_the_account_as_it_is(poplar_a, provider_a):
     with poplar_a.tls() as c:
         assert c.cmd("AUTH OAUTHBEARER " + oauthbearer(None, token)).startswith("+OK")
         c.quit()
+
+
+def test_bad_anonymous_tokens_lock_no_one(server, provider_a):
+    """Token sign-ins that name no user are limited per source only: fifty bad tokens
+    from fifty addresses (each checked) lock no 'empty' account, and a valid token
+    that names no one signs in from another address afterwards (issue 18)."""
+    issuer = issuer_config(provider_a, "idp-a", MAIL)
+    srv = server(users={ALICE: "alice password 1"}, oauth={"issuers": [issuer]},
+                 defence={"lockout_threshold": 50, "ban_accounts": 0})
+    for i in range(50):
+        with srv.tls(source=f"127.76.{i}.1") as c:
+            reply = c.cmd("AUTH OAUTHBEARER " + oauthbearer(None, f"not-a-token-{i}"))
+            assert reply.startswith("+ "), reply
+            assert c.cmd("AQ==") == "-ERR [AUTH] bearer token refused"
+    reasons = [r.get("reason") for r in audit_reasons(srv) if r.get("event") == "auth"]
+    assert reasons.count("token_malformed") == 50, reasons
+    token = provider_a.token("alice")
+    with srv.tls(source="127.77.0.1") as c:
+        assert c.cmd("AUTH OAUTHBEARER " + oauthbearer(None, token)).startswith("+OK")
+        c.quit()
+    listed = srv.cli("lockout", "list", check=True).stdout.decode()
+    assert re.search(r"accounts locked for unfamiliar networks:\s+none", listed), listed

@@ -437,14 +437,37 @@ impl<D: Directory> Authenticator<D> {
         raw_password: &[u8],
         source: IpAddr,
     ) -> Result<Identity, AuthFailure> {
+        self.verify_password_as(raw_user, raw_password, None, source)
+            .await
+    }
+
+    /// [`Authenticator::verify_password`] with the SASL authorization identity the
+    /// client asked to act as (PLAIN's authzid): one that names someone else is refused
+    /// like a wrong password, after the hash (so it takes as long), and counted as one.
+    pub async fn verify_password_as(
+        &self,
+        raw_user: &str,
+        raw_password: &[u8],
+        authzid: Option<&str>,
+        source: IpAddr,
+    ) -> Result<Identity, AuthFailure> {
         let name = self.guard_name(raw_user);
         let ticket = self.guard.admit(&name, source).await?;
         let result = self
             .check_password(raw_user, raw_password, source, Purpose::Pop3)
-            .await;
-        let attempt = result
-            .is_err()
-            .then(|| self.guard.attempt_hash(&name, raw_password));
+            .await
+            .and_then(|identity| {
+                if self.authzid_allowed(authzid, &identity.user) {
+                    Ok(identity)
+                } else {
+                    Err(AuthFailure::Rejected(Reason::AuthzidMismatch))
+                }
+            });
+        // The keyed hash of a wrong secret, to count a stale one once; never of a right
+        // password refused for its authzid.
+        let attempt =
+            matches!(result, Err(AuthFailure::Rejected(r)) if r != Reason::AuthzidMismatch)
+                .then(|| self.guard.attempt_hash(&name, raw_password));
         self.guard.settle(ticket, result, attempt).await
     }
 

@@ -18,24 +18,17 @@ impl Connection {
     /// USER/PASS, PLAIN and LOGIN.
     pub(super) async fn authenticate(&mut self, req: AuthRequest) -> AuthOutcome {
         let started = Instant::now();
+        // The authzid is decided (and a refused one counted) with the password.
         let result = self
             .shared
             .auth
-            .verify_password(&req.user, req.password.expose(), self.peer.ip())
-            .await
-            .and_then(|identity| {
-                // Checked after the hash, so a mismatch costs the same time as a
-                // wrong password.
-                if self
-                    .shared
-                    .auth
-                    .authzid_allowed(req.authzid.as_deref(), &identity.user)
-                {
-                    Ok(identity)
-                } else {
-                    Err(AuthFailure::Rejected(auth::Reason::AuthzidMismatch))
-                }
-            });
+            .verify_password_as(
+                &req.user,
+                req.password.expose(),
+                req.authzid.as_deref(),
+                self.peer.ip(),
+            )
+            .await;
         self.verdict(result, &req.user, req.mechanism, started)
             .await
     }
