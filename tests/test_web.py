@@ -10,6 +10,7 @@ import base64
 import http.client
 import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -449,3 +450,27 @@ def test_sessions_follow_the_account(server):
     # A password-only session cannot create app passwords.
     r, _ = one.request("POST", "/app-passwords", {"csrf": csrf_of(page), "label": "x"})
     assert r.status == 403
+
+
+def test_a_guess_whose_client_hangs_up_is_counted(server):
+    """A sign-in whose client closes the connection while its password is being hashed
+    is still counted: the defence reserves the attempt before the check, and an attempt
+    that is never settled stays a failure (issue 18)."""
+    srv = server(users={"alice": PW},
+                 auth={"argon2_memory_kib": 65536, "argon2_iterations": 12})  # ~1 s a hash
+    body = "user=alice&password=wrong+guess"
+    for i in range(4):
+        raw = socket.create_connection(("127.0.0.1", srv.web_port), timeout=10)
+        s = tls_context(srv.cert).wrap_socket(raw, server_hostname="localhost")
+        s.sendall((f"POST /signin HTTP/1.1\r\nHost: localhost\r\n"
+                   f"Content-Type: application/x-www-form-urlencoded\r\n"
+                   f"Content-Length: {len(body) + 1}\r\n\r\n{body}{i}").encode())
+        time.sleep(0.1)
+        s.close()
+    deadline = time.monotonic() + 30
+    while True:
+        listed = srv.cli("lockout", "list", check=True).stdout.decode()
+        if "alice  from 127.0.0.1  4 failures" in listed:
+            break
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.5)
