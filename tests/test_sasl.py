@@ -1,6 +1,7 @@
 """SASL mechanisms with independent clients: curl for LOGIN and PLAIN, Python's scramp
 for SCRAM-SHA-256 (SCRAM-SHA-256-PLUS is proven with rsasl in crates/poplar/tests)."""
 import base64
+import re
 import ssl
 import socket
 
@@ -291,3 +292,23 @@ def test_plain_can_be_disabled(server):
         assert c.cmd("AUTH PLAIN " + b64("\0alice\0" + DEFAULT_PASSWORD)).startswith("-ERR unsupported")
         assert scram_sign_in(c, "alice", DEFAULT_PASSWORD).startswith("+OK")
         c.quit()
+
+
+def test_scram_salt_and_count_stay_the_same_when_the_asker_is_throttled(srv):
+    """What a SCRAM client is shown depends on the name alone: a real account's salt
+    and count, or an unknown name's fakes, are the same before and after the asker is
+    throttled (issue 18). Abandoned exchanges count as failed attempts."""
+    for name in ("alice", "nobody"):
+        seen = set()
+        for i in range(7):
+            with srv.tls() as c:
+                c.send("AUTH SCRAM-SHA-256 " + b64(f"n,,n={name},r=nonce{i}") + "\r\n")
+                fields = dict(kv.split("=", 1) for kv in unb64(sasl_line(c)).split(","))
+                seen.add((fields["s"], fields["i"]))
+                c.send("*\r\n")
+                assert c.readline().startswith("-ERR")
+        assert len(seen) == 1, (name, seen)
+    listed = srv.cli("lockout", "list", check=True).stdout.decode()
+    for name in ("alice", "nobody"):
+        # Four counted, then throttled: the last three were refused unchecked.
+        assert re.search(rf"{name}  from 127\.0\.0\.1  4 failures, .* throttled until", listed), listed

@@ -21,9 +21,11 @@ fn identity(record: UserRecord) -> Identity {
 }
 
 impl<D: Directory> Authenticator<D> {
-    /// The SCRAM keys to run an exchange with. An unknown, malformed or keyless user,
-    /// and an attempt the guard refuses, get fake keys that look the same from outside
-    /// and fail only at the proof.
+    /// The SCRAM keys to run an exchange with. An unknown, malformed or keyless user
+    /// gets fake keys that look the same from outside and fail only at the proof. What
+    /// the client is shown (salt, iteration count) depends on the name alone, never on
+    /// the guard: an attempt the guard refuses is shown what any other would be, and
+    /// refused at the proof.
     pub async fn scram_lookup(
         &self,
         raw_user: &str,
@@ -32,50 +34,54 @@ impl<D: Directory> Authenticator<D> {
         let Some(scram) = &self.scram else {
             return Err(AuthFailure::Unavailable);
         };
-        let fake = |name: &str| ScramKeys::fake(&scram.server_secret, name, scram.iterations);
-        let refused = |name: &str, reason| ScramLookup {
-            keys: fake(name),
-            account: None,
-            reason_if_absent: reason,
-            ticket: None,
-        };
-        let ticket = match self.guard.admit(&self.guard_name(raw_user), source).await {
-            Ok(ticket) => ticket,
-            Err(AuthFailure::Rejected(reason)) => return Ok(refused(raw_user, reason)),
+        // Fakes are keyed by the name the guard counts under: the canonical one, or
+        // (bounded) the name as given when it has none.
+        let name = self.guard_name(raw_user);
+        let admitted = match self.guard.admit(&name, source).await {
+            Ok(ticket) => Ok(ticket),
+            Err(AuthFailure::Rejected(reason)) => Err(reason),
             Err(other) => return Err(other),
         };
-        let Ok(user) = self.policy.canonical(raw_user) else {
-            return Ok(ScramLookup {
-                ticket: Some(ticket),
-                ..refused(raw_user, Reason::BadInput)
-            });
+        let fake = || ScramKeys::fake(&scram.server_secret, &name, scram.iterations);
+        let record = match self.policy.canonical(raw_user) {
+            Ok(user) => self.lookup(&user).await?,
+            Err(_) => None,
         };
-        let record = self.lookup(&user).await?;
-        let Some(record) = record else {
-            return Ok(ScramLookup {
-                ticket: Some(ticket),
-                ..refused(&user, Reason::UnknownUser)
-            });
+        let bad_input = self.policy.canonical(raw_user).is_err();
+        let (keys, account, reason) = match record {
+            None if bad_input => (fake(), None, Reason::BadInput),
+            None => (fake(), None, Reason::UnknownUser),
+            Some(record) => match record.scram_sha256.as_deref().and_then(ScramKeys::parse) {
+                Some(keys) => (
+                    keys,
+                    Some(ScramAccount {
+                        name: record.name,
+                        enabled: record.enabled,
+                        maildir: record.maildir,
+                        allowed_networks: record.allowed_networks,
+                    }),
+                    Reason::UnknownUser,
+                ),
+                // No keys yet (an imported account): the exchange cannot succeed until
+                // a plaintext-style sign-in derives them.
+                None => (fake(), None, Reason::BadPassword),
+            },
         };
-        match record.scram_sha256.as_deref().and_then(ScramKeys::parse) {
-            Some(keys) => Ok(ScramLookup {
+        Ok(match admitted {
+            Ok(ticket) => ScramLookup {
                 keys,
-                account: Some(ScramAccount {
-                    name: record.name,
-                    enabled: record.enabled,
-                    maildir: record.maildir,
-                    allowed_networks: record.allowed_networks,
-                }),
-                reason_if_absent: Reason::UnknownUser,
+                account,
+                reason_if_absent: reason,
                 ticket: Some(ticket),
-            }),
-            // No keys yet (an imported account): the exchange cannot succeed until a
-            // plaintext-style sign-in derives them.
-            None => Ok(ScramLookup {
-                ticket: Some(ticket),
-                ..refused(&user, Reason::BadPassword)
-            }),
-        }
+            },
+            // Refused by the guard: the same salt and count, and no account to sign in.
+            Err(refusal) => ScramLookup {
+                keys,
+                account: None,
+                reason_if_absent: refusal,
+                ticket: None,
+            },
+        })
     }
 
     /// The second half of a SCRAM sign-in: the proof was checked against
