@@ -48,6 +48,24 @@ pub struct Ticket {
     familiar: bool,
     /// Counted as a failure by `admit` until settled.
     reserved: bool,
+    /// Its place among this process's attempts in flight.
+    _place: Option<Box<InFlightPlace>>,
+}
+
+impl Ticket {
+    /// The ticket's keys (user, source, familiarity), without its place in flight.
+    fn clone_key(&self) -> Ticket {
+        Ticket {
+            user: self.user.clone(),
+            ip: self.ip,
+            source: self.source.clone(),
+            network: self.network.clone(),
+            state: self.state,
+            familiar: self.familiar,
+            reserved: self.reserved,
+            _place: None,
+        }
+    }
 }
 
 /// Told when the defence bans an address or locks an account (the audit log).
@@ -66,6 +84,80 @@ pub struct Guard<D> {
     events: Option<Arc<dyn DefenceEvents>>,
     /// Keys the hashes of wrong secrets (never stored in the clear).
     attempt_key: [u8; 32],
+    /// This process's attempts admitted and not yet settled.
+    in_flight: Arc<InFlight>,
+}
+
+/// How long an attempt waits for this process's earlier attempts on the same (user,
+/// source) or account to be settled, when only they stand in its way.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The attempts this process has admitted and not yet settled, per (user, source) and
+/// per account (those from unfamiliar networks). A reservation counts as a failure in
+/// the directory until settled; an attempt the gate refuses only because of this
+/// process's own unsettled reservations waits for them instead, so parallel attempts
+/// are decided as they would be one after another: ten right passwords sent at once
+/// all get through, fifty wrong ones get the checks four sent in turn would.
+#[derive(Default)]
+struct InFlight {
+    counts: std::sync::Mutex<std::collections::HashMap<(String, String), (u32, u32)>>,
+    settled: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn key(ticket: &Ticket) -> (String, String) {
+        (ticket.user.clone(), ticket.source.clone())
+    }
+
+    /// (for the (user, source), for the account from unfamiliar networks)
+    fn counts(&self, user: &str, source: &str) -> (u32, u32) {
+        let map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let here = map
+            .get(&(user.to_owned(), source.to_owned()))
+            .map_or(0, |c| c.0);
+        let account = map
+            .iter()
+            .filter(|((u, _), _)| u == user)
+            .map(|(_, c)| c.1)
+            .sum();
+        (here, account)
+    }
+
+    fn add(&self, ticket: &Ticket, by: i32) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(Self::key(ticket)).or_insert((0, 0));
+        let unfamiliar = u32::from(!ticket.familiar);
+        if by > 0 {
+            entry.0 += 1;
+            entry.1 += unfamiliar;
+        } else {
+            entry.0 = entry.0.saturating_sub(1);
+            entry.1 = entry.1.saturating_sub(unfamiliar);
+        }
+        if entry.0 == 0 {
+            map.remove(&Self::key(ticket));
+        }
+    }
+}
+
+/// Holds a ticket's place among the attempts in flight; given back when the ticket is
+/// settled or dropped (an attempt dropped unsettled stays counted as a failure).
+struct InFlightPlace {
+    in_flight: Arc<InFlight>,
+    key: Ticket,
+}
+
+impl Drop for InFlightPlace {
+    fn drop(&mut self) {
+        self.in_flight.add(&self.key, -1);
+        self.in_flight.settled.notify_waiters();
+    }
+}
+
+impl std::fmt::Debug for InFlightPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlightPlace")
+    }
 }
 
 impl<D> std::fmt::Debug for Guard<D> {
@@ -93,6 +185,7 @@ impl<D: Directory> Guard<D> {
             clock,
             events,
             attempt_key: mac.finalize().into_bytes().into(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -134,6 +227,48 @@ impl<D: Directory> Guard<D> {
     /// refuses it if the policy says so. An admitted attempt is reserved: counted as a
     /// failure until [`Guard::settle`] says otherwise.
     pub async fn admit(&self, user: &str, ip: IpAddr) -> Result<Ticket, AuthFailure> {
+        let started = tokio::time::Instant::now();
+        loop {
+            // Registered before the attempt, so no settlement in between is missed.
+            let settled = self.in_flight.settled.notified();
+            let ticket = self.reserve(user, ip).await?;
+            let now = self.now();
+            if ticket.reserved {
+                let place = InFlightPlace {
+                    in_flight: self.in_flight.clone(),
+                    key: Ticket {
+                        _place: None,
+                        ..ticket.clone_key()
+                    },
+                };
+                self.in_flight.add(&ticket, 1);
+                return Ok(Ticket {
+                    _place: Some(Box::new(place)),
+                    ..ticket
+                });
+            }
+            // Refused. If only this process's own unsettled attempts stand in the way,
+            // wait for them to be settled, then decide again.
+            let (here, account) = self.in_flight.counts(&ticket.user, &ticket.source);
+            let mut without = ticket.state;
+            without.failures = without.failures.saturating_sub(here);
+            if !ticket.familiar {
+                without.account_failures = without.account_failures.saturating_sub(account);
+            }
+            let waiting_helps = (here > 0 || account > 0)
+                && self.policy.gate(&without, now).is_ok()
+                && started.elapsed() < IN_FLIGHT_WAIT;
+            if !waiting_helps {
+                return self.refuse(ticket, now).await;
+            }
+            let left = IN_FLIGHT_WAIT.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(left.min(std::time::Duration::from_millis(250)), settled)
+                .await;
+        }
+    }
+
+    /// One reservation in the directory (see [`Directory::reserve_attempt`]).
+    async fn reserve(&self, user: &str, ip: IpAddr) -> Result<Ticket, AuthFailure> {
         let now = self.now();
         let source = source_key(ip);
         let network = network_key(ip);
@@ -160,7 +295,7 @@ impl<D: Directory> Guard<D> {
                 tracing::warn!(error = %err, "defence state lookup failed");
                 AuthFailure::Unavailable
             })?;
-        let ticket = Ticket {
+        Ok(Ticket {
             user: user.to_owned(),
             ip,
             familiar: !reservation.unfamiliar,
@@ -168,11 +303,8 @@ impl<D: Directory> Guard<D> {
             source,
             network,
             state: reservation.state,
-        };
-        if ticket.reserved {
-            return Ok(ticket);
-        }
-        self.refuse(ticket, now).await
+            _place: None,
+        })
     }
 
     /// Checks an attempt against the policy without admitting it (nothing is counted):
