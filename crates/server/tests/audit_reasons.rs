@@ -124,11 +124,13 @@ fn plan(t: &Target, reason: Reason, n: u8) -> Option<Plan> {
         Reason::BadSecondFactor => simple("mfa", &format!("{PW}000000")),
         Reason::AppPasswordExpired => simple("app", &t.expired_app_password),
         Reason::AuthzidMismatch => {
-            let ir = base64::engine::general_purpose::STANDARD.encode(format!("bob\0alice\0{PW}"));
+            // bob, asking to act as alice; counted as bob's failure (alice already has
+            // one from an unfamiliar network, and two would lock her here).
+            let ir = base64::engine::general_purpose::STANDARD.encode(format!("alice\0bob\0{PW}"));
             Plan {
                 setup: vec![],
                 attempt: (from, vec![format!("AUTH PLAIN {ir}")]),
-                user: "alice",
+                user: "bob",
                 mechanism: "PLAIN",
             }
         }
