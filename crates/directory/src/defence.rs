@@ -63,8 +63,13 @@ pub struct ReserveQuery<'a> {
 pub struct Reservation {
     /// The state before this attempt (in-flight attempts counted as failures).
     pub state: GuardState,
-    /// The gate admitted the attempt, and it is now counted as a failure until settled.
+    /// The gate admitted the attempt (and, if `counted`, it is now counted as a failure
+    /// until settled).
     pub reserved: bool,
+    /// The directory counts admitted attempts (a shared one: PostgreSQL). A directory
+    /// only one process uses (SQLite) counts nothing here: that process decides its
+    /// own attempts in turn, and their counts are written when they are settled.
+    pub counted: bool,
     /// The attempt's network was unfamiliar: the reservation also counts toward the
     /// account's lock.
     pub unfamiliar: bool,

@@ -208,6 +208,10 @@ pub trait Directory: Send + Sync + 'static {
     /// process sharing the directory. The attempt is then settled with
     /// [`Directory::record_failure`] (`reserved`), [`Directory::release_attempt`] or a
     /// success; one never settled stays counted as a failure.
+    ///
+    /// A directory that only one process uses (SQLite) may count nothing
+    /// ([`Reservation::counted`] false): then the caller decides its attempts in turn
+    /// itself and records their outcomes as unreserved.
     fn reserve_attempt(
         &self,
         query: &ReserveQuery<'_>,

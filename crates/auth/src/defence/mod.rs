@@ -46,7 +46,8 @@ pub struct Ticket {
     network: String,
     state: GuardState,
     familiar: bool,
-    /// Counted as a failure by `admit` until settled.
+    /// Counted as a failure in the directory by `admit` until settled (a shared
+    /// directory); otherwise only this process's in-flight count holds it.
     reserved: bool,
     /// Its place among this process's attempts in flight.
     _place: Option<Box<InFlightPlace>>,
@@ -98,13 +99,31 @@ const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// process's own unsettled reservations waits for them instead, so parallel attempts
 /// are decided as they would be one after another: ten right passwords sent at once
 /// all get through, fifty wrong ones get the checks four sent in turn would.
-#[derive(Default)]
 struct InFlight {
     counts: std::sync::Mutex<std::collections::HashMap<(String, String), (u32, u32)>>,
     settled: tokio::sync::Notify,
+    /// Admission decisions on one user name are taken one at a time in this process
+    /// (sharded by the name's hash).
+    decisions: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            counts: Default::default(),
+            settled: Default::default(),
+            decisions: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
 }
 
 impl InFlight {
+    fn decision(&self, user: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(user);
+        &self.decisions[(hash % self.decisions.len() as u64) as usize]
+    }
+
     fn key(ticket: &Ticket) -> (String, String) {
         (ticket.user.clone(), ticket.source.clone())
     }
@@ -145,12 +164,35 @@ impl InFlight {
 struct InFlightPlace {
     in_flight: Arc<InFlight>,
     key: Ticket,
+    /// Set until the ticket is settled: who records it as a failure if it is dropped
+    /// unsettled and the directory did not count it already.
+    abandon: Option<Arc<dyn Abandoned>>,
 }
 
 impl Drop for InFlightPlace {
     fn drop(&mut self) {
+        if let Some(guard) = self.abandon.take() {
+            guard.abandoned(self.key.clone_key());
+        }
         self.in_flight.add(&self.key, -1);
         self.in_flight.settled.notify_waiters();
+    }
+}
+
+/// Records an attempt whose caller went away before settling it (a client that hung
+/// up mid-check): it counts as a failure.
+trait Abandoned: Send + Sync {
+    fn abandoned(self: Arc<Self>, ticket: Ticket);
+}
+
+impl<D: Directory> Abandoned for Guard<D> {
+    fn abandoned(self: Arc<Self>, ticket: Ticket) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let now = self.now();
+                self.record_failure(&ticket, None, now).await;
+            });
+        }
     }
 }
 
@@ -224,37 +266,65 @@ impl<D: Directory> Guard<D> {
 
     /// Admits an attempt on `user` (canonical, or as given when it has no canonical
     /// form; empty: a token that names no one, limited per source only) from `ip`, or
-    /// refuses it if the policy says so. An admitted attempt is reserved: counted as a
-    /// failure until [`Guard::settle`] says otherwise.
-    pub async fn admit(&self, user: &str, ip: IpAddr) -> Result<Ticket, AuthFailure> {
+    /// refuses it if the policy says so. An admitted attempt counts as a failure until
+    /// [`Guard::settle`] says otherwise, in the directory when it is shared (so every
+    /// node sees it) and in this process's in-flight counts always; one dropped
+    /// unsettled is recorded as a failure.
+    pub async fn admit(self: &Arc<Self>, user: &str, ip: IpAddr) -> Result<Ticket, AuthFailure> {
         let started = tokio::time::Instant::now();
         loop {
             // Registered before the attempt, so no settlement in between is missed.
             let settled = self.in_flight.settled.notified();
-            let ticket = self.reserve(user, ip).await?;
+            let decision = self.in_flight.decision(user).lock().await;
+            let (mut ticket, shared) = self.reserve(user, ip).await?;
             let now = self.now();
-            if ticket.reserved {
+            let (here, account) = self.in_flight.counts(&ticket.user, &ticket.source);
+            // What the gate decides on: the directory's counts, plus this process's
+            // attempts in flight where the directory did not count them. `without`:
+            // the counts as they will be if those all succeed.
+            let (admitted, without) = if shared {
+                let mut without = ticket.state;
+                without.failures = without.failures.saturating_sub(here);
+                if !ticket.familiar {
+                    without.account_failures = without.account_failures.saturating_sub(account);
+                }
+                (ticket.reserved, without)
+            } else {
+                let without = ticket.state;
+                let mut with = without;
+                if here > 0 {
+                    with.failures = with.failures.saturating_add(here);
+                    with.last_failure = Some(now);
+                }
+                if !ticket.familiar && account > 0 {
+                    with.account_failures = with.account_failures.saturating_add(account);
+                    with.account_last_failure = Some(now);
+                }
+                ticket.state = with;
+                (self.policy.gate(&with, now).is_ok(), without)
+            };
+            if admitted {
+                self.in_flight.add(&ticket, 1);
+                drop(decision);
+                // Settling goes by the counts the directory holds.
+                if !ticket.reserved {
+                    ticket.state = without;
+                }
+                let abandon: Option<Arc<dyn Abandoned>> =
+                    (!ticket.reserved).then(|| self.clone() as Arc<dyn Abandoned>);
                 let place = InFlightPlace {
                     in_flight: self.in_flight.clone(),
-                    key: Ticket {
-                        _place: None,
-                        ..ticket.clone_key()
-                    },
+                    key: ticket.clone_key(),
+                    abandon,
                 };
-                self.in_flight.add(&ticket, 1);
                 return Ok(Ticket {
                     _place: Some(Box::new(place)),
                     ..ticket
                 });
             }
+            drop(decision);
             // Refused. If only this process's own unsettled attempts stand in the way,
             // wait for them to be settled, then decide again.
-            let (here, account) = self.in_flight.counts(&ticket.user, &ticket.source);
-            let mut without = ticket.state;
-            without.failures = without.failures.saturating_sub(here);
-            if !ticket.familiar {
-                without.account_failures = without.account_failures.saturating_sub(account);
-            }
             let waiting_helps = (here > 0 || account > 0)
                 && self.policy.gate(&without, now).is_ok()
                 && started.elapsed() < IN_FLIGHT_WAIT;
@@ -268,7 +338,8 @@ impl<D: Directory> Guard<D> {
     }
 
     /// One reservation in the directory (see [`Directory::reserve_attempt`]).
-    async fn reserve(&self, user: &str, ip: IpAddr) -> Result<Ticket, AuthFailure> {
+    /// With it, whether the directory counts reservations (a shared one).
+    async fn reserve(&self, user: &str, ip: IpAddr) -> Result<(Ticket, bool), AuthFailure> {
         let now = self.now();
         let source = source_key(ip);
         let network = network_key(ip);
@@ -295,16 +366,19 @@ impl<D: Directory> Guard<D> {
                 tracing::warn!(error = %err, "defence state lookup failed");
                 AuthFailure::Unavailable
             })?;
-        Ok(Ticket {
-            user: user.to_owned(),
-            ip,
-            familiar: !reservation.unfamiliar,
-            reserved: reservation.reserved,
-            source,
-            network,
-            state: reservation.state,
-            _place: None,
-        })
+        Ok((
+            Ticket {
+                user: user.to_owned(),
+                ip,
+                familiar: !reservation.unfamiliar,
+                reserved: reservation.reserved && reservation.counted,
+                source,
+                network,
+                state: reservation.state,
+                _place: None,
+            },
+            reservation.counted,
+        ))
     }
 
     /// Checks an attempt against the policy without admitting it (nothing is counted):
@@ -381,12 +455,16 @@ impl<D: Directory> Guard<D> {
     /// rule: the security page's sign-ins are not mail polls).
     pub async fn settle_with(
         &self,
-        ticket: Ticket,
+        mut ticket: Ticket,
         result: Result<Identity, AuthFailure>,
         attempt: Option<String>,
         login_delay: bool,
     ) -> Result<Identity, AuthFailure> {
         let now = self.now();
+        // Settled here: no longer an abandoned attempt if dropped.
+        if let Some(place) = ticket._place.as_mut() {
+            place.abandon = None;
+        }
         let result = result.and_then(|identity| {
             if !network_allowed(identity.allowed_networks.as_deref(), ticket.ip) {
                 Err(AuthFailure::Rejected(Reason::IpDenied))

@@ -372,6 +372,7 @@ impl Directory for PgDirectory {
             state,
             reserved,
             unfamiliar,
+            counted: true,
         })
     }
 
