@@ -332,12 +332,12 @@ impl Web {
         redirect("/reveal")
     }
 
-    /// The same delay POP3 puts on every failed sign-in.
-    async fn failure_delay(&self) {
+    /// The same answer time POP3 gives every failed sign-in: `failure_delay_ms` from
+    /// the attempt's start, whatever the check in between took (a legacy hash or an
+    /// unknown name's dummy hash tell nothing).
+    async fn failure_delay(&self, started: tokio::time::Instant) {
         let ms = self.config.auth.failure_delay_ms;
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
+        tokio::time::sleep_until(started + Duration::from_millis(ms)).await;
     }
 
     fn audit(&self, peer: SocketAddr, record: Record<'_>) {
@@ -526,6 +526,7 @@ async fn signin(
     headers: HeaderMap,
     Form(f): Form<SignInForm>,
 ) -> Response {
+    let started = tokio::time::Instant::now();
     if !same_origin(&headers) {
         return forbidden();
     }
@@ -593,7 +594,7 @@ async fn signin(
             if let Ok(user) = w.auth.policy().canonical(&f.user) {
                 w.remember(&user, peer.ip(), "WEB", "failure");
             }
-            w.failure_delay().await;
+            w.failure_delay(started).await;
             w.page(
                 StatusCode::UNAUTHORIZED,
                 None,
@@ -641,6 +642,7 @@ async fn code(
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {
+    let started = tokio::time::Instant::now();
     let (token, s) = match w.signed_in(&headers).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -700,7 +702,7 @@ async fn code(
                 },
             );
             w.remember(&s.user, peer.ip(), "WEB+CODE", "failure");
-            w.failure_delay().await;
+            w.failure_delay(started).await;
             w.page(
                 StatusCode::UNAUTHORIZED,
                 Some(&s),
@@ -817,6 +819,7 @@ async fn enrol_confirm(
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {
+    let started = tokio::time::Instant::now();
     let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
@@ -852,7 +855,7 @@ async fn enrol_confirm(
             r
         }
         Err(AdminError::BadInput(_)) => {
-            w.failure_delay().await;
+            w.failure_delay(started).await;
             enrol_render(
                 &w,
                 &s,
@@ -1028,6 +1031,7 @@ async fn change_password(
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
+    let started = tokio::time::Instant::now();
     let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
@@ -1046,7 +1050,7 @@ async fn change_password(
     {
         Ok(_) => {}
         Err(AuthFailure::Rejected(_)) => {
-            w.failure_delay().await;
+            w.failure_delay(started).await;
             return refuse("the current password is not right.".into());
         }
         Err(_) => return w.unavailable(Some(&s)),
