@@ -132,6 +132,15 @@ impl Directory for AnyDirectory {
     async fn import_user(&self, user: &UserRecord) -> Result<(), DirectoryError> {
         dispatch!(self, d => d.import_user(user))
     }
+    async fn upgrade_credentials(
+        &self,
+        name: &str,
+        verified: &str,
+        password_hash: &str,
+        scram_sha256: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        dispatch!(self, d => d.upgrade_credentials(name, verified, password_hash, scram_sha256))
+    }
     async fn set_credentials(
         &self,
         name: &str,

@@ -135,6 +135,18 @@ pub trait Directory: Send + Sync + 'static {
         user: &UserRecord,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 
+    /// [`Directory::set_credentials`] only if the stored hash is still `verified` (the
+    /// one a sign-in just checked): an upgrade at sign-in must not overwrite a password
+    /// changed meanwhile (by the user or an administrator), or the old password would
+    /// work again. `false` if it was changed (or there is no such user).
+    fn upgrade_credentials(
+        &self,
+        name: &str,
+        verified: &str,
+        password_hash: &str,
+        scram_sha256: Option<&str>,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
     /// Replaces a user's password hash and SCRAM keys together (they derive from one
     /// password, so they change in one statement), for the same password in a new
     /// form (the upgrade at sign-in): when the password was set and whether it was

@@ -184,6 +184,29 @@ async fn set_credentials<D: Directory>(dir: &D) {
     assert!(alice.enabled);
     assert!(!dir.set_credentials("nobody", new_hash, None).await.unwrap());
     assert!(dir.find_user("nobody").await.unwrap().is_none());
+    // An upgrade writes only over the hash it verified: a password changed meanwhile
+    // stands.
+    let upgraded = "$argon2id$v=19$m=65536,t=3,p=1$dXBzYWx0$dXBoYXNo";
+    assert!(
+        !dir.upgrade_credentials("alice", "$argon2id$stale", upgraded, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        dir.find_user("alice").await.unwrap().unwrap().password_hash,
+        new_hash
+    );
+    assert!(
+        dir.upgrade_credentials("alice", new_hash, upgraded, Some(scram))
+            .await
+            .unwrap()
+    );
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (alice.password_hash.as_str(), alice.scram_sha256.as_deref()),
+        (upgraded, Some(scram))
+    );
+    assert!(dir.set_credentials("alice", new_hash, None).await.unwrap());
 }
 
 async fn set_enabled<D: Directory>(dir: &D) {

@@ -555,8 +555,7 @@ impl<D: Directory> Authenticator<D> {
             return Err(AuthFailure::Rejected(Reason::Disabled));
         }
         if stale || scram_stale {
-            let keep_hash = (!stale).then_some(password_hash);
-            self.rehash(&name, password, keep_hash).await;
+            self.rehash(&name, password, password_hash, !stale).await;
         }
         if mfa_on {
             // The password was right, but alone it does not open the account; the
@@ -606,25 +605,38 @@ impl<D: Directory> Authenticator<D> {
     }
 
     /// Replaces an outdated hash, or adds missing SCRAM keys, after a successful
-    /// sign-in; `keep_hash` is the current hash when only the SCRAM keys need work.
-    /// The password is the same, so the directory keeps its date and its imported
-    /// mark (`set_credentials`, not `change_password`). Failures only cost the
-    /// upgrade, never the sign-in.
-    async fn rehash(&self, user: &str, password: Zeroizing<String>, keep_hash: Option<String>) {
+    /// sign-in; `verified` is the stored hash the password matched, kept as it is
+    /// when `keep_hash` (only the SCRAM keys need work). The password is the same, so
+    /// the directory keeps its date and its imported mark. Written only if `verified`
+    /// is still what is stored: a password changed while this sign-in was in flight
+    /// stands. Failures only cost the upgrade, never the sign-in.
+    async fn rehash(
+        &self,
+        user: &str,
+        password: Zeroizing<String>,
+        verified: String,
+        keep_hash: bool,
+    ) {
         let scram = self.scram.as_ref().map(|s| s.iterations);
+        let keep = keep_hash.then(|| verified.clone());
         let Some((hash, scram)) = self
-            .hashing(move |h| derive(h, &password, keep_hash, scram))
+            .hashing(move |h| derive(h, &password, keep, scram))
             .await
             .flatten()
         else {
             return;
         };
-        if let Err(err) = self
+        match self
             .dir
-            .set_credentials(user, &hash, scram.as_deref())
+            .upgrade_credentials(user, &verified, &hash, scram.as_deref())
             .await
         {
-            tracing::warn!(error = %err, "could not store upgraded credentials");
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
+                user,
+                "credentials changed during sign-in; upgrade not stored"
+            ),
+            Err(err) => tracing::warn!(error = %err, "could not store upgraded credentials"),
         }
     }
 

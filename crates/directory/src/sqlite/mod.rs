@@ -156,6 +156,27 @@ impl Directory for SqliteDirectory {
         self.insert_user(user, true).await
     }
 
+    async fn upgrade_credentials(
+        &self,
+        name: &str,
+        verified: &str,
+        password_hash: &str,
+        scram_sha256: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?3, scram_sha256 = ?4, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+             WHERE name = ?1 AND password_hash = ?2",
+        )
+        .bind(name)
+        .bind(verified)
+        .bind(password_hash)
+        .bind(scram_sha256)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn set_credentials(
         &self,
         name: &str,
