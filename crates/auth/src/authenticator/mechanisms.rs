@@ -134,9 +134,10 @@ impl<D: Directory> Authenticator<D> {
         authzid: Option<&str>,
         source: IpAddr,
     ) -> Result<Identity, AuthFailure> {
+        // A client certificate cannot be guessed: judged even during an account lock.
         let ticket = self
             .guard
-            .admit(&self.guard_name(cert_user), source)
+            .admit_past_lock(&self.guard_name(cert_user), source)
             .await?;
         let result = self.check_external(cert_user, authzid).await;
         self.guard.settle(ticket, result, None).await

@@ -452,22 +452,29 @@ impl<D: Directory> Authenticator<D> {
         source: IpAddr,
     ) -> Result<Identity, AuthFailure> {
         let name = self.guard_name(raw_user);
-        let ticket = self.guard.admit(&name, source).await?;
-        let result = self
-            .check_password(raw_user, raw_password, source, Purpose::Pop3)
-            .await
-            .and_then(|identity| {
-                if self.authzid_allowed(authzid, &identity.user) {
-                    Ok(identity)
-                } else {
-                    Err(AuthFailure::Rejected(Reason::AuthzidMismatch))
-                }
-            });
-        // The keyed hash of a wrong secret, to count a stale one once; never of a right
-        // password refused for its authzid.
-        let attempt =
-            matches!(result, Err(AuthFailure::Rejected(r)) if r != Reason::AuthzidMismatch)
-                .then(|| self.guard.attempt_hash(&name, raw_password));
+        let ticket = self.guard.admit_past_lock(&name, source).await?;
+        let result = if ticket.past_lock() {
+            // Locked for unfamiliar networks: an app password may still open POP3;
+            // the account password is never checked, whatever the secret looks like.
+            self.check_app_password_only(raw_user, raw_password, source)
+                .await
+        } else {
+            self.check_password(raw_user, raw_password, source, Purpose::Pop3)
+                .await
+        }
+        .and_then(|identity| {
+            if self.authzid_allowed(authzid, &identity.user) {
+                Ok(identity)
+            } else {
+                Err(AuthFailure::Rejected(Reason::AuthzidMismatch))
+            }
+        });
+        // The keyed hash of a wrong secret, to count a stale one once; never of a
+        // password that may be right (refused for its authzid, or not checked at all
+        // during a lock).
+        let attempt = matches!(result, Err(AuthFailure::Rejected(r))
+            if r != Reason::AuthzidMismatch && r != Reason::Locked)
+        .then(|| self.guard.attempt_hash(&name, raw_password));
         self.guard.settle(ticket, result, attempt).await
     }
 
@@ -574,6 +581,27 @@ impl<D: Directory> Authenticator<D> {
             new_network: false,
             read_only: false,
         })
+    }
+
+    /// During a lock for unfamiliar networks: only an app password of the account is
+    /// looked up (a keyed hash, no argon2); anything else is refused as [`Reason::Locked`]
+    /// without being checked.
+    async fn check_app_password_only(
+        &self,
+        raw_user: &str,
+        raw_password: &[u8],
+        source: IpAddr,
+    ) -> Result<Identity, AuthFailure> {
+        let Ok(user) = self.policy.canonical(raw_user) else {
+            return Err(AuthFailure::Rejected(Reason::Locked));
+        };
+        let Some(record) = self.lookup(&user).await? else {
+            return Err(AuthFailure::Rejected(Reason::Locked));
+        };
+        match self.try_app_password(&record, raw_password, source).await? {
+            Some(result) => result,
+            None => Err(AuthFailure::Rejected(Reason::Locked)),
+        }
     }
 
     /// Spends one dummy verification (so a refusal takes as long as a real check),

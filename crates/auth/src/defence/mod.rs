@@ -49,11 +49,32 @@ pub struct Ticket {
     /// Counted as a failure in the directory by `admit` until settled (a shared
     /// directory); otherwise only this process's in-flight count holds it.
     reserved: bool,
+    /// Admitted past an account lock: only a credential that cannot be guessed may be
+    /// checked ([`Guard::admit_past_lock`]).
+    past_lock: bool,
     /// Its place among this process's attempts in flight.
     _place: Option<Box<InFlightPlace>>,
 }
 
+/// One admission decision, before it is acted on.
+struct Attempt {
+    ticket: Ticket,
+    admitted: bool,
+    /// The counts if this process's attempts in flight all succeed.
+    without: GuardState,
+    /// This process's attempts in flight on the (user, source) and the account.
+    here: u32,
+    account: u32,
+    now: Millis,
+}
+
 impl Ticket {
+    /// Admitted past an account lock: check only an app password, a bearer token or a
+    /// client certificate, never the account password.
+    pub fn past_lock(&self) -> bool {
+        self.past_lock
+    }
+
     /// The ticket's keys (user, source, familiarity), without its place in flight.
     fn clone_key(&self) -> Ticket {
         Ticket {
@@ -64,6 +85,7 @@ impl Ticket {
             state: self.state,
             familiar: self.familiar,
             reserved: self.reserved,
+            past_lock: self.past_lock,
             _place: None,
         }
     }
@@ -271,38 +293,51 @@ impl<D: Directory> Guard<D> {
     /// node sees it) and in this process's in-flight counts always; one dropped
     /// unsettled is recorded as a failure.
     pub async fn admit(self: &Arc<Self>, user: &str, ip: IpAddr) -> Result<Ticket, AuthFailure> {
+        self.admit_with(user, ip, false).await
+    }
+
+    /// [`Guard::admit`] for a credential that cannot be guessed (an app password, a
+    /// bearer token, a client certificate): admitted even while the account is locked
+    /// for unfamiliar networks, without counting toward that lock. A ticket admitted so
+    /// says [`Ticket::past_lock`]: then only such a credential may be checked, never the
+    /// account password. Bans and throttling apply as to any attempt.
+    pub async fn admit_past_lock(
+        self: &Arc<Self>,
+        user: &str,
+        ip: IpAddr,
+    ) -> Result<Ticket, AuthFailure> {
+        self.admit_with(user, ip, true).await
+    }
+
+    async fn admit_with(
+        self: &Arc<Self>,
+        user: &str,
+        ip: IpAddr,
+        past_lock: bool,
+    ) -> Result<Ticket, AuthFailure> {
         let started = tokio::time::Instant::now();
         loop {
             // Registered before the attempt, so no settlement in between is missed.
             let settled = self.in_flight.settled.notified();
             let decision = self.in_flight.decision(user).lock().await;
-            let (mut ticket, shared) = self.reserve(user, ip).await?;
-            let now = self.now();
-            let (here, account) = self.in_flight.counts(&ticket.user, &ticket.source);
-            // What the gate decides on: the directory's counts, plus this process's
-            // attempts in flight where the directory did not count them. `without`:
-            // the counts as they will be if those all succeed.
-            let (admitted, without) = if shared {
-                let mut without = ticket.state;
-                without.failures = without.failures.saturating_sub(here);
-                if !ticket.familiar {
-                    without.account_failures = without.account_failures.saturating_sub(account);
-                }
-                (ticket.reserved, without)
-            } else {
-                let without = ticket.state;
-                let mut with = without;
-                if here > 0 {
-                    with.failures = with.failures.saturating_add(here);
-                    with.last_failure = Some(now);
-                }
-                if !ticket.familiar && account > 0 {
-                    with.account_failures = with.account_failures.saturating_add(account);
-                    with.account_last_failure = Some(now);
-                }
-                ticket.state = with;
-                (self.policy.gate(&with, now).is_ok(), without)
-            };
+            let mut attempt = self.decide(user, ip, !user.is_empty(), false).await?;
+            if !attempt.admitted
+                && past_lock
+                && self.policy.gate(&attempt.ticket.state, attempt.now) == Err(Refusal::Locked)
+            {
+                // Locked, and nothing else: a credential that cannot be guessed may
+                // still be tried, counted for its source only.
+                attempt = self.decide(user, ip, false, true).await?;
+                attempt.ticket.past_lock = attempt.admitted;
+            }
+            let Attempt {
+                mut ticket,
+                admitted,
+                without,
+                here,
+                account,
+                now,
+            } = attempt;
             if admitted {
                 self.in_flight.add(&ticket, 1);
                 drop(decision);
@@ -337,14 +372,80 @@ impl<D: Directory> Guard<D> {
         }
     }
 
+    /// One admission decision (under the user name's decision lock): the directory's
+    /// reservation, and this process's attempts in flight where the directory does not
+    /// count them. `count_account`: an admitted attempt from an unfamiliar network also
+    /// counts toward the account's lock; `past_lock`: the lock does not refuse.
+    async fn decide(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        count_account: bool,
+        past_lock: bool,
+    ) -> Result<Attempt, AuthFailure> {
+        let (mut ticket, shared) = self.reserve(user, ip, count_account, past_lock).await?;
+        let now = self.now();
+        let (here, account) = self.in_flight.counts(&ticket.user, &ticket.source);
+        let gate = |state: &GuardState| {
+            if past_lock {
+                self.policy.gate_past_lock(state, now).is_ok()
+            } else {
+                self.policy.gate(state, now).is_ok()
+            }
+        };
+        // `without`: the counts as they will be if this process's attempts in flight
+        // all succeed.
+        let (admitted, without) = if shared {
+            let mut without = ticket.state;
+            without.failures = without.failures.saturating_sub(here);
+            if !ticket.familiar {
+                without.account_failures = without.account_failures.saturating_sub(account);
+            }
+            (ticket.reserved, without)
+        } else {
+            let without = ticket.state;
+            let mut with = without;
+            if here > 0 {
+                with.failures = with.failures.saturating_add(here);
+                with.last_failure = Some(now);
+            }
+            if !ticket.familiar && account > 0 {
+                with.account_failures = with.account_failures.saturating_add(account);
+                with.account_last_failure = Some(now);
+            }
+            ticket.state = with;
+            (gate(&with), without)
+        };
+        Ok(Attempt {
+            ticket,
+            admitted,
+            without,
+            here,
+            account,
+            now,
+        })
+    }
+
     /// One reservation in the directory (see [`Directory::reserve_attempt`]).
     /// With it, whether the directory counts reservations (a shared one).
-    async fn reserve(&self, user: &str, ip: IpAddr) -> Result<(Ticket, bool), AuthFailure> {
+    async fn reserve(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        count_account: bool,
+        past_lock: bool,
+    ) -> Result<(Ticket, bool), AuthFailure> {
         let now = self.now();
         let source = source_key(ip);
         let network = network_key(ip);
         let policy = &self.policy;
-        let gate = |state: &GuardState| policy.gate(state, now).is_ok();
+        let gate = |state: &GuardState| {
+            if past_lock {
+                policy.gate_past_lock(state, now).is_ok()
+            } else {
+                policy.gate(state, now).is_ok()
+            }
+        };
         let reservation = self
             .dir
             .reserve_attempt(
@@ -357,7 +458,7 @@ impl<D: Directory> Guard<D> {
                         forget_before: now.saturating_sub(ms(policy.forget_after)),
                     },
                     familiar_since: now.saturating_sub(ms(policy.familiar_for)),
-                    count_account: !user.is_empty(),
+                    count_account,
                 },
                 &gate,
             )
@@ -375,6 +476,7 @@ impl<D: Directory> Guard<D> {
                 source,
                 network,
                 state: reservation.state,
+                past_lock: false,
                 _place: None,
             },
             reservation.counted,
@@ -482,7 +584,10 @@ impl<D: Directory> Guard<D> {
                 self.record_success(&ticket, &identity, now).await;
                 // A first sign-in ever (or right after a migration) has nothing to
                 // compare with: only a known account on an unknown network counts.
-                identity.new_network = !ticket.familiar && ticket.state.last_success.is_some();
+                identity.new_network = !self
+                    .policy
+                    .still_familiar(ticket.state.network_last_success, now)
+                    && ticket.state.last_success.is_some();
                 Ok(identity)
             }
             Err(AuthFailure::Rejected(reason)) => {

@@ -130,6 +130,21 @@ impl LockoutPolicy {
         Ok(())
     }
 
+    /// [`LockoutPolicy::gate`] for a credential that cannot be guessed: the account's
+    /// lock for unfamiliar networks does not apply (bans and throttling do).
+    pub fn gate_past_lock(&self, state: &GuardState, now: Millis) -> Result<(), Refusal> {
+        match self.gate(state, now) {
+            Err(Refusal::Locked) => {
+                let unlocked = GuardState {
+                    account_failures: 0,
+                    ..*state
+                };
+                self.gate(&unlocked, now)
+            }
+            other => other,
+        }
+    }
+
     /// Whether a success at `now` comes too soon after `last_success` (LOGIN-DELAY).
     pub fn too_soon(&self, last_success: Option<Millis>, now: Millis) -> bool {
         !self.login_delay.is_zero()
