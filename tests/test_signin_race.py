@@ -120,3 +120,56 @@ def test_the_same_burst_on_two_nodes_sharing_postgres(server, pg_url):
     got = wait_for_records([a, b], "127.74.", 50)
     checked = got.count("unknown_user")
     assert len(got) == 50 and 1 <= checked <= THROTTLE_AFTER + 1, got
+
+
+def test_a_spray_waits_behind_the_real_user_or_is_refused_as_busy(server):
+    """The hashing pool keeps a thread for accounts' own networks and bounds the queue
+    for everyone else: a spray from many addresses fills its queue and the rest is
+    refused unchecked (`busy`, counted nowhere), while the real user, from a network
+    familiar to the account, still signs in."""
+    srv = server(users={"alice": PW},
+                 auth={**PLAIN, "argon2_memory_kib": 32768, "argon2_iterations": 3,
+                       "max_concurrent_hashes": 2},
+                 limits={"max_connections": 1500})
+    home = "127.80.0.1"
+    with srv.plain(source=home) as c:  # alice's network becomes familiar
+        c.login("alice", PW)
+        c.quit()
+    # 200 guesses at once from 200 addresses, each at its own unknown name (no throttle
+    # and no lock applies: only the pool stands between them and the real user).
+    conns = []
+    for i in range(200):
+        c = srv.plain(source=f"127.81.{i}.1")
+        c.ok(f"USER sprayed{i}")
+        conns.append(c)
+    barrier = threading.Barrier(len(conns) + 1)
+    replies: list[str | None] = [None] * len(conns)
+
+    def guess(i: int, c) -> None:
+        barrier.wait()
+        try:
+            replies[i] = c.cmd("PASS Summer2026!")
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=guess, args=(i, c)) for i, c in enumerate(conns)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    with srv.plain(source=home) as c:
+        c.ok("USER alice")
+        assert c.cmd(f"PASS {PW}").startswith("+OK"), "the real user got through the spray"
+        c.quit()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(r == "-ERR [AUTH] invalid user name or password" for r in replies), set(replies)
+    got = wait_for_records([srv], "127.81.", 200)
+    busy, checked = got.count("busy"), got.count("unknown_user")
+    assert busy + checked == 200 and busy >= 1 and checked >= 1, (busy, checked)
+    # Refused as busy: counted nowhere (only the checked guesses have failures).
+    listed = srv.cli("lockout", "list", check=True).stdout.decode()
+    assert listed.count("sprayed") == checked, listed
+    line = next(l for l in srv.scrape().splitlines()
+                if l.startswith('poplar_sign_in_failures_total{reason="busy"}'))
+    assert float(line.rsplit(" ", 1)[1]) == busy, line
+    print(f"spray of 200: {checked} checked, {busy} refused as busy")

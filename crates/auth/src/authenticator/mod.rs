@@ -17,6 +17,7 @@ use sasl::ScramKeys;
 
 use crate::apop::ApopVault;
 use crate::defence::{Clock, DefenceEvents, Guard, LockoutPolicy, SystemClock, Ticket};
+use crate::pool::Lane;
 
 mod admin;
 mod mechanisms;
@@ -129,11 +130,14 @@ pub enum Reason {
     TokenNoUser,
     /// A valid bearer token for another user than the one the client named.
     TokenUserMismatch,
+    /// Not checked: the hashing queue for attempts from unfamiliar networks was full
+    /// (the word the connection limit uses). Counted toward no throttle, lock or ban.
+    Busy,
 }
 
 impl Reason {
     /// Every reason, for exhaustive tests and reports.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::BadInput,
         Reason::UnknownUser,
         Reason::BadPassword,
@@ -159,6 +163,7 @@ impl Reason {
         Reason::TokenInactive,
         Reason::TokenNoUser,
         Reason::TokenUserMismatch,
+        Reason::Busy,
     ];
 }
 
@@ -191,6 +196,7 @@ impl Reason {
             Reason::TokenInactive => "token_inactive",
             Reason::TokenNoUser => "token_no_user",
             Reason::TokenUserMismatch => "token_user_mismatch",
+            Reason::Busy => "busy",
         }
     }
 }
@@ -459,7 +465,7 @@ impl<D: Directory> Authenticator<D> {
             self.check_app_password_only(raw_user, raw_password, source)
                 .await
         } else {
-            self.check_password(raw_user, raw_password, source, Purpose::Pop3)
+            self.check_password(raw_user, raw_password, source, Purpose::Pop3, ticket.lane())
                 .await
         }
         .and_then(|identity| {
@@ -493,13 +499,16 @@ impl<D: Directory> Authenticator<D> {
         raw_password: &[u8],
         source: IpAddr,
         purpose: Purpose,
+        lane: Lane,
     ) -> Result<Identity, AuthFailure> {
         let user = match self.policy.canonical(raw_user) {
             Ok(user) => user,
-            Err(_) => return self.dummy_then(raw_password, Reason::BadInput).await,
+            Err(_) => return self.dummy_then(raw_password, Reason::BadInput, lane).await,
         };
         let Some(record) = self.lookup(&user).await? else {
-            return self.dummy_then(raw_password, Reason::UnknownUser).await;
+            return self
+                .dummy_then(raw_password, Reason::UnknownUser, lane)
+                .await;
         };
         // An app password: random and long, so a keyed-hash lookup decides it, with no
         // argon2 (its failures fall through to the password check like any other).
@@ -515,7 +524,7 @@ impl<D: Directory> Authenticator<D> {
             None => (raw_password, None),
         };
         let Ok(password) = prepare_password(raw_password) else {
-            return self.dummy_then(raw_password, Reason::BadInput).await;
+            return self.dummy_then(raw_password, Reason::BadInput, lane).await;
         };
 
         let UserRecord {
@@ -537,7 +546,7 @@ impl<D: Directory> Authenticator<D> {
         // SASLprep; they are checked against the password exactly as sent.
         let as_sent = Zeroizing::new(String::from_utf8_lossy(raw_password).into_owned());
         let (matched, stale, password, password_hash) = self
-            .hashing(move |h| {
+            .hashing_in(lane, move |h| {
                 if crate::legacy::is_legacy(&password_hash) {
                     let matched = match crate::legacy::parse(&password_hash) {
                         Ok(crate::legacy::Parsed::Hash(stored)) => stored.verify(&as_sent),
@@ -553,8 +562,7 @@ impl<D: Directory> Authenticator<D> {
                 let stale = matched && h.needs_rehash(&password_hash);
                 (matched, stale, password, password_hash)
             })
-            .await
-            .ok_or(AuthFailure::Unavailable)?;
+            .await?;
         if !matched {
             return Err(AuthFailure::Rejected(Reason::BadPassword));
         }
@@ -610,12 +618,12 @@ impl<D: Directory> Authenticator<D> {
         &self,
         raw_password: &[u8],
         reason: Reason,
+        lane: Lane,
     ) -> Result<Identity, AuthFailure> {
         let password =
             prepare_password(raw_password).unwrap_or_else(|_| Zeroizing::new(String::new()));
-        self.hashing(move |h| h.verify_dummy(&password))
-            .await
-            .ok_or(AuthFailure::Unavailable)?;
+        self.hashing_in(lane, move |h| h.verify_dummy(&password))
+            .await?;
         Err(AuthFailure::Rejected(reason))
     }
 
@@ -687,7 +695,27 @@ impl<D: Directory> Authenticator<D> {
         let hasher = Arc::clone(&self.hasher);
         // On the fixed hashing threads: the memory bound holds whatever the load, and
         // a cancelled caller's job still finishes there without blocking anyone else.
-        self.pool.run(move || work(&hasher)).await
+        // Administration and upgrades after a success go in the familiar lane.
+        self.pool
+            .run(Lane::Familiar, move || work(&hasher))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// [`Authenticator::hashing`] for a sign-in's check, in `lane`: a full queue for
+    /// unfamiliar networks refuses the attempt unchecked ([`Reason::Busy`]).
+    async fn hashing_in<T, F>(&self, lane: Lane, work: F) -> Result<T, AuthFailure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PasswordHasher) -> T + Send + 'static,
+    {
+        let hasher = Arc::clone(&self.hasher);
+        match self.pool.run(lane, move || work(&hasher)).await {
+            Ok(Some(result)) => Ok(result),
+            Ok(None) => Err(AuthFailure::Unavailable),
+            Err(crate::pool::Busy) => Err(AuthFailure::Rejected(Reason::Busy)),
+        }
     }
 }
 

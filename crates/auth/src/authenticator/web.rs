@@ -59,7 +59,13 @@ impl<D: Directory> Authenticator<D> {
         let name = self.guard_name(raw_user);
         let ticket = self.guard.admit(&name, source).await?;
         let result = self
-            .check_password(raw_user, raw_password, source, Purpose::AccountPassword)
+            .check_password(
+                raw_user,
+                raw_password,
+                source,
+                Purpose::AccountPassword,
+                ticket.lane(),
+            )
             .await;
         let identity = match result {
             Ok(identity) => identity,

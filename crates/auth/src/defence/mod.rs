@@ -52,6 +52,8 @@ pub struct Ticket {
     /// Admitted past an account lock: only a credential that cannot be guessed may be
     /// checked ([`Guard::admit_past_lock`]).
     past_lock: bool,
+    /// The account signed in from this network lately (it is familiar to it).
+    network_familiar: bool,
     /// Its place among this process's attempts in flight.
     _place: Option<Box<InFlightPlace>>,
 }
@@ -75,6 +77,16 @@ impl Ticket {
         self.past_lock
     }
 
+    /// The hashing lane of this attempt: the familiar one for an account's own network
+    /// (the real user, polling from home or the office), the others' otherwise.
+    pub(crate) fn lane(&self) -> crate::pool::Lane {
+        if self.state.last_success.is_some() && self.network_familiar {
+            crate::pool::Lane::Familiar
+        } else {
+            crate::pool::Lane::Others
+        }
+    }
+
     /// The ticket's keys (user, source, familiarity), without its place in flight.
     fn clone_key(&self) -> Ticket {
         Ticket {
@@ -86,6 +98,7 @@ impl Ticket {
             familiar: self.familiar,
             reserved: self.reserved,
             past_lock: self.past_lock,
+            network_familiar: self.network_familiar,
             _place: None,
         }
     }
@@ -164,6 +177,13 @@ impl InFlight {
         (here, account)
     }
 
+    /// An attempt in flight is settled (or its failure written): one less, and the
+    /// attempts waiting on it decide again.
+    fn done(&self, ticket: &Ticket) {
+        self.add(ticket, -1);
+        self.settled.notify_waiters();
+    }
+
     fn add(&self, ticket: &Ticket, by: i32) {
         let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(Self::key(ticket)).or_insert((0, 0));
@@ -194,26 +214,32 @@ struct InFlightPlace {
 impl Drop for InFlightPlace {
     fn drop(&mut self) {
         if let Some(guard) = self.abandon.take() {
-            guard.abandoned(self.key.clone_key());
+            // Still in flight until its failure is written: the next attempt must see
+            // one or the other.
+            guard.abandoned(self.key.clone_key(), Arc::clone(&self.in_flight));
+            return;
         }
-        self.in_flight.add(&self.key, -1);
-        self.in_flight.settled.notify_waiters();
+        self.in_flight.done(&self.key);
     }
 }
 
 /// Records an attempt whose caller went away before settling it (a client that hung
-/// up mid-check): it counts as a failure.
+/// up mid-check): it counts as a failure, and leaves the attempts in flight after.
 trait Abandoned: Send + Sync {
-    fn abandoned(self: Arc<Self>, ticket: Ticket);
+    fn abandoned(self: Arc<Self>, ticket: Ticket, in_flight: Arc<InFlight>);
 }
 
 impl<D: Directory> Abandoned for Guard<D> {
-    fn abandoned(self: Arc<Self>, ticket: Ticket) {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let now = self.now();
-                self.record_failure(&ticket, None, now).await;
-            });
+    fn abandoned(self: Arc<Self>, ticket: Ticket, in_flight: Arc<InFlight>) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let now = self.now();
+                    self.record_failure(&ticket, None, now).await;
+                    in_flight.done(&ticket);
+                });
+            }
+            Err(_) => in_flight.done(&ticket),
         }
     }
 }
@@ -477,6 +503,8 @@ impl<D: Directory> Guard<D> {
                 network,
                 state: reservation.state,
                 past_lock: false,
+                network_familiar: policy
+                    .still_familiar(reservation.state.network_last_success, now),
                 _place: None,
             },
             reservation.counted,
@@ -589,6 +617,11 @@ impl<D: Directory> Guard<D> {
                     .still_familiar(ticket.state.network_last_success, now)
                     && ticket.state.last_success.is_some();
                 Ok(identity)
+            }
+            Err(AuthFailure::Rejected(Reason::Busy)) => {
+                // Not checked (the hashing queue was full): counted nowhere.
+                self.release(&ticket, now).await;
+                Err(AuthFailure::Rejected(Reason::Busy))
             }
             Err(AuthFailure::Rejected(reason)) => {
                 self.record_failure(&ticket, attempt.as_deref(), now).await;
