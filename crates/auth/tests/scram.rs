@@ -120,3 +120,26 @@ async fn without_scram_no_keys_are_stored() {
     assert_eq!(scram_sha256, None);
     assert!(auth.scram_lookup("dave", IP).await.is_err());
 }
+
+#[tokio::test]
+async fn after_the_iteration_count_changes_fakes_show_what_accounts_show() {
+    let (auth, dir, _tmp) = fixture().await;
+    for name in ["alice", "bob", "carol"] {
+        auth.add_user(name, b"secret one", "/m".into())
+            .await
+            .unwrap();
+    }
+    // The administrator raises the count: the accounts keep 4096 until they sign in
+    // with a password, and so must the names that have no account.
+    let raised = without_defence(
+        Authenticator::new(dir.clone(), UsernamePolicy::default(), SMALL, 2)
+            .unwrap()
+            .with_scram(8192, b"server secret".to_vec()),
+    );
+    let real = raised.scram_lookup("alice", IP).await.unwrap();
+    assert_eq!(real.keys.iterations, 4096);
+    for ghost in ["ghost", "nobody", "x1", "x2", "x3", "x4", "x5", "x6"] {
+        let fake = raised.scram_lookup(ghost, IP).await.unwrap();
+        assert_eq!(fake.keys.iterations, 4096, "{ghost}");
+    }
+}

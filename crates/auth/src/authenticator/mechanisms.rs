@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use directory::{Directory, UserRecord};
 use sasl::ScramKeys;
@@ -42,7 +43,8 @@ impl<D: Directory> Authenticator<D> {
             Err(AuthFailure::Rejected(reason)) => Err(reason),
             Err(other) => return Err(other),
         };
-        let fake = || ScramKeys::fake(&scram.server_secret, &name, scram.iterations);
+        let iterations = self.fake_iterations(scram, &name).await;
+        let fake = || ScramKeys::fake(&scram.server_secret, &name, iterations);
         let record = match self.policy.canonical(raw_user) {
             Ok(user) => self.lookup(&user).await?,
             Err(_) => None,
@@ -82,6 +84,32 @@ impl<D: Directory> Authenticator<D> {
                 ticket: None,
             },
         })
+    }
+
+    /// The iteration count a fake for `name` shows (see `scram_counts`): the
+    /// accounts' proportions are read on the first lookup and refreshed in the
+    /// background when stale.
+    async fn fake_iterations(&self, scram: &super::Scram, name: &str) -> u32 {
+        use super::scram_counts::Refresh;
+        let counts = &scram.counts;
+        match counts.claim_refresh() {
+            Refresh::No => {}
+            Refresh::First => match self.dir.list_users().await {
+                Ok(users) => counts.set(&users, scram.iterations),
+                Err(_) => counts.failed(),
+            },
+            Refresh::Background => {
+                let (dir, counts, configured) =
+                    (Arc::clone(&self.dir), Arc::clone(counts), scram.iterations);
+                tokio::spawn(async move {
+                    match dir.list_users().await {
+                        Ok(users) => counts.set(&users, configured),
+                        Err(_) => counts.failed(),
+                    }
+                });
+            }
+        }
+        counts.for_name(&scram.server_secret, name, scram.iterations)
     }
 
     /// The second half of a SCRAM sign-in: the proof was checked against

@@ -21,6 +21,7 @@ use crate::pool::Lane;
 
 mod admin;
 mod mechanisms;
+mod scram_counts;
 mod token;
 mod two_factor;
 mod web;
@@ -247,6 +248,8 @@ struct Scram {
     iterations: u32,
     /// Keys the fake SCRAM parameters of unknown users (see [`ScramKeys::fake`]).
     server_secret: Arc<[u8]>,
+    /// The iteration counts fakes show, in the accounts' proportions.
+    counts: Arc<scram_counts::FakeCounts>,
 }
 
 /// The first half of a SCRAM sign-in: the keys to run the exchange with, and the
@@ -410,6 +413,7 @@ impl<D: Directory> Authenticator<D> {
         self.scram = Some(Scram {
             iterations: iterations.max(4096),
             server_secret: server_secret.into(),
+            counts: Arc::default(),
         });
         self
     }
