@@ -1,11 +1,13 @@
-//! Auth: the one place that decides who a POP3 client is (DESIGN.md §2).
+//! Auth: the one place that decides who a client is.
 //!
-//! Every sign-in path (USER/PASS, SASL PLAIN and LOGIN, later SCRAM and app passwords)
-//! ends in [`Authenticator::verify_password`], which returns an [`Identity`] or an
-//! [`AuthFailure`]. A failure's public face is always the same `-ERR [AUTH]`
-//! (RFC 3206 §4) or `-ERR [SYS/TEMP]` when the directory is down; its private
-//! [`Reason`] is for the audit log only, so no reply and no timing tells a client
-//! whether an account exists.
+//! Every sign-in — POP3's USER/PASS, APOP and SASL mechanisms, and both steps of the
+//! security page — goes through [`Authenticator::sign_in`]: an [`Attempt`] goes in, a
+//! [`Verdict`] comes out, and admission, the check, counting, the sign-in history, the
+//! events for audit, metrics and notices ([`SignInEvents`]) and the failure deadline
+//! all happen inside (`docs/signin.md`). A refusal's public face is always the same
+//! `-ERR [AUTH]` (RFC 3206 §4), or `-ERR [SYS/TEMP]` when the directory is down; its
+//! private [`Reason`] is for the audit log only, so no reply and no timing tells a
+//! client whether an account exists.
 //!
 //! Names and passwords are normalised here and nowhere else: [`UsernamePolicy`] gives
 //! the one canonical user name, and [`prepare_password`] the one form of a password
@@ -25,9 +27,9 @@ mod pool;
 mod username;
 
 pub use authenticator::{
-    AdminError, AuthFailure, Authenticator, Enrolment, Identity, MfaPolicy, MfaSettings, MfaStatus,
-    Reason, ScramLookup, SecondFactor, TokenClaims, TokenError, TokenFuture, TokenVerifier,
-    WebAccount,
+    AdminError, Attempt, AuthFailure, Authenticator, Enrolment, EventFuture, Identity, MfaPolicy,
+    MfaSettings, MfaStatus, NoEvents, Proof, Reason, ScramLookup, SecondFactor, SignInEvent,
+    SignInEvents, TokenClaims, TokenError, TokenFuture, TokenVerifier, Verdict, WebAccount,
 };
 pub use hasher::{Argon2Params, InvalidParams, PasswordHasher};
 pub use password::{MAX_PASSWORD_BYTES, prepare_password};

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use serde::Serialize;
 
 /// One line of the audit log.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Record<'a> {
     /// RFC 3339 UTC, milliseconds.
     pub time: String,

@@ -79,6 +79,9 @@ pub async fn authenticator_with(
     let key = secrets::server_key(config, &dir).await?;
     let auth = Authenticator::new(dir, username_policy(config), params, config.hash_slots())?;
     let auth = auth
+        .with_failure_delay(std::time::Duration::from_millis(
+            config.auth.failure_delay_ms,
+        ))
         .with_apop(&key)
         .with_defence_events(config.defence.policy(), clock, &key, events)
         .with_mfa(

@@ -20,12 +20,14 @@ use crate::defence::{Clock, DefenceEvents, Guard, LockoutPolicy, SystemClock, Ti
 use crate::pool::Lane;
 
 mod admin;
+mod attempt;
 mod mechanisms;
 mod scram_counts;
 mod token;
 mod two_factor;
 mod web;
 
+pub use attempt::{Attempt, EventFuture, NoEvents, Proof, SignInEvent, SignInEvents, Verdict};
 pub use token::{TokenClaims, TokenError, TokenFuture, TokenVerifier};
 
 pub use two_factor::{Enrolment, MfaPolicy, MfaSettings, MfaStatus};
@@ -293,6 +295,8 @@ pub struct Authenticator<D> {
     two_factor: Arc<two_factor::TwoFactor>,
     /// Checks OAuth bearer tokens, when an issuer is configured.
     tokens: Option<Arc<dyn TokenVerifier>>,
+    /// How long after its start a refused sign-in is answered.
+    failure_delay: std::time::Duration,
 }
 
 // By hand: a derive would demand `D: Clone`, but only the `Arc` is cloned.
@@ -308,6 +312,7 @@ impl<D> Clone for Authenticator<D> {
             guard: Arc::clone(&self.guard),
             two_factor: Arc::clone(&self.two_factor),
             tokens: self.tokens.clone(),
+            failure_delay: self.failure_delay,
         }
     }
 }
@@ -345,6 +350,7 @@ impl<D: Directory> Authenticator<D> {
             scram: None,
             apop: None,
             tokens: None,
+            failure_delay: std::time::Duration::from_secs(1),
         })
     }
 

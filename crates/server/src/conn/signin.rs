@@ -1,36 +1,102 @@
-//! Sign-in on a connection: hands credentials to the `auth` crate, the one place that
-//! decides, and turns its verdict into the session's outcome. Every failure, whatever
-//! its private reason, gets the same public answer at the same time: `failure_delay_ms`
-//! after the attempt began, whether it spent a hash or was refused unchecked by the
-//! defence (throttled, locked, banned).
+//! Sign-in on a connection: hands what the client presented to the `auth` crate's one
+//! entry point ([`auth::Authenticator::sign_in`]), which decides, counts, records and
+//! keeps the failure deadline, and carries its verdict to the wire. The connection
+//! tells `auth` where the decision's events go: this session's audit records, the
+//! metrics and the log, and the new-network notice.
 
 use tokio::time::Instant;
 
-use auth::{AuthFailure, Identity};
+use auth::{Attempt, EventFuture, Proof, SignInEvent, SignInEvents, Verdict};
 
 use crate::audit::Record;
 use crate::metrics::SignInResult;
 use pop3_proto::{Action, AuthOutcome, AuthRequest};
 
-use super::Connection;
+use super::{Connection, Shared};
+
+/// Where a POP3 sign-in's events go.
+struct Pop3Events<'c> {
+    shared: &'c Shared,
+    /// This session's audit fields (event `auth`).
+    base: Record<'c>,
+    peer: std::net::SocketAddr,
+    tls: bool,
+    tls_version: Option<&'c str>,
+}
+
+impl SignInEvents for Pop3Events<'_> {
+    fn decided(&self, e: &SignInEvent<'_>) {
+        let (peer, mechanism, given) = (self.peer, e.mechanism, e.given);
+        let base = || Record {
+            user: Some(given),
+            mechanism: Some(mechanism),
+            ..self.base.clone()
+        };
+        let metrics = &self.shared.metrics;
+        let record = match e.verdict {
+            Verdict::SignedIn(identity) => {
+                tracing::info!(peer = %peer, user = %identity.user, mechanism, tls = self.tls, "signed in");
+                metrics.sign_in(mechanism, SignInResult::Success);
+                Record {
+                    user_resolved: Some(&identity.user),
+                    result: Some("success"),
+                    ..base()
+                }
+            }
+            Verdict::Refused(reason) => {
+                tracing::info!(peer = %peer, user = %given.escape_debug(), mechanism, reason = reason.as_str(), "sign-in failed");
+                metrics.sign_in_failed(mechanism, *reason);
+                Record {
+                    result: Some("failure"),
+                    reason: Some(reason.as_str()),
+                    ..base()
+                }
+            }
+            Verdict::LoginDelay => {
+                tracing::info!(peer = %peer, user = %given.escape_debug(), mechanism, "sign-in refused: LOGIN-DELAY");
+                metrics.sign_in(mechanism, SignInResult::LoginDelay);
+                Record {
+                    result: Some("login_delay"),
+                    ..base()
+                }
+            }
+            // POP3 has no second step: these do not come back for a POP3 proof.
+            Verdict::Unavailable | Verdict::WebSignedIn { .. } | Verdict::CodeRequired { .. } => {
+                tracing::warn!(peer = %peer, mechanism, "sign-in could not be checked now");
+                metrics.sign_in(mechanism, SignInResult::Unavailable);
+                Record {
+                    result: Some("unavailable"),
+                    ..base()
+                }
+            }
+        };
+        // On its way to the log before the client hears anything.
+        self.shared.audit.write(record);
+    }
+
+    fn new_network<'a>(&'a self, user: &'a str, how: &'a str) -> EventFuture<'a> {
+        Box::pin(async move {
+            let notice = crate::notices::Notice::NewNetwork {
+                address: self.peer.ip().to_canonical(),
+                mechanism: how,
+                tls: self.tls_version,
+            };
+            self.shared.notices.send(user, notice).await;
+        })
+    }
+}
 
 impl Connection {
     /// USER/PASS, PLAIN and LOGIN.
     pub(super) async fn authenticate(&mut self, req: AuthRequest) -> AuthOutcome {
-        let started = Instant::now();
-        // The authzid is decided (and a refused one counted) with the password.
-        let result = self
-            .shared
-            .auth
-            .verify_password_as(
-                &req.user,
-                req.password.expose(),
-                req.authzid.as_deref(),
-                self.peer.ip(),
-            )
-            .await;
-        self.verdict(result, &req.user, req.mechanism, started)
-            .await
+        let proof = Proof::Password {
+            mechanism: req.mechanism,
+            user: &req.user,
+            password: req.password.expose(),
+            authzid: req.authzid.as_deref(),
+        };
+        let verdict = self.sign_in(proof, Instant::now()).await;
+        self.outcome(verdict)
     }
 
     /// OAUTHBEARER and XOAUTH2: a refused token gets the RFC 7628 section 3.2.2 error
@@ -41,16 +107,14 @@ impl Connection {
         token: &pop3_proto::Secret,
         mechanism: &'static str,
     ) -> Action {
-        let started = Instant::now();
-        let result = self
-            .shared
-            .auth
-            .verify_token(authzid, token.expose(), self.peer.ip())
-            .await;
-        let scope_missing = matches!(result, Err(AuthFailure::Rejected(auth::Reason::TokenScope)));
-        let outcome = self
-            .verdict(result, authzid.unwrap_or_default(), mechanism, started)
-            .await;
+        let proof = Proof::Token {
+            mechanism,
+            authzid,
+            token: token.expose(),
+        };
+        let verdict = self.sign_in(proof, Instant::now()).await;
+        let scope_missing = verdict == Verdict::Refused(auth::Reason::TokenScope);
+        let outcome = self.outcome(verdict);
         if outcome != AuthOutcome::Rejected {
             return self.session.auth_result(outcome, &mut self.out);
         }
@@ -88,42 +152,35 @@ impl Connection {
     /// EXTERNAL: the user the TLS client certificate names.
     pub(super) async fn external(&mut self, authzid: Option<&str>) -> AuthOutcome {
         let started = Instant::now();
-        let (shown, result) = match self.cert_identity.clone() {
-            Some(Ok(user)) => {
-                let result = self
-                    .shared
-                    .auth
-                    .verify_external(&user, authzid, self.peer.ip())
-                    .await;
-                (user, result)
-            }
+        let user = match self.cert_identity.clone() {
+            Some(Ok(user)) => Some(user),
             Some(Err(why)) => {
                 tracing::info!(peer = %self.peer, reason = why, "client certificate not usable");
-                (
-                    String::new(),
-                    Err(AuthFailure::Rejected(auth::Reason::BadInput)),
-                )
+                None
             }
-            None => (
-                String::new(),
-                Err(AuthFailure::Rejected(auth::Reason::BadInput)),
-            ),
+            None => None,
         };
-        self.verdict(result, &shown, "EXTERNAL", started).await
+        let proof = Proof::Certificate {
+            user: user.as_deref(),
+            authzid,
+        };
+        let verdict = self.sign_in(proof, started).await;
+        self.outcome(verdict)
     }
 
     /// APOP: the digest over this connection's greeting timestamp.
     pub(super) async fn apop(&mut self, user: &str, timestamp: &str, digest: &str) -> AuthOutcome {
-        let started = Instant::now();
-        let result = self
-            .shared
-            .auth
-            .verify_apop(user, timestamp, digest, self.peer.ip())
-            .await;
-        self.verdict(result, user, "APOP", started).await
+        let proof = Proof::Apop {
+            user,
+            timestamp,
+            digest,
+        };
+        let verdict = self.sign_in(proof, Instant::now()).await;
+        self.outcome(verdict)
     }
 
-    /// SCRAM, first half: the keys to answer the client-first message with.
+    /// SCRAM, first half: the keys to answer the client-first message with. The
+    /// lookup admits the attempt; the second half decides it.
     pub(super) async fn lookup_scram(&mut self, user: &str) -> Action {
         match self.shared.auth.scram_lookup(user, self.peer.ip()).await {
             Ok(lookup) => {
@@ -145,121 +202,48 @@ impl Connection {
         proof_ok: bool,
         mechanism: &'static str,
     ) -> AuthOutcome {
-        let started = Instant::now();
-        let result = match self.scram.take() {
-            Some(lookup) => {
-                self.shared
-                    .auth
-                    .scram_confirm(lookup, authzid, proof_ok)
-                    .await
-            }
-            None => Err(AuthFailure::Unavailable),
+        let proof = Proof::Scram {
+            mechanism,
+            user,
+            lookup: self.scram.take().map(Box::new),
+            authzid,
+            proof_ok,
         };
-        self.verdict(result, user, mechanism, started).await
+        let verdict = self.sign_in(proof, Instant::now()).await;
+        self.outcome(verdict)
     }
 
-    /// Adds the attempt to the account's history, in the background (the directory
-    /// keeps it for existing accounts only).
-    fn remember_sign_in(&self, user: &str, mechanism: &str, result: &str) {
-        let entry = directory::SignInEntry {
-            user: user.to_owned(),
-            at: self.shared.auth.guard().now(),
-            address: self.peer.ip().to_canonical().to_string(),
-            mechanism: mechanism.to_owned(),
-            result: result.to_owned(),
+    /// Decides `proof` through `auth` and carries the verdict into the session.
+    async fn sign_in(&mut self, proof: Proof<'_>, started: Instant) -> Verdict {
+        let events = Pop3Events {
+            shared: &self.shared,
+            base: self.record("auth"),
+            peer: self.peer,
+            tls: self.tls,
+            tls_version: self.tls_version.as_deref(),
         };
-        let dir = self.shared.auth.directory().clone();
-        tokio::spawn(async move {
-            use directory::Directory as _;
-            if let Err(e) = dir.record_sign_in(&entry).await {
-                tracing::warn!(error = %e, "could not record a sign-in in the history");
-            }
-        });
+        let attempt = Attempt {
+            source: self.peer.ip(),
+            started,
+            proof,
+        };
+        self.shared.auth.sign_in(attempt, &events).await
     }
 
-    async fn verdict(
-        &mut self,
-        result: Result<Identity, AuthFailure>,
-        raw_user: &str,
-        mechanism: &'static str,
-        started: Instant,
-    ) -> AuthOutcome {
-        match result {
-            Ok(identity) => {
-                tracing::info!(peer = %self.peer, user = %identity.user, mechanism, tls = self.tls, "signed in");
-                self.shared
-                    .metrics
-                    .sign_in(mechanism, SignInResult::Success);
-                self.audit(Record {
-                    user: Some(raw_user),
-                    user_resolved: Some(&identity.user),
-                    mechanism: Some(mechanism),
-                    result: Some("success"),
-                    ..self.record("auth")
-                });
-                self.remember_sign_in(&identity.user, mechanism, "success");
+    /// The session's outcome of a verdict: a signed-in user's maildrop is set up.
+    fn outcome(&mut self, verdict: Verdict) -> AuthOutcome {
+        match verdict {
+            Verdict::SignedIn(identity) => {
                 if identity.read_only {
                     self.session.set_read_only();
-                }
-                if identity.new_network {
-                    // Before the maildrop opens, so the notice is in this session's list.
-                    let notice = crate::notices::Notice::NewNetwork {
-                        address: self.peer.ip().to_canonical(),
-                        mechanism,
-                        tls: self.tls_version.as_deref(),
-                    };
-                    self.shared.notices.send(&identity.user, notice).await;
                 }
                 self.user = Some(identity.user);
                 self.maildir_path = Some(identity.maildir);
                 AuthOutcome::Accepted
             }
-            Err(AuthFailure::Rejected(reason)) => {
-                tracing::info!(peer = %self.peer, user = %raw_user.escape_debug(), mechanism, reason = reason.as_str(), "sign-in failed");
-                self.shared.metrics.sign_in_failed(mechanism, reason);
-                // On its way to the log before the client hears anything.
-                self.audit(Record {
-                    user: Some(raw_user),
-                    mechanism: Some(mechanism),
-                    result: Some("failure"),
-                    reason: Some(reason.as_str()),
-                    ..self.record("auth")
-                });
-                if !matches!(reason, auth::Reason::UnknownUser | auth::Reason::BadInput)
-                    && let Ok(user) = self.shared.auth.policy().canonical(raw_user)
-                {
-                    self.remember_sign_in(&user, mechanism, "failure");
-                }
-                let delay =
-                    std::time::Duration::from_millis(self.shared.config.auth.failure_delay_ms);
-                // A sleep, not a blocked thread: other sessions go on meanwhile.
-                tokio::time::sleep_until(started + delay).await;
-                AuthOutcome::Rejected
-            }
-            Err(AuthFailure::LoginDelay) => {
-                tracing::info!(peer = %self.peer, user = %raw_user.escape_debug(), mechanism, "sign-in refused: LOGIN-DELAY");
-                self.shared
-                    .metrics
-                    .sign_in(mechanism, SignInResult::LoginDelay);
-                self.audit(Record {
-                    user: Some(raw_user),
-                    mechanism: Some(mechanism),
-                    result: Some("login_delay"),
-                    ..self.record("auth")
-                });
-                AuthOutcome::LoginDelay
-            }
-            Err(AuthFailure::Unavailable) => {
-                tracing::warn!(peer = %self.peer, mechanism, "sign-in could not be checked now");
-                self.shared
-                    .metrics
-                    .sign_in(mechanism, SignInResult::Unavailable);
-                self.audit(Record {
-                    user: Some(raw_user),
-                    mechanism: Some(mechanism),
-                    result: Some("unavailable"),
-                    ..self.record("auth")
-                });
+            Verdict::Refused(_) => AuthOutcome::Rejected,
+            Verdict::LoginDelay => AuthOutcome::LoginDelay,
+            Verdict::Unavailable | Verdict::WebSignedIn { .. } | Verdict::CodeRequired { .. } => {
                 AuthOutcome::Unavailable
             }
         }

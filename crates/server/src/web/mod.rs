@@ -19,11 +19,14 @@
 mod html;
 mod session;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth::{AdminError, AuthFailure, Authenticator, SecondFactor};
+use auth::{
+    AdminError, Attempt, AuthFailure, Authenticator, EventFuture, Proof, SecondFactor, SignInEvent,
+    SignInEvents, Verdict,
+};
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -34,6 +37,7 @@ use sha2::{Digest as _, Sha256};
 
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
@@ -313,15 +317,34 @@ impl Web {
         ))
     }
 
-    /// Tells the user about a sign-in from a network the account never used, as
-    /// POP3 does.
-    async fn notify_new_network(&self, user: &str, peer: SocketAddr, mechanism: &str) {
-        let notice = Notice::NewNetwork {
-            address: peer.ip().to_canonical(),
-            mechanism,
-            tls: None,
+    /// Decides a sign-in step through `auth`, which records it and keeps the failure
+    /// deadline; the page only shows the verdict.
+    async fn sign_in(&self, proof: Proof<'_>, peer: SocketAddr, started: Instant) -> Verdict {
+        let attempt = Attempt {
+            source: peer.ip(),
+            started,
+            proof,
         };
-        self.notices.send(user, notice).await;
+        self.auth
+            .sign_in(attempt, &WebEvents { web: self, peer })
+            .await
+    }
+
+    /// A page session for `user` after a sign-in step, and the browser sent on.
+    async fn open_session(&self, user: &str, stage: Stage) -> Response {
+        let epoch = match self.epoch(user).await {
+            Ok(Some(e)) => e,
+            _ => return self.unavailable(None),
+        };
+        let Some(token) = self.sessions.create(user, stage, epoch) else {
+            return self.unavailable(None);
+        };
+        let to = if stage == Stage::Code {
+            "/signin/code"
+        } else {
+            "/"
+        };
+        redirect_with_cookie(to, session::set_cookie(&token))
     }
 
     /// Keeps `body` (a page holding a secret) for one GET of `/reveal`, and sends the
@@ -333,11 +356,9 @@ impl Web {
     }
 
     /// The same answer time POP3 gives every failed sign-in: `failure_delay_ms` from
-    /// the attempt's start, whatever the check in between took (a legacy hash or an
-    /// unknown name's dummy hash tell nothing).
-    async fn failure_delay(&self, started: tokio::time::Instant) {
-        let ms = self.config.auth.failure_delay_ms;
-        tokio::time::sleep_until(started + Duration::from_millis(ms)).await;
+    /// the attempt's start, whatever the check in between took.
+    async fn failure_delay(&self, started: Instant) {
+        self.auth.failure_deadline(started).await;
     }
 
     fn audit(&self, peer: SocketAddr, record: Record<'_>) {
@@ -366,23 +387,6 @@ impl Web {
         );
     }
 
-    /// Adds a sign-in to the account's history, in the background.
-    fn remember(&self, user: &str, peer: IpAddr, mechanism: &str, result: &str) {
-        let entry = directory::SignInEntry {
-            user: user.to_owned(),
-            at: self.auth.guard().now(),
-            address: peer.to_canonical().to_string(),
-            mechanism: mechanism.to_owned(),
-            result: result.to_owned(),
-        };
-        let dir = self.auth.directory().clone();
-        tokio::spawn(async move {
-            if let Err(e) = dir.record_sign_in(&entry).await {
-                tracing::warn!(error = %e, "could not record a sign-in in the history");
-            }
-        });
-    }
-
     /// How mail apps reach this server, for the new app password's page.
     fn connection_hint(&self) -> String {
         let l = &self.config.listen;
@@ -391,6 +395,51 @@ impl Web {
             (None, Some(p)) => format!("POP3 with STARTTLS, port {}", p.port()),
             (None, None) => "POP3".into(),
         }
+    }
+}
+
+/// Where a page sign-in's events go: the audit log (`web_auth`) and notices.
+struct WebEvents<'w> {
+    web: &'w Web,
+    peer: SocketAddr,
+}
+
+impl SignInEvents for WebEvents<'_> {
+    fn decided(&self, e: &SignInEvent<'_>) {
+        // Bounded: a password typed into the name field must not end up in the log whole.
+        let given = bounded_name(e.given);
+        let (resolved, result, reason) = match e.verdict {
+            Verdict::WebSignedIn { user, .. } => (Some(user.as_str()), "success", None),
+            Verdict::CodeRequired { user } => (Some(user.as_str()), "code_required", None),
+            Verdict::Refused(reason) => (None, "failure", Some(reason.as_str())),
+            Verdict::SignedIn(_) | Verdict::LoginDelay | Verdict::Unavailable => {
+                (None, "unavailable", None)
+            }
+        };
+        self.web.audit(
+            self.peer,
+            Record {
+                event: "web_auth",
+                user: Some(given),
+                // The second step names the account the first one resolved.
+                user_resolved: resolved.or((e.mechanism != "password").then_some(given)),
+                mechanism: Some(e.mechanism),
+                result: Some(result),
+                reason,
+                ..Record::default()
+            },
+        );
+    }
+
+    fn new_network<'a>(&'a self, user: &'a str, how: &'a str) -> EventFuture<'a> {
+        Box::pin(async move {
+            let notice = Notice::NewNetwork {
+                address: self.peer.ip().to_canonical(),
+                mechanism: how,
+                tls: None,
+            };
+            self.web.notices.send(user, notice).await;
+        })
     }
 }
 
@@ -526,92 +575,27 @@ async fn signin(
     headers: HeaderMap,
     Form(f): Form<SignInForm>,
 ) -> Response {
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     if !same_origin(&headers) {
         return forbidden();
     }
     // Bounded, for the audit log and the form: a password typed into the name field
     // must not end up there whole.
     let shown = bounded_name(&f.user);
-    let result = w
-        .auth
-        .web_password(&f.user, f.password.as_bytes(), peer.ip())
-        .await;
-    let base = || Record {
-        event: "web_auth",
-        user: Some(shown),
-        mechanism: Some("password"),
-        ..Record::default()
+    let proof = Proof::WebPassword {
+        user: &f.user,
+        password: f.password.as_bytes(),
     };
-    match result {
-        Ok(account) => {
-            let stage = if account.second_factor {
-                Stage::Code
-            } else {
-                Stage::Password
-            };
-            w.audit(
-                peer,
-                Record {
-                    user_resolved: Some(&account.user),
-                    result: Some(if account.second_factor {
-                        "code_required"
-                    } else {
-                        "success"
-                    }),
-                    ..base()
-                },
-            );
-            if !account.second_factor {
-                w.remember(&account.user, peer.ip(), "WEB", "success");
-            }
-            if account.new_network {
-                w.notify_new_network(&account.user, peer, "WEB").await;
-            }
-            let epoch = match w.epoch(&account.user).await {
-                Ok(Some(e)) => e,
-                _ => return w.unavailable(None),
-            };
-            let Some(token) = w.sessions.create(&account.user, stage, epoch) else {
-                return w.unavailable(None);
-            };
-            let to = if account.second_factor {
-                "/signin/code"
-            } else {
-                "/"
-            };
-            redirect_with_cookie(to, session::set_cookie(&token))
-        }
-        Err(AuthFailure::Rejected(reason)) => {
-            w.audit(
-                peer,
-                Record {
-                    result: Some("failure"),
-                    reason: Some(reason.as_str()),
-                    ..base()
-                },
-            );
-            if let Ok(user) = w.auth.policy().canonical(&f.user) {
-                w.remember(&user, peer.ip(), "WEB", "failure");
-            }
-            w.failure_delay(started).await;
-            w.page(
-                StatusCode::UNAUTHORIZED,
-                None,
-                "Sign in",
-                &html::signin(shown, Some(SIGNIN_REFUSED)),
-            )
-        }
-        Err(AuthFailure::Unavailable | AuthFailure::LoginDelay) => {
-            w.audit(
-                peer,
-                Record {
-                    result: Some("unavailable"),
-                    ..base()
-                },
-            );
-            w.unavailable(None)
-        }
+    match w.sign_in(proof, peer, started).await {
+        Verdict::CodeRequired { user } => w.open_session(&user, Stage::Code).await,
+        Verdict::WebSignedIn { user, .. } => w.open_session(&user, Stage::Password).await,
+        Verdict::Refused(_) => w.page(
+            StatusCode::UNAUTHORIZED,
+            None,
+            "Sign in",
+            &html::signin(shown, Some(SIGNIN_REFUSED)),
+        ),
+        Verdict::SignedIn(_) | Verdict::LoginDelay | Verdict::Unavailable => w.unavailable(None),
     }
 }
 
@@ -642,7 +626,7 @@ async fn code(
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     let (token, s) = match w.signed_in(&headers).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -653,38 +637,19 @@ async fn code(
     if s.stage != Stage::Code {
         return redirect("/");
     }
-    let result = w.auth.web_second_factor(&s.user, &f.code, peer.ip()).await;
-    let base = |mechanism| Record {
-        event: "web_auth",
-        user: Some(&s.user),
-        user_resolved: Some(&s.user),
-        mechanism: Some(mechanism),
-        ..Record::default()
+    let proof = Proof::WebCode {
+        user: &s.user,
+        code: &f.code,
     };
-    match result {
-        Ok((factor, new_network)) => {
-            w.audit(
-                peer,
-                Record {
-                    result: Some("success"),
-                    ..base(factor.as_str())
-                },
-            );
-            let how = match factor {
-                SecondFactor::Totp => "WEB+TOTP",
-                SecondFactor::RecoveryCode => "WEB+RECOVERY",
-            };
-            w.remember(&s.user, peer.ip(), how, "success");
-            if new_network {
-                w.notify_new_network(&s.user, peer, how).await;
-            }
+    match w.sign_in(proof, peer, started).await {
+        Verdict::WebSignedIn { factor, .. } => {
             let Some(new) = w
                 .sessions
                 .promote(&token, Stage::TwoFactor, s.epoch.clone())
             else {
                 return redirect("/signin");
             };
-            if factor == SecondFactor::RecoveryCode {
+            if factor == Some(SecondFactor::RecoveryCode) {
                 w.sessions.update(&new, |s| {
                     s.flash =
                         Some("You signed in with a recovery code; it cannot be used again.".into());
@@ -692,28 +657,19 @@ async fn code(
             }
             redirect_with_cookie("/", session::set_cookie(&new))
         }
-        Err(AuthFailure::Rejected(reason)) => {
-            w.audit(
-                peer,
-                Record {
-                    result: Some("failure"),
-                    reason: Some(reason.as_str()),
-                    ..base("code")
-                },
-            );
-            w.remember(&s.user, peer.ip(), "WEB+CODE", "failure");
-            w.failure_delay(started).await;
-            w.page(
-                StatusCode::UNAUTHORIZED,
-                Some(&s),
-                "Two-step verification",
-                &html::code(
-                    &s.csrf,
-                    Some("That code is not right, or it was used already. Wait for the next code and try again."),
-                ),
-            )
-        }
-        Err(AuthFailure::Unavailable | AuthFailure::LoginDelay) => w.unavailable(Some(&s)),
+        Verdict::Refused(_) => w.page(
+            StatusCode::UNAUTHORIZED,
+            Some(&s),
+            "Two-step verification",
+            &html::code(
+                &s.csrf,
+                Some("That code is not right, or it was used already. Wait for the next code and try again."),
+            ),
+        ),
+        Verdict::SignedIn(_)
+        | Verdict::CodeRequired { .. }
+        | Verdict::LoginDelay
+        | Verdict::Unavailable => w.unavailable(Some(&s)),
     }
 }
 
@@ -819,7 +775,7 @@ async fn enrol_confirm(
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
@@ -1031,7 +987,7 @@ async fn change_password(
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     let (token, s) = match acting(&w, &headers, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return *r,
