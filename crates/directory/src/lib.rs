@@ -19,6 +19,8 @@ mod copy;
 pub mod credentials;
 pub mod defence;
 pub mod mfa;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod paused;
 mod postgres;
 mod sqlite;
 #[cfg(any(test, feature = "test-suite"))]
