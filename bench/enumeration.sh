@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Response times of failed sign-ins by reason, side by side (issue 5's enumeration
 # benchmark): a wrong password, an unknown user, and a locked and a disabled account,
-# each with a wrong and with the right password. A server that tells nothing answers all
+# each with a wrong and with the right password; then the security page (issue 18): an
+# unknown user, an argon2id user, a user still on an imported {SSHA} hash, and a
+# throttled (user, source), by bench/web_enumeration.py. A server that tells nothing answers all
 # six with the same text after the same time. Poplar pads every failure to
 # auth.failure_delay_ms (default 1000 ms) from the start of the attempt, whether it
 # spent an argon2 hash or refused the attempt unchecked (locked, throttled).
@@ -11,7 +13,7 @@
 #
 # Builds release binaries, runs Poplar on its default settings (argon2id 19 MiB t=2,
 # failure delay 1 s) in a temporary folder on ephemeral ports over TLS, and writes the
-# JSON result to bench/results/enumeration-<date>.json.
+# JSON results to bench/results/enumeration-<date>.json and enumeration-web-<date>.json.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 COUNT=${COUNT:-40}
@@ -74,3 +76,41 @@ OUT=$REPO/bench/results/enumeration-$(date -u +%Y%m%d-%H%M).json
   --locked-user lock --locked-password "$PASSWORD" \
   --disabled-user dis --disabled-password "$PASSWORD"
 echo "result: $OUT"
+kill "$PID" 2>/dev/null || true
+wait 2>/dev/null || true
+
+# The security page, on a server of its own: every attempt but the throttled case comes
+# from an address of its own, so nothing is locked or banned and each is checked.
+rm -rf "$DIR/data"
+cat > "$DIR/poplar.toml" <<EOF
+data_dir = "$DIR/data"
+[listen]
+pop3 = []
+pop3s = ["127.0.0.1:0"]
+[web]
+listen = "127.0.0.1:0"
+[defence]
+lockout_threshold = 100
+ban_accounts = 0
+EOF
+for u in alice thr; do echo "$PASSWORD" | "${P[@]}" user add "$u" --password-stdin --allow-weak >/dev/null; done
+python3 - "$PASSWORD" > "$DIR/passwd" <<'PY'
+import base64, hashlib, os, sys
+salt = os.urandom(8)
+print("old:{SSHA}" + base64.b64encode(hashlib.sha1(sys.argv[1].encode() + salt).digest() + salt).decode())
+PY
+"${P[@]}" user import "$DIR/passwd"
+exec 3< <("${P[@]}" serve 2>"$DIR/poplar-web.log")
+while IFS= read -r -t 60 line <&3; do
+  case "$line" in
+    "listening web https://"*) WEB=${line##*:}; WEB_PORT=${WEB%/} ;;
+    ready) break ;;
+  esac
+done
+cat <&3 >/dev/null &
+PID=$(pgrep -f "$DIR/poplar.toml serve" | head -1)
+WEB_OUT=$REPO/bench/results/enumeration-web-$(date -u +%Y%m%d-%H%M).json
+python3 "$REPO/bench/web_enumeration.py" --port "$WEB_PORT" --count "$COUNT" \
+  --concurrency "$CONCURRENCY" --argon2-user alice --legacy-user old --throttled-user thr \
+  --json "$WEB_OUT"
+echo "result: $WEB_OUT"

@@ -659,7 +659,10 @@ impl<D: Directory> Guard<D> {
         let fresh = s
             .network_last_success
             .is_some_and(|t| now.saturating_sub(t) < FAMILIAR_REFRESH);
-        if fresh && s.failures == 0 && s.account_failures == 0 {
+        // A success forgets this (user, source)'s failures and refreshes the network;
+        // it leaves the account's count alone, so failures from elsewhere (a spray on
+        // this account) do not make the real user's every sign-in a write.
+        if fresh && s.failures == 0 {
             return;
         }
         if let Err(err) = self
