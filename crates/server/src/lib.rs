@@ -79,6 +79,10 @@ pub async fn authenticator_with(
     let key = secrets::server_key(config, &dir).await?;
     let auth = Authenticator::new(dir, username_policy(config), params, config.hash_slots())?;
     let auth = auth
+        .with_hash_limits(auth::HashLimits {
+            import: config.import_bounds(),
+            memory_budget_kib: Some(config.hash_memory_budget_kib()),
+        })
         .with_apop(&key)
         .with_defence_events(config.defence.policy(), clock, &key, events)
         .with_mfa(
