@@ -106,3 +106,83 @@ def test_import_existing_user_is_not_overwritten(server, tmp_path):
     with srv.tls() as c:
         assert sign_in_plain(c, "alice", DEFAULT_PASSWORD).startswith("+OK")
         c.quit()
+
+
+# Import only parses, so a costly hash need not be of any password: a salt and an output
+# of the right shapes.
+ARGON2_TAIL = "$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+BCRYPT_TAIL = "44rK9g7U9x2O5cMLCtKMkOxDtzehqkEB6bT3xpT6lnA8tXVREqIyi"
+
+
+def fixture_of(tool_prefix):
+    """(password, hash) of the first fixture made by `tool_prefix`."""
+    return next((p, s) for t, p, s in fixtures() if t.startswith(tool_prefix))
+
+
+def test_import_refuses_costly_hashes_line_by_line_unless_allowed(server, tmp_path):
+    bcrypt_pw, bcrypt_hash = fixture_of("mkpasswd -m bcrypt")
+    srv = server(users={})
+    passwd = tmp_path / "costly.passwd"
+    passwd.write_text(
+        f"cheap:{bcrypt_hash}:1000:1000::/home/cheap::\n"
+        f"big:$argon2id$v=19$m=524288,t=2,p=1{ARGON2_TAIL}\n"
+        f"slow:{{BLF-CRYPT}}$2y$15${BCRYPT_TAIL}\n"
+        f"huge:{{ARGON2ID}}$argon2id$v=19$m=2097152,t=1,p=4{ARGON2_TAIL}\n"
+        "plain:{PLAIN}s3cret words\n",
+        encoding="utf-8")
+    r = srv.cli("user", "import", str(passwd))
+    err = r.stderr.decode()
+    assert r.returncode != 0, err
+    assert "2 users imported, 3 lines not imported" in err, err
+    assert ("line 2 (big): not imported: ARGON2ID hash (m=524288,t=2,p=1) needs 512 MiB of "
+            "memory to check, above auth.import_max_memory_kib = 262144 (256 MiB); "
+            "--allow-costly-hashes imports it anyway") in err, err
+    assert ("line 3 (slow): not imported: BLF-CRYPT hash (cost 15) takes about 2.0 s to check, "
+            "above auth.import_max_time_ms = 1000; --allow-costly-hashes imports it anyway") in err, err
+    assert ("line 4 (huge): not imported: ARGON2ID hash (m=2097152,t=1,p=4) needs 2 GiB of "
+            "memory to check, beyond the 1 GiB Poplar ever checks") in err, err
+    assert "line 1: imported cheap (BLF-CRYPT)" in err, err
+    assert "line 5: imported plain" in err, err
+    # Reasons name the scheme and its parameters, never the salt or the hash.
+    for secret in ("c2FsdHNhbHRz", "aGFzaGhh", BCRYPT_TAIL[:12], bcrypt_hash[7:20], "s3cret"):
+        assert secret not in err, secret
+    assert sorted(srv.cli("user", "list").stdout.decode().split()) == ["cheap", "plain"]
+
+    # The administrator allows them: imported, each saying so; beyond 1 GiB still not.
+    r = srv.cli("user", "import", "--allow-costly-hashes", str(passwd))
+    err = r.stderr.decode()
+    assert r.returncode != 0, err
+    assert "2 users imported, 3 lines not imported" in err, err
+    assert ("line 2: imported big (ARGON2ID), allowed by --allow-costly-hashes: ARGON2ID hash "
+            "(m=524288,t=2,p=1) needs 512 MiB of memory to check") in err, err
+    assert "line 3: imported slow (BLF-CRYPT), allowed by --allow-costly-hashes: " in err, err
+    assert "line 4 (huge): not imported: ARGON2ID hash (m=2097152,t=1,p=4) needs 2 GiB" in err, err
+    assert "line 1 (cheap): not imported: user already exists" in err, err
+    assert sorted(srv.cli("user", "list").stdout.decode().split()) == [
+        "big", "cheap", "plain", "slow"]
+    big, _ = user_row(srv, "big")
+    assert big == f"$argon2id$v=19$m=524288,t=2,p=1{ARGON2_TAIL}"
+    with srv.tls() as c:
+        assert sign_in_plain(c, "cheap", bcrypt_pw).startswith("+OK")
+        c.quit()
+
+
+def test_import_bounds_come_from_the_config_and_allowed_hashes_sign_in(server, tmp_path):
+    # A real bcrypt hash at cost 5 (about 1.9 ms estimated), bounded to 1 ms.
+    password, stored = fixture_of("mkpasswd -m bcrypt")
+    srv = server(users={}, auth={"import_max_time_ms": 1})
+    passwd = tmp_path / "one"
+    passwd.write_text(f"bob:{stored}\n", encoding="utf-8")
+    r = srv.cli("user", "import", str(passwd))
+    assert r.returncode != 0
+    assert ("line 1 (bob): not imported: BLF-CRYPT hash (cost 5) takes about 2 ms to check, "
+            "above auth.import_max_time_ms = 1; ") in r.stderr.decode(), r.stderr
+    r = srv.cli("user", "import", "--allow-costly-hashes", str(passwd))
+    assert r.returncode == 0, r.stderr
+    assert "1 users imported, 0 lines not imported" in r.stderr.decode()
+    # Sign-in checks what import took (and upgrades it).
+    with srv.tls() as c:
+        assert sign_in_plain(c, "bob", password).startswith("+OK")
+        c.quit()
+    after, _ = user_row(srv, "bob")
+    assert after.startswith("$argon2id$v=19$m=1024,t=1,p=1$")

@@ -3,11 +3,17 @@
 //! Hashing is deliberately slow and memory-hard; callers run it on the fixed hashing
 //! threads (see [`crate::Authenticator`]). Verification reuses each thread's argon2
 //! memory and compares outputs in constant time.
+//!
+//! A stored hash is checked if it costs no more than the configured cost or than
+//! [`HashBounds::CHECKABLE`], the same bound [`crate::legacy::parse`] applies to imported
+//! hashes: whatever import accepted, sign-in checks.
 
 use std::cell::RefCell;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher as _, Version};
+
+use crate::legacy::{HashBounds, LegacyScheme, Parsed};
 
 thread_local! {
     /// Each hashing thread's argon2 memory, allocated once and reused for every
@@ -15,17 +21,6 @@ thread_local! {
     /// (per-hash allocations were measured to pile up in allocator arenas).
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
-
-/// Hashes whose memory cost exceeds both the configured cost and this many KiB are
-/// refused rather than verified: a corrupt or hostile row must not make one sign-in
-/// allocate gigabytes.
-const MAX_FOREIGN_MEMORY_KIB: u32 = 256 * 1024;
-
-/// Same idea for the iteration count.
-const MAX_FOREIGN_ITERATIONS: u32 = 16;
-
-/// Same idea for the lane count (memory per lane is bounded by the memory cost).
-const MAX_FOREIGN_PARALLELISM: u32 = 16;
 
 /// Cost parameters for new argon2id hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +49,14 @@ impl Default for Argon2Params {
 pub struct InvalidParams(String);
 
 /// Hashes and verifies prepared passwords (see [`crate::prepare_password`]).
+#[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
     /// A hash with the configured cost, verified against when there is no real one, so
     /// an unknown user costs as much as a known one.
     dummy_hash: String,
+    /// The most an imported hash may cost unless the administrator allows more.
+    import_bounds: HashBounds,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -83,6 +81,7 @@ impl PasswordHasher {
         let mut hasher = PasswordHasher {
             argon2,
             dummy_hash: String::new(),
+            import_bounds: HashBounds::IMPORT_DEFAULT,
         };
         // Its password is never a prepared password (those are non-empty), and the result
         // of verifying against it is ignored anyway.
@@ -110,7 +109,7 @@ impl PasswordHasher {
         let Ok(parsed) = PasswordHash::new(phc) else {
             return false;
         };
-        if !self.within_limits(&parsed) {
+        if !self.within_limits(phc, &parsed) {
             return false;
         }
         let (Ok(params), Ok(algorithm)) = (
@@ -167,6 +166,54 @@ impl PasswordHasher {
         let _ = self.verify(&self.dummy_hash, prepared);
     }
 
+    /// Checks a password against whatever the directory stores: an argon2id hash of
+    /// ours, or an imported legacy hash (checked against `as_sent`, the password as the
+    /// client sent it, since the old system hashed those bytes). Anything else spends a
+    /// dummy verification and fails. Returns whether it matched and whether the stored
+    /// hash should then be replaced (always, for a legacy one).
+    pub fn verify_stored(&self, stored: &str, prepared: &str, as_sent: &str) -> (bool, bool) {
+        if crate::legacy::is_legacy(stored) {
+            let matched = match crate::legacy::parse(stored) {
+                Ok(Parsed::Hash(hash)) => hash.verify(as_sent),
+                _ => {
+                    self.verify_dummy(prepared);
+                    false
+                }
+            };
+            return (matched, matched);
+        }
+        let matched = self.verify(stored, prepared);
+        (matched, matched && self.needs_rehash(stored))
+    }
+
+    /// The memory, in KiB, that checking a password against `stored` holds (see
+    /// [`HashBounds`]): the hash's own for an imported or foreign one, the configured
+    /// cost otherwise (ours, or the dummy verification anything unusable gets).
+    pub fn memory_to_check(&self, stored: &str) -> u64 {
+        match crate::legacy::parse(stored) {
+            Ok(Parsed::Hash(hash)) => hash.work().memory_kib(),
+            _ => self.memory_kib(),
+        }
+    }
+
+    /// The configured memory cost, KiB: what hashing a new password or the dummy
+    /// verification holds.
+    pub fn memory_kib(&self) -> u64 {
+        u64::from(self.argon2.params().m_cost())
+    }
+
+    /// The bounds import holds a hash to unless the administrator allows more
+    /// ([`HashBounds::IMPORT_DEFAULT`] until set).
+    pub fn import_bounds(&self) -> HashBounds {
+        self.import_bounds
+    }
+
+    /// This hasher, with `bounds` for import.
+    pub fn with_import_bounds(mut self, bounds: HashBounds) -> Self {
+        self.import_bounds = bounds;
+        self
+    }
+
     /// Whether `phc` should be replaced by a fresh hash: it is not argon2id v19 with the
     /// configured parameters (or does not parse at all).
     pub fn needs_rehash(&self, phc: &str) -> bool {
@@ -186,14 +233,21 @@ impl PasswordHasher {
                 != own.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)
     }
 
-    fn within_limits(&self, parsed: &PasswordHash) -> bool {
+    /// No dearer than the configured cost, or an Argon2 hash import would accept with
+    /// every cost allowed (within [`HashBounds::CHECKABLE`]): a corrupt or hostile row
+    /// must not make one sign-in allocate gigabytes, and an imported hash must not be
+    /// refused here after import took it.
+    fn within_limits(&self, phc: &str, parsed: &PasswordHash) -> bool {
         let Ok(params) = Params::try_from(parsed) else {
             return false;
         };
         let own = self.argon2.params();
-        params.m_cost() <= own.m_cost().max(MAX_FOREIGN_MEMORY_KIB)
-            && params.t_cost() <= own.t_cost().max(MAX_FOREIGN_ITERATIONS)
-            && params.p_cost() <= own.p_cost().max(MAX_FOREIGN_PARALLELISM)
+        let like_own = params.m_cost() <= own.m_cost()
+            && params.t_cost() <= own.t_cost()
+            && params.p_cost() <= own.p_cost();
+        like_own
+            || matches!(crate::legacy::parse(phc), Ok(Parsed::Hash(hash))
+                if matches!(hash.scheme(), LegacyScheme::Argon2id | LegacyScheme::Argon2i))
     }
 }
 
@@ -270,6 +324,82 @@ mod tests {
             assert!(!h.verify(phc, "pw"), "{phc}");
             assert!(h.needs_rehash(phc), "{phc}");
         }
+    }
+
+    #[test]
+    fn foreign_costs_are_bounded_like_imports() {
+        let h = PasswordHasher::new(small()).unwrap();
+        let limits = |phc: &str| h.within_limits(phc, &PasswordHash::new(phc).unwrap());
+        let tail = "$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        // What import takes with every cost allowed is checked (nothing computed here)...
+        for params in [
+            "m=524288,t=2,p=1",
+            "m=1048576,t=4,p=1",
+            "m=262144,t=16,p=16",
+        ] {
+            assert!(
+                limits(&format!("$argon2id$v=19${params}{tail}")),
+                "{params}"
+            );
+            assert!(limits(&format!("$argon2i$v=19${params}{tail}")), "{params}");
+        }
+        // ...and what import never takes is not.
+        for params in ["m=2097152,t=1,p=1", "m=1048576,t=5,p=1", "m=65536,t=3,p=17"] {
+            assert!(
+                !limits(&format!("$argon2id$v=19${params}{tail}")),
+                "{params}"
+            );
+        }
+        // Our own cost always is, even beyond those bounds.
+        let own = PasswordHasher::new(Argon2Params {
+            memory_kib: 1024,
+            iterations: 40,
+            parallelism: 1,
+        })
+        .unwrap();
+        let phc = format!("$argon2id$v=19$m=1024,t=40,p=1{tail}");
+        assert!(own.within_limits(&phc, &PasswordHash::new(&phc).unwrap()));
+    }
+
+    #[test]
+    fn memory_to_check_is_the_stored_hash_s() {
+        let h = PasswordHasher::new(small()).unwrap();
+        let tail = "$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        assert_eq!(
+            h.memory_to_check(&format!("$argon2id$v=19$m=524288,t=2,p=1{tail}")),
+            524_288
+        );
+        assert_eq!(
+            h.memory_to_check(&format!("{{ARGON2I}}$argon2i$v=19$m=32768,t=4,p=1{tail}")),
+            32_768
+        );
+        assert_eq!(
+            h.memory_to_check("{SSHA}GO30j0VLMXp0Xnzu/MYXUz8I5j9NxJuu"),
+            0
+        );
+        // Ours, garbage and cleartext cost the configured memory (a dummy check).
+        assert_eq!(h.memory_to_check(&h.hash("pw")), 1024);
+        assert_eq!(h.memory_to_check("garbage"), 1024);
+        assert_eq!(h.memory_to_check("{PLAIN}pw"), 1024);
+    }
+
+    #[test]
+    fn verify_stored_checks_ours_and_legacy_ones() {
+        let h = PasswordHasher::new(small()).unwrap();
+        let ours = h.hash("pw");
+        assert_eq!(h.verify_stored(&ours, "pw", "pw"), (true, false));
+        assert_eq!(h.verify_stored(&ours, "px", "px"), (false, false));
+        // RFC 6070's PBKDF2 vector, in Dovecot's layout: matched, to be replaced.
+        let pbkdf2 = "{PBKDF2}$1$salt$4096$4b007901b765489abead49d926f721d065a429c1";
+        assert_eq!(
+            h.verify_stored(pbkdf2, "password", "password"),
+            (true, true)
+        );
+        assert_eq!(
+            h.verify_stored(pbkdf2, "Password", "Password"),
+            (false, false)
+        );
+        assert_eq!(h.verify_stored("{PLAIN}pw", "pw", "pw"), (false, false));
     }
 
     #[test]

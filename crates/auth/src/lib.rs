@@ -20,6 +20,7 @@ pub mod apop;
 mod authenticator;
 pub mod defence;
 mod hasher;
+mod import;
 pub mod legacy;
 pub mod mfa;
 mod password;
@@ -32,6 +33,7 @@ pub use authenticator::{
     SignInEvents, TokenClaims, TokenError, TokenFuture, TokenVerifier, Verdict, WebAccount,
 };
 pub use hasher::{Argon2Params, InvalidParams, PasswordHasher};
+pub use import::{CostlyHashes, HashLimits, ImportError, Imported};
 pub use password::{MAX_PASSWORD_BYTES, prepare_password};
 pub use username::{MAX_USERNAME_BYTES, UsernamePolicy};
 

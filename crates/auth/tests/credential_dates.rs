@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use auth::{Argon2Params, Authenticator, UsernamePolicy};
+use auth::{Argon2Params, Authenticator, CostlyHashes, UsernamePolicy};
 use directory::{CredentialDates, Directory, SqliteDirectory};
 
 const HASHES: &str = include_str!("fixtures/legacy-hashes.txt");
@@ -55,7 +55,7 @@ async fn password_dates_follow_the_admin_paths_and_survive_the_upgrade() {
 
     let (password, hash) = sha512_crypt();
     let parsed = auth::legacy::parse(hash).unwrap();
-    auth.import_user("old", parsed, "/mail/old".into())
+    auth.import_user("old", parsed, "/mail/old".into(), CostlyHashes::Refuse)
         .await
         .unwrap();
     let imported = dates(&auth, "old").await;
@@ -72,7 +72,7 @@ async fn password_dates_follow_the_admin_paths_and_survive_the_upgrade() {
 
     // A cleartext entry is hashed at import, but is still the imported password.
     let plain = auth::legacy::parse("{PLAIN}imported plain").unwrap();
-    auth.import_user("plain", plain, "/mail/plain".into())
+    auth.import_user("plain", plain, "/mail/plain".into(), CostlyHashes::Refuse)
         .await
         .unwrap();
     assert!(dates(&auth, "plain").await.imported);

@@ -148,51 +148,78 @@ fn refused_forms() {
 
 #[test]
 fn hostile_costs_are_refused_before_any_hashing() {
-    use ParseError::Malformed;
     let sha512_hash = "a".repeat(86);
     let bcrypt_tail = "44rK9g7U9x2O5cMLCtKMkOxDtzehqkEB6bT3xpT6lnA8tXVREqIyi";
     let argon_tail = "$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
     let hex = "4b007901b765489abead49d926f721d065a429c1";
+    // Beyond what Poplar ever checks (1 GiB, an estimated 4 s): refused with the
+    // scheme, the parameters and the bound, whatever import allows.
     let cases = [
         (
-            format!("$6$rounds=5000001$salt${sha512_hash}"),
-            "SHA512-CRYPT",
+            format!("$6$rounds=20000000$salt${sha512_hash}"),
+            "SHA512-CRYPT hash (rounds=20000000) takes about 6.0 s to check, beyond the 4.0 s Poplar ever spends on one",
         ),
         (
             format!("$6$rounds=999999999$salt${sha512_hash}"),
-            "SHA512-CRYPT",
+            "SHA512-CRYPT hash (rounds=999999999) takes about 300 s to check, beyond the 4.0 s Poplar ever spends on one",
         ),
-        (format!("$2b$17${bcrypt_tail}"), "BLF-CRYPT"),
-        (format!("$2y$31${bcrypt_tail}"), "BLF-CRYPT"),
-        (format!("{{PBKDF2}}$1$salt$10000001${hex}"), "PBKDF2"),
-        (format!("{{PBKDF2}}$1$salt$0${hex}"), "PBKDF2"),
         (
-            format!("$argon2id$v=19$m=2097152,t=1,p=1{argon_tail}"),
-            "ARGON2ID",
+            format!("$2b$17${bcrypt_tail}"),
+            "BLF-CRYPT hash (cost 17) takes about 7.9 s to check, beyond the 4.0 s Poplar ever spends on one",
+        ),
+        (
+            format!("$2y$31${bcrypt_tail}"),
+            "BLF-CRYPT hash (cost 31) takes about 128849 s to check, beyond the 4.0 s Poplar ever spends on one",
+        ),
+        (
+            format!("{{PBKDF2}}$1$salt$30000000${hex}"),
+            "PBKDF2 hash (30000000 iterations) takes about 6.0 s to check, beyond the 4.0 s Poplar ever spends on one",
+        ),
+        (
+            format!("$argon2id$v=19$m=2097152,t=1,p=4{argon_tail}"),
+            "ARGON2ID hash (m=2097152,t=1,p=4) needs 2 GiB of memory to check, beyond the 1 GiB Poplar ever checks",
         ),
         (
             format!("$argon2id$v=19$m=1048576,t=5,p=1{argon_tail}"),
-            "ARGON2ID",
+            "ARGON2ID hash (m=1048576,t=5,p=1) takes about 4.4 s to check, beyond the 4.0 s Poplar ever spends on one",
         ),
         (
-            format!("{{ARGON2I}}$argon2i$v=19$m=65536,t=3,p=64{argon_tail}"),
-            "ARGON2I",
+            format!("{{ARGON2I}}$argon2i$v=19$m=2097152,t=3,p=1{argon_tail}"),
+            "ARGON2I hash (m=2097152,t=3,p=1) needs 2 GiB of memory to check, beyond the 1 GiB Poplar ever checks",
         ),
         // yescrypt N = 2^21, r = 32: 8 GiB.
         (
             format!("$y$jIT$gncZ0rxv7rQg.p2j1xZgn0${}", "a".repeat(43)),
-            "YESCRYPT",
+            "YESCRYPT hash (N=2097152,r=32,p=1,t=0) needs 8 GiB of memory to check, beyond the 1 GiB Poplar ever checks",
         ),
     ];
-    for (stored, scheme) in cases {
-        assert_eq!(parse(&stored).unwrap_err(), Malformed(scheme), "{stored}");
+    for (stored, reason) in cases {
+        let error = parse(&stored).unwrap_err();
+        assert!(matches!(error, ParseError::Uncheckable(_)), "{stored}");
+        assert_eq!(error.to_string(), reason, "{stored}");
+        assert!(!is_legacy(&stored), "{stored}");
     }
-    // The limits themselves are accepted.
+    // Lanes beyond 16 do not parse at all; a zero count is malformed, not cheap.
+    assert_eq!(
+        parse(&format!(
+            "{{ARGON2I}}$argon2i$v=19$m=65536,t=3,p=64{argon_tail}"
+        ))
+        .unwrap_err(),
+        ParseError::Malformed("ARGON2I")
+    );
+    assert_eq!(
+        parse(&format!("{{PBKDF2}}$1$salt$0${hex}")).unwrap_err(),
+        ParseError::Malformed("PBKDF2")
+    );
+    // Up to the bound, and every limit import had before, parse.
     for stored in [
         format!("$6$rounds=5000000$salt${sha512_hash}"),
+        format!("$6$rounds=13000000$salt${sha512_hash}"),
         format!("$2b$16${bcrypt_tail}"),
         format!("{{PBKDF2}}$1$salt$10000000${hex}"),
+        format!("{{PBKDF2}}$1$salt$20000000${hex}"),
         format!("$argon2id$v=19$m=1048576,t=4,p=1{argon_tail}"),
+        format!("$argon2id$v=19$m=262144,t=16,p=16{argon_tail}"),
     ] {
         assert!(matches!(parse(&stored), Ok(Parsed::Hash(_))), "{stored}");
     }

@@ -57,13 +57,20 @@ pub enum UserCommand {
     /// Import users from a Dovecot passwd-file or a plain `user:hash` list. Legacy hashes
     /// ({SHA512-CRYPT}, $6$, $5$, bcrypt, $y$, {SSHA*}, {ARGON2ID}, {PBKDF2}, ...) are
     /// kept and upgraded to argon2id at each user's first sign-in; {PLAIN} entries are
-    /// hashed now. Every line that cannot be imported is reported with its number.
+    /// hashed now. Every line that cannot be imported is reported with its number and
+    /// the reason, among them hashes whose check needs more memory or time than
+    /// auth.import_max_memory_kib and auth.import_max_time_ms allow.
     Import {
         /// The file to read.
         file: PathBuf,
         /// Maildirs are `<DIR>/<user>` (default: the configured maildir root).
         #[arg(long)]
         maildir_root: Option<PathBuf>,
+        /// Import hashes above auth.import_max_memory_kib or auth.import_max_time_ms
+        /// too (each such line says so). Hashes beyond what Poplar ever checks (1 GiB,
+        /// an estimated 4 s) are still refused.
+        #[arg(long)]
+        allow_costly_hashes: bool,
     },
     /// Stop a user from signing in (their mail and settings are kept).
     Disable {
@@ -204,8 +211,17 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 ),
             }
         }
-        UserCommand::Import { file, maildir_root } => {
-            import(&file, maildir_root, config, dir).await?;
+        UserCommand::Import {
+            file,
+            maildir_root,
+            allow_costly_hashes,
+        } => {
+            let costly = if allow_costly_hashes {
+                auth::CostlyHashes::Allow
+            } else {
+                auth::CostlyHashes::Refuse
+            };
+            import(&file, maildir_root, costly, config, dir).await?;
         }
         UserCommand::Disable { name } => set_enabled(&policy, &dir, &name, false).await?,
         UserCommand::Enable { name } => set_enabled(&policy, &dir, &name, true).await?,
@@ -309,10 +325,12 @@ async fn set_enabled(
 async fn import(
     file: &std::path::Path,
     maildir_root: Option<PathBuf>,
+    costly: auth::CostlyHashes,
     config: &Config,
     dir: Arc<Dir>,
 ) -> anyhow::Result<()> {
     use auth::legacy::{Parsed, parse_passwd_line, passwd_line_user};
+    use auth::{ImportError, Imported};
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let root = std::path::absolute(maildir_root.unwrap_or_else(|| config.maildir_root()))?;
@@ -345,15 +363,31 @@ async fn import(
         };
         let maildir = root.join(&canonical);
         match auth
-            .import_user(&user, parsed, maildir.to_string_lossy().into_owned())
+            .import_user(
+                &user,
+                parsed,
+                maildir.to_string_lossy().into_owned(),
+                costly,
+            )
             .await
         {
-            Ok(name) => {
+            Ok(Imported { name, above_bounds }) => {
                 maildir::Maildir::new(&maildir)
                     .create()
                     .with_context(|| format!("creating Maildir {}", maildir.display()))?;
-                eprintln!("line {n}: imported {name} ({scheme})");
+                match above_bounds {
+                    None => eprintln!("line {n}: imported {name} ({scheme})"),
+                    Some(why) => eprintln!(
+                        "line {n}: imported {name} ({scheme}), allowed by --allow-costly-hashes: {why}"
+                    ),
+                }
                 imported += 1;
+            }
+            Err(e @ ImportError::Costly(_)) => {
+                eprintln!(
+                    "line {n} ({who}): not imported: {e}; --allow-costly-hashes imports it anyway"
+                );
+                failed += 1;
             }
             Err(e) => {
                 eprintln!("line {n} ({who}): not imported: {e}");

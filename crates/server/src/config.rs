@@ -484,6 +484,16 @@ pub struct Auth {
     /// Password hashes computed at once; bounds memory (memory cost × this). 0: one
     /// per CPU core, so sign-ins use every core and no more.
     pub max_concurrent_hashes: usize,
+    /// The memory, KiB, the password checks running at once may hold: a check waits
+    /// until its memory fits, and one bigger than the whole budget runs alone. 0:
+    /// `max_concurrent_hashes × argon2_memory_kib`.
+    pub hash_memory_budget_kib: u64,
+    /// `poplar user import` refuses a hash needing more memory than this to check, KiB,
+    /// unless `--allow-costly-hashes` (at most 1 GiB, the most Poplar ever checks).
+    pub import_max_memory_kib: u64,
+    /// Same for a hash whose check is estimated to take longer than this, milliseconds
+    /// (at most 4000). Keep it at most `failure_delay_ms`.
+    pub import_max_time_ms: u64,
 }
 
 /// Time and size limits.
@@ -672,6 +682,9 @@ impl Default for Auth {
             argon2_memory_kib: 19456,
             argon2_iterations: 2,
             max_concurrent_hashes: 0,
+            hash_memory_budget_kib: 0,
+            import_max_memory_kib: auth::legacy::HashBounds::IMPORT_DEFAULT.max_memory_kib,
+            import_max_time_ms: auth::legacy::HashBounds::IMPORT_DEFAULT.max_time_ms,
         }
     }
 }
@@ -812,6 +825,21 @@ impl Config {
         if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
             return bad("auth.argon2_memory_kib must be at least 8 and argon2_iterations positive");
         }
+        let checkable = auth::legacy::HashBounds::CHECKABLE;
+        if !(1..=checkable.max_memory_kib).contains(&self.auth.import_max_memory_kib)
+            || !(1..=checkable.max_time_ms).contains(&self.auth.import_max_time_ms)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "auth.import_max_memory_kib must be between 1 and {} (1 GiB) and auth.import_max_time_ms between 1 and {}: Poplar never checks a hash that costs more",
+                checkable.max_memory_kib, checkable.max_time_ms
+            )));
+        }
+        let budget = self.auth.hash_memory_budget_kib;
+        if budget != 0 && budget < u64::from(self.auth.argon2_memory_kib) {
+            return bad(
+                "auth.hash_memory_budget_kib must be 0 (automatic) or at least argon2_memory_kib",
+            );
+        }
         if self.limits.max_connections_per_address == 0 || self.limits.max_commands == 0 {
             return bad(
                 "limits.max_connections_per_address and limits.max_commands must be positive",
@@ -847,6 +875,23 @@ impl Config {
         match self.auth.max_concurrent_hashes {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
+        }
+    }
+
+    /// The memory the password checks running at once may hold, KiB: the configured
+    /// budget, or one argon2 memory cost per hashing thread.
+    pub fn hash_memory_budget_kib(&self) -> u64 {
+        match self.auth.hash_memory_budget_kib {
+            0 => u64::from(self.auth.argon2_memory_kib).saturating_mul(self.hash_slots() as u64),
+            n => n,
+        }
+    }
+
+    /// The bounds `poplar user import` holds hashes to.
+    pub fn import_bounds(&self) -> auth::legacy::HashBounds {
+        auth::legacy::HashBounds {
+            max_memory_kib: self.auth.import_max_memory_kib,
+            max_time_ms: self.auth.import_max_time_ms,
         }
     }
 
@@ -964,6 +1009,11 @@ impl Config {
         }
         if self.auth.failure_delay_ms == 0 {
             w.push("auth.failure_delay_ms = 0: failed sign-ins are answered at once".into());
+        } else if self.auth.import_max_time_ms > self.auth.failure_delay_ms {
+            w.push(format!(
+                "auth.import_max_time_ms = {} is above auth.failure_delay_ms = {}: a failed sign-in on an account whose imported hash takes that long is answered late, which tells such accounts apart",
+                self.auth.import_max_time_ms, self.auth.failure_delay_ms
+            ));
         }
         if self.apop.enabled {
             w.push(
@@ -1097,6 +1147,49 @@ mod tests {
             assert!(c.proxy.trusts("10.0.0.5".parse().unwrap()));
             assert!(!c.proxy.trusts("10.0.0.11".parse().unwrap()));
         }
+    }
+
+    #[test]
+    fn hash_limits_are_checked_and_follow_the_hashing_threads() {
+        let c: Config =
+            toml::from_str("[auth]\nmax_concurrent_hashes = 3\nargon2_memory_kib = 20000\n")
+                .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.hash_memory_budget_kib(), 60_000);
+        assert_eq!(c.import_bounds(), auth::legacy::HashBounds::IMPORT_DEFAULT);
+        let c: Config = toml::from_str(
+            "[auth]\nhash_memory_budget_kib = 131072\nimport_max_memory_kib = 65536\nimport_max_time_ms = 500\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.hash_memory_budget_kib(), 131_072);
+        assert_eq!(
+            c.import_bounds(),
+            auth::legacy::HashBounds {
+                max_memory_kib: 65_536,
+                max_time_ms: 500
+            }
+        );
+        for bad in [
+            "import_max_memory_kib = 2097152",
+            "import_max_memory_kib = 0",
+            "import_max_time_ms = 5000",
+            "hash_memory_budget_kib = 1000",
+        ] {
+            let c: Config = toml::from_str(&format!("[auth]\n{bad}\n")).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        // A bound longer than the failure delay is allowed, with a warning.
+        let c: Config =
+            toml::from_str("[auth]\nfailure_delay_ms = 500\nimport_max_time_ms = 2000\n").unwrap();
+        c.validate().unwrap();
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains("import_max_time_ms = 2000 is above")),
+            "{:?}",
+            c.warnings()
+        );
     }
 
     #[test]

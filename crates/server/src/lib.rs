@@ -82,6 +82,10 @@ pub async fn authenticator_with(
         .with_failure_delay(std::time::Duration::from_millis(
             config.auth.failure_delay_ms,
         ))
+        .with_hash_limits(auth::HashLimits {
+            import: config.import_bounds(),
+            memory_budget_kib: Some(config.hash_memory_budget_kib()),
+        })
         .with_apop(&key)
         .with_defence_events(config.defence.policy(), clock, &key, events)
         .with_mfa(

@@ -1,11 +1,30 @@
-//! Administrative paths (CLI): set passwords and APOP secrets, add and import users.
+//! Administrative paths (CLI): set passwords and APOP secrets, add and import users,
+//! and the limits on what imported hashes may cost.
+
+use std::sync::Arc;
 
 use directory::{Directory, UserRecord};
 
 use super::{AdminError, Authenticator, bad_name, bad_password};
+use crate::import::{CostlyHashes, HashLimits, ImportError, Imported};
+use crate::legacy::{HashBounds, Parsed};
 use crate::prepare_password;
 
 impl<D: Directory> Authenticator<D> {
+    /// Sets the import bounds and the hashing pool's memory budget.
+    pub fn with_hash_limits(mut self, limits: HashLimits) -> Self {
+        self.hasher = Arc::new((*self.hasher).clone().with_import_bounds(limits.import));
+        if let Some(budget) = limits.memory_budget_kib {
+            self.pool.set_budget_kib(budget);
+        }
+        self
+    }
+
+    /// The bounds [`Authenticator::import_user`] holds hashes to.
+    pub fn import_bounds(&self) -> HashBounds {
+        self.hasher.import_bounds()
+    }
+
     /// Sets a user's password (CLI `user passwd`). `false` if there is no such user.
     ///
     /// The name goes through the policy again, which leaves a canonical name unchanged.
@@ -43,22 +62,38 @@ impl<D: Directory> Authenticator<D> {
     /// successful sign-in; a cleartext entry is hashed now and never stored as given.
     /// Either way the account is marked imported (its password was chosen elsewhere,
     /// at a time unknown) until a new password is set.
+    ///
+    /// A hash whose memory or estimated time is above the import bounds
+    /// ([`Authenticator::import_bounds`]) is refused unless `costly` allows it; sign-in
+    /// checks whatever import took.
     pub async fn import_user(
         &self,
         raw_user: &str,
-        credential: crate::legacy::Parsed,
+        credential: Parsed,
         maildir: String,
-    ) -> Result<String, AdminError> {
+        costly: CostlyHashes,
+    ) -> Result<Imported, ImportError> {
         let name = self.policy.canonical(raw_user).map_err(bad_name)?;
+        let mut above_bounds = None;
         let (password_hash, scram_sha256) = match credential {
-            crate::legacy::Parsed::Hash(stored) => (stored.as_stored().to_owned(), None),
-            crate::legacy::Parsed::Cleartext(plain) => {
+            Parsed::Hash(stored) => {
+                if let Err(exceeds) = stored.check_bounds(&self.hasher.import_bounds()) {
+                    if costly == CostlyHashes::Refuse {
+                        return Err(ImportError::Costly(exceeds));
+                    }
+                    above_bounds = Some(exceeds);
+                }
+                (stored.as_stored().to_owned(), None)
+            }
+            Parsed::Cleartext(plain) => {
                 let password = prepare_password(plain.as_bytes()).map_err(bad_password)?;
                 self.credentials(password).await?
             }
         };
-        self.insert(name, password_hash, scram_sha256, maildir, true)
-            .await
+        let name = self
+            .insert(name, password_hash, scram_sha256, maildir, true)
+            .await?;
+        Ok(Imported { name, above_bounds })
     }
 
     /// Sets (or with `None` clears) a user's APOP secret (CLI `user apop-secret`).

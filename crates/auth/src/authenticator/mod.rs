@@ -346,7 +346,7 @@ impl<D: Directory> Authenticator<D> {
             dir,
             policy,
             hasher: Arc::new(PasswordHasher::new(params)?),
-            pool: crate::pool::HashPool::new(max_concurrent_hashes),
+            pool: crate::pool::HashPool::new(max_concurrent_hashes, params.memory_kib.into()),
             scram: None,
             apop: None,
             tokens: None,
@@ -553,23 +553,13 @@ impl<D: Directory> Authenticator<D> {
                 .is_none_or(|k| k.iterations < s.iterations)
         });
         // Imported hashes were made from the bytes the old server saw, before any
-        // SASLprep; they are checked against the password exactly as sent.
+        // SASLprep; they are checked against the password exactly as sent. The check
+        // holds the stored hash's memory, within the pool's budget.
         let as_sent = Zeroizing::new(String::from_utf8_lossy(raw_password).into_owned());
+        let memory_kib = self.hasher.memory_to_check(&password_hash);
         let (matched, stale, password, password_hash) = self
-            .hashing_in(lane, move |h| {
-                if crate::legacy::is_legacy(&password_hash) {
-                    let matched = match crate::legacy::parse(&password_hash) {
-                        Ok(crate::legacy::Parsed::Hash(stored)) => stored.verify(&as_sent),
-                        _ => {
-                            h.verify_dummy(&password);
-                            false
-                        }
-                    };
-                    // A legacy hash is always upgraded to argon2id after a match.
-                    return (matched, matched, password, password_hash);
-                }
-                let matched = h.verify(&password_hash, &password);
-                let stale = matched && h.needs_rehash(&password_hash);
+            .hashing_sized(lane, memory_kib, move |h| {
+                let (matched, stale) = h.verify_stored(&password_hash, &password, &as_sent);
                 (matched, stale, password, password_hash)
             })
             .await?;
@@ -695,8 +685,9 @@ impl<D: Directory> Authenticator<D> {
         })
     }
 
-    /// Runs `work` on a hashing thread once one is free. `None` if the job panicked (it
-    /// holds no secret in its panic message).
+    /// Runs `work` on a hashing thread once one is free and the pool's memory budget
+    /// has room for the configured argon2 memory. `None` if the job panicked (it holds
+    /// no secret in its panic message).
     async fn hashing<T, F>(&self, work: F) -> Option<T>
     where
         T: Send + 'static,
@@ -707,7 +698,9 @@ impl<D: Directory> Authenticator<D> {
         // a cancelled caller's job still finishes there without blocking anyone else.
         // Administration and upgrades after a success go in the familiar lane.
         self.pool
-            .run(Lane::Familiar, move || work(&hasher))
+            .run(Lane::Familiar, self.hasher.memory_kib(), move || {
+                work(&hasher)
+            })
             .await
             .ok()
             .flatten()
@@ -720,8 +713,24 @@ impl<D: Directory> Authenticator<D> {
         T: Send + 'static,
         F: FnOnce(&PasswordHasher) -> T + Send + 'static,
     {
+        self.hashing_sized(lane, self.hasher.memory_kib(), work)
+            .await
+    }
+
+    /// [`Authenticator::hashing_in`] for a check that holds `memory_kib` (a stored
+    /// hash's own cost, see [`PasswordHasher::memory_to_check`]).
+    async fn hashing_sized<T, F>(
+        &self,
+        lane: Lane,
+        memory_kib: u64,
+        work: F,
+    ) -> Result<T, AuthFailure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PasswordHasher) -> T + Send + 'static,
+    {
         let hasher = Arc::clone(&self.hasher);
-        match self.pool.run(lane, move || work(&hasher)).await {
+        match self.pool.run(lane, memory_kib, move || work(&hasher)).await {
             Ok(Some(result)) => Ok(result),
             Ok(None) => Err(AuthFailure::Unavailable),
             Err(crate::pool::Busy) => Err(AuthFailure::Rejected(Reason::Busy)),

@@ -3,31 +3,27 @@
 //! and yescrypt (`$y$`; Openwall, libxcrypt crypt(5)), plus recognition of the forms we
 //! refuse: md5-crypt (`$1$`), DES and BSDi extended DES crypt.
 //!
-//! Parsing checks the whole layout and bounds the cost, so that verification, which the
-//! `sha-crypt`, `bcrypt` and `yescrypt` crates do in constant time, can only fail by
-//! mismatch.
+//! Parsing checks the whole layout and reads the cost ([`Work`]), which
+//! [`StoredHash::new`] bounds, so that verification, which the `sha-crypt`, `bcrypt`
+//! and `yescrypt` crates do in constant time, can only fail by mismatch.
+//!
+//! Common costs: SHA-crypt 5,000 rounds (glibc's default, written without `rounds=`),
+//! 656,000 (passlib's `sha512_crypt`), 535,000 (its `sha256_crypt`); bcrypt 5 (Dovecot),
+//! 10 to 12 (most libraries); yescrypt `j9T` (libxcrypt's default: N = 4096, r = 32,
+//! 16 MiB).
 
-use super::{LegacyScheme, ParseError, Parsed, StoredHash};
+use super::{LegacyScheme, ParseError, Parsed, StoredHash, Work};
 use sha_crypt::PasswordVerifier as _;
 use std::str::FromStr as _;
-
-/// Highest SHA-crypt `rounds=` accepted (the format allows 999,999,999). Distributions
-/// default to 5,000; hardened ones use a few hundred thousand. Five million is a few
-/// seconds of CPU: the most a hostile import can make one sign-in cost.
-pub(super) const MAX_SHA_CRYPT_ROUNDS: u32 = 5_000_000;
 
 /// SHA-crypt's own floor; glibc writes nothing lower.
 const MIN_SHA_CRYPT_ROUNDS: u32 = 1_000;
 
-/// Highest bcrypt cost accepted (2^16 rounds of the key schedule, about 5 s).
-pub(super) const MAX_BCRYPT_COST: u32 = 16;
+/// SHA-crypt's rounds when the string names none.
+const DEFAULT_SHA_CRYPT_ROUNDS: u32 = 5_000;
 
 /// bcrypt's own floor.
 const MIN_BCRYPT_COST: u32 = 4;
-
-/// Bound on yescrypt work, as bytes of memory times passes (`128·N·r·p·(t+1)`):
-/// 1 GiB, libxcrypt's highest cost (`-R 11`). Its default (`j9T`) is 16 MiB.
-pub(super) const MAX_YESCRYPT_WORK: u128 = 1 << 30;
 
 /// Highest yescrypt time parameter `t` considered.
 const MAX_YESCRYPT_T: u32 = 15;
@@ -84,12 +80,14 @@ fn sha_crypt(s: &str, scheme: LegacyScheme) -> Result<StoredHash, ParseError> {
         _ => 43,
     };
     let mut fields: Vec<&str> = s[3..].split('$').collect();
-    if let Some(rounds) = fields.first().and_then(|f| f.strip_prefix("rounds=")) {
-        if rounds.is_empty() || !rounds.bytes().all(|b| b.is_ascii_digit()) {
+    let mut rounds = DEFAULT_SHA_CRYPT_ROUNDS;
+    if let Some(given) = fields.first().and_then(|f| f.strip_prefix("rounds=")) {
+        if given.is_empty() || !given.bytes().all(|b| b.is_ascii_digit()) {
             return Err(malformed);
         }
-        match rounds.parse::<u32>() {
-            Ok(n) if (MIN_SHA_CRYPT_ROUNDS..=MAX_SHA_CRYPT_ROUNDS).contains(&n) => {}
+        // The format allows up to 999,999,999; the cost bound judges what is checked.
+        match given.parse::<u32>() {
+            Ok(n) if n >= MIN_SHA_CRYPT_ROUNDS => rounds = n,
             _ => return Err(malformed),
         }
         fields.remove(0);
@@ -105,10 +103,7 @@ fn sha_crypt(s: &str, scheme: LegacyScheme) -> Result<StoredHash, ParseError> {
     if hash.len() != hash_len || !is_crypt64(hash) {
         return Err(malformed);
     }
-    Ok(StoredHash {
-        scheme,
-        stored: s.to_owned(),
-    })
+    StoredHash::new(scheme, s.to_owned(), Work::ShaCrypt { rounds })
 }
 
 pub(super) fn verify_sha_crypt(stored: &str, password: &[u8]) -> bool {
@@ -124,13 +119,11 @@ fn bcrypt(s: &str) -> Result<StoredHash, ParseError> {
         return Err(malformed);
     }
     let parts = bcrypt::HashParts::from_str(s).map_err(|_| malformed.clone())?;
-    if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&parts.get_cost()) {
+    let cost = parts.get_cost();
+    if cost < MIN_BCRYPT_COST {
         return Err(malformed);
     }
-    Ok(StoredHash {
-        scheme: LegacyScheme::Bcrypt,
-        stored: s.to_owned(),
-    })
+    StoredHash::new(LegacyScheme::Bcrypt, s.to_owned(), Work::Bcrypt { cost })
 }
 
 pub(super) fn verify_bcrypt(stored: &str, password: &[u8]) -> bool {
@@ -153,17 +146,16 @@ fn yescrypt(s: &str) -> Result<StoredHash, ParseError> {
     }
     let params = yescrypt::Params::from_str(params).map_err(|_| malformed.clone())?;
     let passes = yescrypt_passes(&params).ok_or(malformed.clone())?;
-    let work = 128 * u128::from(params.n()) * u128::from(params.r()) * u128::from(params.p());
-    if work * u128::from(passes) > MAX_YESCRYPT_WORK {
-        return Err(malformed);
-    }
+    let work = Work::Yescrypt {
+        n: params.n(),
+        r: params.r(),
+        p: params.p(),
+        t: passes - 1,
+    };
     if yescrypt::PasswordHashRef::new(s).is_err() {
         return Err(malformed);
     }
-    Ok(StoredHash {
-        scheme: LegacyScheme::Yescrypt,
-        stored: s.to_owned(),
-    })
+    StoredHash::new(LegacyScheme::Yescrypt, s.to_owned(), work)
 }
 
 /// `t + 1` for parameters with a small `t` and no `g` (upgrades), else `None`. The crate
@@ -220,6 +212,10 @@ mod tests {
         // N = 2^20, r = 32: 4 GiB.
         let big = yescrypt::Params::new(yescrypt::Mode::Rw, 1 << 20, 32, 1).unwrap();
         let s = format!("$y${big}$saltsaltsaltsalt${}", "a".repeat(43));
-        assert_eq!(yescrypt(&s).unwrap_err(), ParseError::Malformed("YESCRYPT"));
+        let Err(ParseError::Uncheckable(e)) = yescrypt(&s) else {
+            panic!("4 GiB of yescrypt parsed");
+        };
+        assert_eq!(e.work.memory_kib(), 4 << 20);
+        assert!(e.to_string().contains("needs 4 GiB of memory"), "{e}");
     }
 }

@@ -7,7 +7,7 @@
 //! value exactly twice the digest length is taken as hex. The normalized form is
 //! `{SCHEME}` and padded standard base64.
 
-use super::{Encoding, LegacyScheme, ParseError, Parsed, StoredHash};
+use super::{Encoding, LegacyScheme, ParseError, Parsed, StoredHash, Work};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -54,10 +54,11 @@ pub(super) fn parse(
     if !fits {
         return Err(malformed);
     }
-    Ok(Parsed::Hash(StoredHash {
+    Ok(Parsed::Hash(StoredHash::new(
         scheme,
-        stored: format!("{{{}}}{}", scheme.name(), STANDARD.encode(&raw)),
-    }))
+        format!("{{{}}}{}", scheme.name(), STANDARD.encode(&raw)),
+        Work::Digest,
+    )?))
 }
 
 /// Decodes hex (either case) or lenient base64; `None` if the text is not that.

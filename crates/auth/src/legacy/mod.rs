@@ -35,15 +35,23 @@
 //! prepared form as usual).
 //!
 //! Refused on purpose: md5-crypt (`$1$`, `{MD5-CRYPT}`, `{MD5}`), DES crypt and every other
-//! Dovecot scheme ([`ParseError::Unsupported`]); costs high enough to turn one sign-in
-//! into a denial of service ([`ParseError::Malformed`]); locked or empty entries
-//! ([`ParseError::NoPassword`]). Errors name a scheme, never the stored value.
+//! Dovecot scheme ([`ParseError::Unsupported`]); costs beyond what Poplar ever checks
+//! ([`ParseError::Uncheckable`], see [`HashBounds::CHECKABLE`]); locked or empty entries
+//! ([`ParseError::NoPassword`]). Errors name a scheme and its parameters, never the
+//! stored value.
+//!
+//! Every parsed hash knows its cost ([`StoredHash::work`], the `cost` module): the memory
+//! and the estimated time of one check, the same at import (which bounds it by the
+//! configured [`HashBounds`]) and at sign-in (which runs it within the hashing pool's
+//! memory budget).
 
+mod cost;
 mod crypt;
 mod digest;
 mod kdf;
 mod passwd;
 
+pub use cost::{Dimension, Exceeds, HashBounds, Work};
 pub use passwd::{parse_passwd_line, passwd_line_user};
 
 use zeroize::Zeroizing;
@@ -154,28 +162,55 @@ impl std::fmt::Debug for Parsed {
 
 /// A verifiable legacy hash, in the normalized form [`StoredHash::as_stored`] gives.
 ///
-/// Only [`parse`] makes one, so the string is known to be well formed and within the
-/// cost limits; `Debug` shows the scheme only, since a hash is material for offline
-/// guessing.
+/// Only [`parse`] makes one, so the string is known to be well formed and within
+/// [`HashBounds::CHECKABLE`]; `Debug` shows the scheme and its parameters only, since a
+/// hash is material for offline guessing.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredHash {
     scheme: LegacyScheme,
     /// Self-describing: a crypt(3) or PHC string, or `{SCHEME}` and the value.
     stored: String,
+    /// The parameters that set its cost.
+    work: Work,
 }
 
 impl std::fmt::Debug for StoredHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredHash")
             .field("scheme", &self.scheme)
+            .field("work", &self.work)
             .finish_non_exhaustive()
     }
 }
 
 impl StoredHash {
+    /// A hash the parsers found well formed, refused if it costs more than Poplar ever
+    /// checks.
+    fn new(scheme: LegacyScheme, stored: String, work: Work) -> Result<Self, ParseError> {
+        HashBounds::CHECKABLE
+            .check_as(scheme, &work, true)
+            .map_err(ParseError::Uncheckable)?;
+        Ok(StoredHash {
+            scheme,
+            stored,
+            work,
+        })
+    }
+
     /// The scheme of the hash.
     pub fn scheme(&self) -> LegacyScheme {
         self.scheme
+    }
+
+    /// The parameters that set what a check costs: [`Work::memory_kib`] and
+    /// [`Work::estimate_us`].
+    pub fn work(&self) -> Work {
+        self.work
+    }
+
+    /// Whether a check is within `bounds` (for example the configured import bounds).
+    pub fn check_bounds(&self, bounds: &HashBounds) -> Result<(), Exceeds> {
+        bounds.check(self.scheme, &self.work)
     }
 
     /// The string to store in the directory: self-describing (`"{SSHA256}base64…"`,
@@ -218,9 +253,13 @@ pub enum ParseError {
     /// needs a new password.
     #[error("unsupported scheme {0}")]
     Unsupported(String),
-    /// A known scheme whose value does not parse, or whose cost is beyond the limits.
+    /// A known scheme whose value does not parse.
     #[error("malformed {0} hash")]
     Malformed(&'static str),
+    /// A hash whose memory or estimated time is beyond what Poplar ever checks
+    /// ([`HashBounds::CHECKABLE`]): no setting and no override makes it usable.
+    #[error("{0}")]
+    Uncheckable(Exceeds),
     /// An empty password, or an entry locked with `!` or `*` (shadow conventions), or
     /// the `x` placeholder of `/etc/passwd`.
     #[error("no usable password")]
