@@ -11,17 +11,20 @@
 # failure_delay_ms 1000) except that bans are off and the account lock is at its
 # highest (100): nearly every sprayed guess the per-(user, source) throttle lets through
 # then costs a hash, so what is measured is the hashing pool's fairness (a kept thread
-# and a bounded queue for the others), the worst case for the real user. The spray client runs at nice 19, as
-# an attacker's machine would not share the server's cores. Results:
-# bench/results/spray-<date>.json, and the audit log's reasons for the sprayed guesses.
+# and a bounded queue for the others), the worst case for the real user. The spray
+# client runs at nice 19 in a process of its own (bench/spray.py), as an attacker's
+# machine would not share the server's cores; the real user's client at the normal
+# priority. Results: bench/results/spray-<date>.json, with the audit log's reasons for
+# the sprayed guesses.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 SOURCES=${SOURCES:-200}
 RATE=${RATE:-2}
 DURATION=${DURATION:-60}
 PASSWORD=bench-Secret-0
-(cd "$REPO" && cargo build --release -q -p poplar)
-POPLAR=$REPO/target/release/poplar
+# POPLAR_BIN: another build to measure (an older commit's, for a before/after).
+if [ -z "${POPLAR_BIN:-}" ]; then (cd "$REPO" && cargo build --release -q -p poplar); fi
+POPLAR=${POPLAR_BIN:-$REPO/target/release/poplar}
 DIR=$(mktemp -d /tmp/poplar-spray-XXXX)
 PID=
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$DIR"' EXIT
@@ -52,7 +55,7 @@ ulimit -n "$(ulimit -Hn)"
 mkdir -p "$REPO/bench/results"
 OUT=$REPO/bench/results/spray-$(date -u +%Y%m%d-%H%M).json
 echo "# $(date -u +%FT%TZ) commit $(git -C "$REPO" rev-parse --short HEAD) $(nproc) cores"
-nice -n 19 python3 "$REPO/bench/spray.py" --port "$PORT" --tls-port "$TLS_PORT" \
+python3 "$REPO/bench/spray.py" --port "$PORT" --tls-port "$TLS_PORT" \
   --cafile "$DIR/data/tls/cert.pem" --password "$PASSWORD" --sources "$SOURCES" \
   --rate "$RATE" --duration "$DURATION" --json "$OUT"
 python3 - "$DIR/data/audit.log" "$OUT" <<'PY'

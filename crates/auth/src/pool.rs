@@ -95,6 +95,24 @@ struct Shared {
     ready: Condvar,
 }
 
+/// How much lower the CPU priority (nice) of threads that hash for others is, when a
+/// thread is kept for the familiar lane: a spray keeps them busy, and at the same
+/// priority they took CPU from everything else the real user needs (the TLS handshake,
+/// the session, its own hash on the kept thread). At a lower priority they still use
+/// every idle cycle. With a single hashing thread it serves everyone at the normal
+/// priority.
+const OTHERS_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority by [`OTHERS_NICE`]. On Linux `setpriority`
+/// with `PRIO_PROCESS` and no id changes the calling thread only. Lowering needs no
+/// privilege; a failure (another system) leaves the priority as it was.
+fn yield_cpu() {
+    let now = rustix::process::getpriority_process(None).unwrap_or(0);
+    if let Err(e) = rustix::process::setpriority_process(None, now + OTHERS_NICE) {
+        tracing::debug!(error = %e, "cannot lower a hashing thread's priority");
+    }
+}
+
 /// The threads and the queues that feed them.
 pub(crate) struct HashPool {
     shared: Arc<Shared>,
@@ -127,7 +145,7 @@ impl HashPool {
             let shared = Arc::clone(&shared);
             let spawned = std::thread::Builder::new()
                 .name(format!("poplar-hash-{i}"))
-                .spawn(move || serve(&shared, familiar_only));
+                .spawn(move || serve(&shared, familiar_only, threads > 1 && !familiar_only));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a hashing thread");
             }
@@ -192,7 +210,10 @@ impl Drop for HashPool {
 
 /// One hashing thread: takes familiar jobs first, then (unless kept for the familiar
 /// lane) the others', each when the memory budget allows.
-fn serve(shared: &Shared, familiar_only: bool) {
+fn serve(shared: &Shared, familiar_only: bool, lower_priority: bool) {
+    if lower_priority {
+        yield_cpu();
+    }
     loop {
         let entry = {
             let Ok(mut q) = shared.queues.lock() else {
@@ -432,5 +453,30 @@ mod tests {
             out.push(h.await.unwrap());
         }
         out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn threads_that_hash_for_others_run_at_a_lower_priority() {
+        let ours = rustix::process::getpriority_process(None).unwrap();
+        let pool = HashPool::new(2, SHARE);
+        // The kept thread is never given an others' job; the other one always is.
+        let theirs = pool
+            .run(Lane::Others, SHARE, || {
+                rustix::process::getpriority_process(None).unwrap()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(theirs, (ours + OTHERS_NICE).min(19));
+        // A lone thread serves everyone at the normal priority.
+        let single = HashPool::new(1, SHARE);
+        let alone = single
+            .run(Lane::Others, SHARE, || {
+                rustix::process::getpriority_process(None).unwrap()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(alone, ours);
     }
 }
