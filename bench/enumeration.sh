@@ -112,5 +112,5 @@ PID=$(pgrep -f "$DIR/poplar.toml serve" | head -1)
 WEB_OUT=$REPO/bench/results/enumeration-web-$(date -u +%Y%m%d-%H%M).json
 python3 "$REPO/bench/web_enumeration.py" --port "$WEB_PORT" --count "$COUNT" \
   --concurrency "$CONCURRENCY" --argon2-user alice --legacy-user old --throttled-user thr \
-  --json "$WEB_OUT"
+  --audit "$DIR/data/audit.log" --json "$WEB_OUT"
 echo "result: $WEB_OUT"

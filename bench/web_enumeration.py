@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--argon2-user", default="alice")
     ap.add_argument("--legacy-user", default="old")
     ap.add_argument("--throttled-user", default="thr")
+    ap.add_argument("--audit", help="the server's audit log: private reasons per case")
     ap.add_argument("--json")
     a = ap.parse_args()
 
@@ -105,6 +106,21 @@ def main() -> None:
         summary[name] = row
         print(f"{name:<14} {str(statuses):<12} {row['p50_ms']:>9.2f} {row['p90_ms']:>9.2f} "
               f"{row['p99_ms']:>9.2f}")
+    if a.audit:
+        time.sleep(0.5)
+        case_of = {a.argon2_user: "argon2-user", a.legacy_user: "legacy-user",
+                   a.throttled_user: "throttled"}
+        reasons: dict[str, dict[str, int]] = {name: {} for name in cases}
+        with open(a.audit) as f:
+            for line in f:
+                r = json.loads(line)
+                if r.get("event") != "web_auth" or r.get("result") != "failure":
+                    continue
+                name = case_of.get(r.get("user"), "unknown-user")
+                reasons[name][r.get("reason")] = reasons[name].get(r.get("reason"), 0) + 1
+        for name, counts in reasons.items():
+            summary[name]["audit_reasons"] = counts
+            print(f"{name:<14} private reasons: {counts}")
     p50s = [r["p50_ms"] for r in summary.values()]
     spread = max(p50s) - min(p50s)
     print(f"p50 spread: {spread:.2f} ms (target: within 5 ms)")
