@@ -19,7 +19,10 @@ pub struct Sockets {
 
 impl Sockets {
     /// Binds every configured socket. Needs no runtime, so it runs before any thread
-    /// exists. std sets SO_REUSEADDR and the same backlog (128) as tokio's own `bind`.
+    /// exists. Each gets SO_REUSEADDR and a backlog of 1,024 (tokio's own `bind`); an
+    /// IPv6 one also IPV6_V6ONLY, so that `0.0.0.0:110` and `[::]:110` can be listed
+    /// side by side (Linux would otherwise let the IPv6 socket take IPv4 too, and the
+    /// second bind fail with "address already in use").
     pub fn bind(config: &Config) -> anyhow::Result<Self> {
         let pop3 = config.listen.pop3.iter().map(|a| (ListenerKind::Pop3, *a));
         let pop3s = config
@@ -68,7 +71,7 @@ pub(crate) struct TokioSockets {
 
 /// Binds one non-blocking listening socket; `what` names it in the error.
 fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+    let listener = listen(addr).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
             " (ports below 1024 need root, which then drops to [process] user, or CAP_NET_BIND_SERVICE)"
         } else {
@@ -81,6 +84,20 @@ fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<std::net::TcpL
         .set_nonblocking(true)
         .context("making a listening socket non-blocking")?;
     Ok(listener)
+}
+
+/// A listening TCP socket on `addr`: SO_REUSEADDR (a restart does not wait for old
+/// connections in TIME_WAIT), IPV6_V6ONLY for an IPv6 address, backlog 1,024.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 #[cfg(test)]
@@ -153,5 +170,22 @@ mod tests {
         };
         let err = format!("{:#}", Sockets::bind(&config).err().unwrap());
         assert!(err.starts_with("binding metrics on 127.0.0.1:"), "{err}");
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_wildcards_share_a_port() {
+        // The dual-stack example: `0.0.0.0:P` and `[::]:P` side by side.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let v4 = bind(format!("0.0.0.0:{port}").parse().unwrap(), "pop3").unwrap();
+        let v6 = bind(format!("[::]:{port}").parse().unwrap(), "pop3").unwrap();
+        assert_eq!(v4.local_addr().unwrap().port(), port);
+        assert_eq!(v6.local_addr().unwrap().port(), port);
+        // Each answers its own family.
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::net::TcpStream::connect(("::1", port)).unwrap();
     }
 }
