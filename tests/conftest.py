@@ -530,7 +530,7 @@ class Server:
         self.passwords[name] = password
 
     # -- process
-    def start(self, *extra_args: str):
+    def start(self, *extra_args: str, env: dict | None = None):
         require_binary()
         self.stopped = False
         self.pop3_ports, self.pop3s_ports, self.stdout_lines = [], [], []
@@ -543,7 +543,7 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr_file,
-            env={**os.environ, "RUST_BACKTRACE": "1"},
+            env={**os.environ, "RUST_BACKTRACE": "1", **(env or {})},
         )
         t = threading.Thread(target=self._pump_stdout, args=(self.proc, self._stdout_q), daemon=True)
         t.start()

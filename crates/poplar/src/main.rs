@@ -8,6 +8,7 @@ mod audit_report;
 mod demo;
 mod import;
 mod lockout;
+mod logging;
 mod mfa;
 mod passwords;
 mod sessions;
@@ -135,14 +136,26 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(run(cli.command, config, sockets))
 }
 
+/// Logs to standard error: colours only on a terminal; under systemd (journald reads
+/// standard error) each line starts with its syslog priority (`<3>` error .. `<7>`
+/// debug, sd-daemon(3)), so `journalctl -p err` filters them, and without a timestamp
+/// (the journal has its own). `POPLAR_LOG_FORMAT=json` gives JSON lines instead.
 fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("POPLAR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("POPLAR_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
+    } else if logging::stderr_is_the_journal() {
+        builder
+            .event_format(logging::Priority(
+                tracing_subscriber::fmt::format().without_time(),
+            ))
+            .init();
     } else {
         builder.init();
     }

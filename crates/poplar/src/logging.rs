@@ -1,0 +1,77 @@
+//! Log lines for systemd's journal: each prefixed with its syslog priority, as
+//! sd-daemon(3) describes for programs whose standard error journald reads.
+
+use std::fmt;
+use std::os::unix::fs::MetadataExt as _;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Whether standard error is the stream systemd connected to the journal: its device
+/// and inode are those `JOURNAL_STREAM` names (a child whose standard error was
+/// redirected elsewhere inherits the variable, so its presence alone says nothing).
+pub fn stderr_is_the_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream == journal_stream(meta.dev(), meta.ino())
+}
+
+/// `JOURNAL_STREAM`'s form: device and inode, in decimal.
+fn journal_stream(dev: u64, ino: u64) -> String {
+    format!("{dev}:{ino}")
+}
+
+/// The sd-daemon(3) prefix for a level: `<3>` error, `<4>` warning, `<6>` info,
+/// `<7>` debug and trace.
+fn prefix(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "<3>",
+        Level::WARN => "<4>",
+        Level::INFO => "<6>",
+        Level::DEBUG | Level::TRACE => "<7>",
+    }
+}
+
+/// Wraps an event format, writing the priority prefix first.
+pub struct Priority<F>(pub F);
+
+impl<S, N, F> FormatEvent<S, N> for Priority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        writer.write_str(prefix(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_follow_sd_daemon() {
+        assert_eq!(prefix(&Level::ERROR), "<3>");
+        assert_eq!(prefix(&Level::WARN), "<4>");
+        assert_eq!(prefix(&Level::INFO), "<6>");
+        assert_eq!(prefix(&Level::DEBUG), "<7>");
+    }
+
+    #[test]
+    fn the_stream_is_device_and_inode() {
+        assert_eq!(journal_stream(8, 12345), "8:12345");
+    }
+}
