@@ -291,6 +291,45 @@ def test_message_renamed_by_other_program_mid_session(server):
     assert srv.find_message_file(base) is not None
 
 
+@pytest.mark.parametrize("layout", ["two_bases", "one_base_new_and_cur"])
+@pytest.mark.parametrize("removed", [0, 1])
+def test_vanished_twin_never_takes_the_other_with_it(server, layout, removed):
+    """Two files with one unique part (a message delivered twice, or copied): the client
+    deletes one, another program removes that file before QUIT. QUIT still answers +OK
+    (the message is gone) and the twin, another message of the listing, survives: the
+    deletion never falls back on a file that merely shares the unique part, nor on one
+    that is itself listed."""
+    srv = server()
+    unique = "1700000100.M7P7.twin"
+    bodies = [b"Subject: twin one\n\nfirst copy\n", b"Subject: twin two\n\nthe second, longer copy\n"]
+    if layout == "two_bases":
+        # Dovecot-style names: the ,S= field differs, so do the base names.
+        files = [("cur", f"{unique},S={len(bodies[0])}", ":2,"), ("new", f"{unique},S={len(bodies[1])}", None)]
+    else:
+        # The same base name in new/ and cur/ (a copy, not a rename: two inodes).
+        files = [("cur", unique, ":2,S"), ("new", unique, None)]
+    for (where, name, info), body in zip(files, bodies):
+        srv.deliver(body, name=name, where=where, info=info)
+    keep = srv.deliver(b"Subject: keep\n\nkept\n")
+    md = srv.maildir()
+    paths = [md / where / (name + (info or "")) for where, name, info in files]
+    with srv.session() as c:
+        assert c.stat()[0] == 3
+        by_body = {c.retr(n): n for n in (1, 2, 3)}
+        n = by_body[crlf(bodies[removed])]
+        c.ok(f"DELE {n}")
+        paths[removed].unlink()
+        assert c.quit().startswith("+OK"), "a message already gone counts as deleted"
+    assert paths[1 - removed].exists(), "the twin that was not deleted is gone"
+    assert srv.find_message_file(keep) is not None
+    with srv.session() as c:
+        assert c.stat()[0] == 2
+        assert sorted(c.retr(n) for n in (1, 2)) == sorted(
+            [crlf(bodies[1 - removed]), crlf(b"Subject: keep\n\nkept\n")]
+        )
+        c.quit()
+
+
 def _boundary_messages():
     """Messages whose interesting bytes fall on and around 4/8/16/32/64 KiB boundaries
     (where a streaming encoder switches buffers)."""

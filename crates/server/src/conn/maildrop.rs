@@ -260,11 +260,17 @@ impl Connection {
             let pick = |indexes: &[usize]| -> Vec<&MessageEntry> {
                 indexes.iter().map(|&i| &maildrop.entries[i]).collect()
             };
-            let deleted = maildrop.maildir.delete(&pick(&delete));
+            // A message moved away meanwhile is followed only to its own file, never
+            // to another message of the listing; not found, it is gone (deleted).
+            let deleted = maildrop
+                .maildir
+                .delete(&maildrop.entries, &pick(&delete));
             if !retrieved.is_empty() {
-                let marked = maildrop
-                    .maildir
-                    .mark_retrieved(&pick(&retrieved), SystemTime::now());
+                let marked = maildrop.maildir.mark_retrieved(
+                    &maildrop.entries,
+                    &pick(&retrieved),
+                    SystemTime::now(),
+                );
                 if let Err(e) = marked {
                     tracing::warn!(%peer, user = ?marked_user, failed = e.failed.len(), error = %e.first_error, "marking retrieved messages failed; they will not expire");
                 }
