@@ -3,7 +3,8 @@
 //!
 //! With a retention (`store.expire_days`, RFC 2449 section 6.7 EXPIRE), UPDATE also
 //! marks the messages RETR sent (flag `S`, retrieval time recorded), and sign-in first
-//! deletes the marked messages whose time is up, so the client never sees them.
+//! deletes the marked messages whose time is up, so the client never sees them. A
+//! read-only session (a read-only app password) does neither: it changes no message.
 
 use std::time::SystemTime;
 
@@ -19,7 +20,14 @@ impl Connection {
         let Some(path) = self.maildir_path.clone() else {
             return Err(OpenFailure::Unavailable);
         };
-        let retention = self.shared.config.store.retention();
+        // A read-only session leaves the maildrop as it was (README, app passwords):
+        // no expiry at sign-in either, as UPDATE marks and deletes nothing for it.
+        let retention = self
+            .shared
+            .config
+            .store
+            .retention()
+            .filter(|_| !self.session.is_read_only());
         let (peer, user) = (self.peer, self.user.clone());
         // Across nodes first: a shared directory means a shared Maildir tree.
         let lease = if matches!(
