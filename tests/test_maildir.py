@@ -330,6 +330,35 @@ def test_vanished_twin_never_takes_the_other_with_it(server, layout, removed):
         c.quit()
 
 
+def test_implausible_sizes_in_names_are_not_believed(server):
+    """Dovecot-style names whose ,S=/,W= sizes are beyond any real message (u64::MAX,
+    two values that sum past 2^64, a huge W alone): the server stats and counts those
+    files, so STAT, LIST and RETR agree on the real sizes (and nothing overflows: a debug
+    build would panic), pipelined RETRs included."""
+    srv = server()
+    top, half = 2**64 - 1, 2**63
+    bodies = [b"Subject: max\n\nu64 max\n", b"Subject: half\n\nhalf of 2^64\n",
+              b"Subject: half again\n\nthe sum overflows\n", b"Subject: wide\n\nhuge W alone\n",
+              b"Subject: over\n\njust over 4 GiB\n"]
+    fields = [f"S={top},W={top}", f"S={half},W={half}", f"S={half},W={top}",
+              f"S={len(bodies[3])},W={top}", f"S={2**32 + 1},W={2**32 + 1}"]
+    for i, (body, f) in enumerate(zip(bodies, fields)):
+        where, info = ("cur", ":2,S") if i % 2 else ("new", None)
+        srv.deliver(body, name=f"{1700000300 + i}.M{i}P1.huge,{f}", where=where, info=info)
+    sizes = {n: len(crlf(b)) for n, b in enumerate(bodies, 1)}
+    for _ in range(2):
+        with srv.session() as c:
+            assert c.stat() == (len(bodies), sum(sizes.values()))
+            assert c.list() == sizes
+            for n, size in sizes.items():
+                assert c.ok(f"LIST {n}") == f"+OK {n} {size}"
+            c.send("".join(f"RETR {n}\r\n" for n in sizes))
+            for n, body in enumerate(bodies, 1):
+                assert c.readline() == f"+OK {sizes[n]} octets"
+                assert c.read_body() == crlf(body)
+            c.quit()
+
+
 def _boundary_messages():
     """Messages whose interesting bytes fall on and around 4/8/16/32/64 KiB boundaries
     (where a streaming encoder switches buffers)."""

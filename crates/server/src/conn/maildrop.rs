@@ -328,7 +328,7 @@ fn ahead(entries: &[MessageEntry], index: usize) -> Vec<(usize, MessageEntry)> {
     let mut wanted = vec![(index, entries[index].clone())];
     let mut bytes = entries[index].size;
     for (i, e) in entries.iter().enumerate().skip(index + 1) {
-        bytes += e.size;
+        bytes = bytes.saturating_add(e.size);
         if e.size > READ_WHOLE || bytes > READ_AHEAD_BYTES || wanted.len() >= READ_AHEAD_MESSAGES {
             break;
         }
@@ -509,6 +509,19 @@ mod tests {
                 return wire;
             }
         }
+    }
+
+    #[test]
+    fn read_ahead_bounds_survive_huge_sizes() {
+        let entry = |size| MessageEntry {
+            uidl: "u".into(),
+            size,
+            path: "/nonexistent".into(),
+        };
+        let entries = [entry(u64::MAX), entry(1), entry(1)];
+        assert_eq!(ahead(&entries, 0).len(), 1);
+        let entries = [entry(1), entry(u64::MAX - 1), entry(u64::MAX)];
+        assert_eq!(ahead(&entries, 0).len(), 1);
     }
 
     #[test]
