@@ -223,3 +223,46 @@ def test_expire_zero_deletes_retrieved_messages_at_quit(server):
     with srv.session() as c:
         assert c.uidl() == {1: b, 2: c_}
         c.quit()
+
+
+def test_read_only_app_password_expires_and_marks_nothing(server):
+    """A read-only app password leaves the maildrop as it was (README): no retention
+    either. Its sign-in does not expire retrieved messages whose time is up, and what it
+    retrieves is neither flagged nor recorded, with EXPIRE 0 not deleted at QUIT. The
+    account password then expires them, so the test can tell."""
+    for expire_days in (3, 0):
+        srv = server(store={"expire_days": expire_days})
+        a = srv.deliver(b"Subject: a\n\nretrieved long ago\n")
+        b = srv.deliver(b"Subject: b\n\nretrieved long ago too\n")
+        if expire_days:
+            with srv.session() as c:
+                c.retr(1)
+                c.retr(2)
+                c.quit()
+            age(srv, a, 10 * DAY)
+            age(srv, b, 10 * DAY)
+        fresh = srv.deliver(b"Subject: c\n\nnew\n")
+        r = srv.cli("app-password", "create", "alice", "--label", "backup", "--read-only", check=True)
+        scanner = r.stdout.decode().strip()
+        before, rec = names(srv), records(srv)
+        for _ in range(2):
+            with srv.session("alice", password=scanner) as c:
+                assert c.uidl() == {1: a, 2: b, 3: fresh}, f"EXPIRE {expire_days}"
+                for n in (1, 2, 3):
+                    c.retr(n)
+                assert c.ok("QUIT") == "+OK Poplar signing off (3 messages left)"
+                c.expect_eof()
+            assert names(srv) == before, "a read-only session renamed or deleted files"
+            assert records(srv) == rec, "a read-only session changed the retention record"
+        # The account password does expire them (EXPIRE 0: once it retrieves them).
+        with srv.session() as c:
+            if expire_days:
+                assert c.uidl() == {1: fresh}
+            else:
+                assert c.uidl() == {1: a, 2: b, 3: fresh}
+                c.retr(1)
+                c.retr(2)
+            c.quit()
+        with srv.session() as c:
+            assert c.uidl() == {1: fresh}
+            c.quit()

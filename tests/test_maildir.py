@@ -291,6 +291,74 @@ def test_message_renamed_by_other_program_mid_session(server):
     assert srv.find_message_file(base) is not None
 
 
+@pytest.mark.parametrize("layout", ["two_bases", "one_base_new_and_cur"])
+@pytest.mark.parametrize("removed", [0, 1])
+def test_vanished_twin_never_takes_the_other_with_it(server, layout, removed):
+    """Two files with one unique part (a message delivered twice, or copied): the client
+    deletes one, another program removes that file before QUIT. QUIT still answers +OK
+    (the message is gone) and the twin, another message of the listing, survives: the
+    deletion never falls back on a file that merely shares the unique part, nor on one
+    that is itself listed."""
+    srv = server()
+    unique = "1700000100.M7P7.twin"
+    bodies = [b"Subject: twin one\n\nfirst copy\n", b"Subject: twin two\n\nthe second, longer copy\n"]
+    if layout == "two_bases":
+        # Dovecot-style names: the ,S= field differs, so do the base names.
+        files = [("cur", f"{unique},S={len(bodies[0])}", ":2,"), ("new", f"{unique},S={len(bodies[1])}", None)]
+    else:
+        # The same base name in new/ and cur/ (a copy, not a rename: two inodes).
+        files = [("cur", unique, ":2,S"), ("new", unique, None)]
+    for (where, name, info), body in zip(files, bodies):
+        srv.deliver(body, name=name, where=where, info=info)
+    keep = srv.deliver(b"Subject: keep\n\nkept\n")
+    md = srv.maildir()
+    paths = [md / where / (name + (info or "")) for where, name, info in files]
+    with srv.session() as c:
+        assert c.stat()[0] == 3
+        by_body = {c.retr(n): n for n in (1, 2, 3)}
+        n = by_body[crlf(bodies[removed])]
+        c.ok(f"DELE {n}")
+        paths[removed].unlink()
+        assert c.quit().startswith("+OK"), "a message already gone counts as deleted"
+    assert paths[1 - removed].exists(), "the twin that was not deleted is gone"
+    assert srv.find_message_file(keep) is not None
+    with srv.session() as c:
+        assert c.stat()[0] == 2
+        assert sorted(c.retr(n) for n in (1, 2)) == sorted(
+            [crlf(bodies[1 - removed]), crlf(b"Subject: keep\n\nkept\n")]
+        )
+        c.quit()
+
+
+def test_implausible_sizes_in_names_are_not_believed(server):
+    """Dovecot-style names whose ,S=/,W= sizes are beyond any real message (u64::MAX,
+    two values that sum past 2^64, a huge W alone): the server stats and counts those
+    files, so STAT, LIST and RETR agree on the real sizes (and nothing overflows: a debug
+    build would panic), pipelined RETRs included."""
+    srv = server()
+    top, half = 2**64 - 1, 2**63
+    bodies = [b"Subject: max\n\nu64 max\n", b"Subject: half\n\nhalf of 2^64\n",
+              b"Subject: half again\n\nthe sum overflows\n", b"Subject: wide\n\nhuge W alone\n",
+              b"Subject: over\n\njust over 4 GiB\n"]
+    fields = [f"S={top},W={top}", f"S={half},W={half}", f"S={half},W={top}",
+              f"S={len(bodies[3])},W={top}", f"S={2**32 + 1},W={2**32 + 1}"]
+    for i, (body, f) in enumerate(zip(bodies, fields)):
+        where, info = ("cur", ":2,S") if i % 2 else ("new", None)
+        srv.deliver(body, name=f"{1700000300 + i}.M{i}P1.huge,{f}", where=where, info=info)
+    sizes = {n: len(crlf(b)) for n, b in enumerate(bodies, 1)}
+    for _ in range(2):
+        with srv.session() as c:
+            assert c.stat() == (len(bodies), sum(sizes.values()))
+            assert c.list() == sizes
+            for n, size in sizes.items():
+                assert c.ok(f"LIST {n}") == f"+OK {n} {size}"
+            c.send("".join(f"RETR {n}\r\n" for n in sizes))
+            for n, body in enumerate(bodies, 1):
+                assert c.readline() == f"+OK {sizes[n]} octets"
+                assert c.read_body() == crlf(body)
+            c.quit()
+
+
 def _boundary_messages():
     """Messages whose interesting bytes fall on and around 4/8/16/32/64 KiB boundaries
     (where a streaming encoder switches buffers)."""

@@ -48,10 +48,12 @@ impl SizeIndex {
         }
     }
 
-    /// The cached size of `unique` if the file still has length `len`.
+    /// The cached size of `unique` if the file still has length `len` and the size is
+    /// one a file of that length can have (every octet an LF, plus the final CRLF).
     pub(crate) fn get(&mut self, unique: &str, len: u64) -> Option<u64> {
         let (l, size) = *self.known.get(unique)?;
-        (l == len).then(|| {
+        let possible = size <= len.saturating_mul(2).saturating_add(2);
+        (l == len && possible).then(|| {
             self.used.insert(unique.to_owned(), (len, size));
             size
         })

@@ -66,7 +66,8 @@ impl MessageEntry {
     /// The unique part of the file name: the base name before the first `:` (the
     /// `:2,FLAGS` info) without Dovecot-style `,KEY=VALUE` fields (`,S=`, `,W=`).
     /// Example: `1700000000.M1P2.host,S=1234,W=1260:2,S` -> `1700000000.M1P2.host`.
-    /// Renames by other programs keep it; it is what finds a renamed message again.
+    /// Renames by other programs keep it, and the whole base name (the name before
+    /// `:`), which is what finds a renamed message again.
     pub fn unique(&self) -> String {
         let name = self.path.file_name().unwrap_or_default().to_string_lossy();
         name::parse_name(&name).unique

@@ -10,8 +10,10 @@
 //! clock tick as the scan cannot hide behind an unchanged time. Unreadable, stale or
 //! malformed in any line, it is ignored as a whole; it is only a cache.
 //!
-//! Format (version 2): a header line `poplar-listing v2 <new/ mtime ns> <cur/ mtime ns>
+//! Format (version 3): a header line `poplar-listing v3 <new/ mtime ns> <cur/ mtime ns>
 //! <override stamp> <number of messages>`, then one line per message, `<size>\t<uidl>\t<new|cur>/<file name>`.
+//! Version 2 files are ignored: they may hold a size believed from an implausible
+//! `,S=`/`,W=` name (see `scan::MAX_UNCHECKED_SIZE`).
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -85,7 +87,7 @@ impl Source {
 
     fn header(&self) -> String {
         format!(
-            "poplar-listing v2 {} {} {}",
+            "poplar-listing v3 {} {} {}",
             self.times.0[0], self.times.0[1], self.overrides
         )
     }

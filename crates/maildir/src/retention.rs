@@ -29,7 +29,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::locate::UniqueIndex;
+use crate::locate::Renames;
 use crate::name::{SEEN, has_flag, parse_name, with_flag};
 use crate::{Maildir, MessageEntry, StoreError};
 
@@ -51,14 +51,17 @@ pub struct MarkError {
 }
 
 impl Maildir {
-    /// Marks messages retrieved in a session that reached UPDATE: flags each `S` (see
-    /// the module documentation) and records `now` for those not recorded yet, so the
-    /// first retrieval starts the retention period. A message that is gone, or whose
-    /// name has an info other than `:2,`, is left alone and not recorded.
+    /// Marks messages of `listing` (the scan the session works on) retrieved in a
+    /// session that reached UPDATE: flags each `S` (see the module documentation) and
+    /// records `now` for those not recorded yet, so the first retrieval starts the
+    /// retention period. A message renamed since the scan is followed as
+    /// [`Maildir::delete`] follows it, never to another message. A message that is
+    /// gone, or whose name has an info other than `:2,`, is left alone and not recorded.
     ///
     /// Call it under the maildrop lock. A rename never replaces another file.
     pub fn mark_retrieved(
         &self,
+        listing: &[MessageEntry],
         entries: &[&MessageEntry],
         now: SystemTime,
     ) -> Result<(), MarkError> {
@@ -69,9 +72,10 @@ impl Maildir {
         let mut records = load(&self.root).map_err(all_failed)?;
         let now = unix_secs(now);
         let (mut failed, mut first_error) = (Vec::new(), None);
-        let (mut index, mut touched, mut recorded) = (None, BTreeSet::new(), Vec::new());
+        let (mut renames, mut touched, mut recorded) =
+            (Renames::new(listing), BTreeSet::new(), Vec::new());
         for (i, entry) in entries.iter().enumerate() {
-            match self.flag_seen(&mut index, entry, &mut touched) {
+            match self.flag_seen(&mut renames, entry, &mut touched) {
                 Ok(Some(base)) => {
                     if let Entry::Vacant(slot) = records.entry(base) {
                         slot.insert(now);
@@ -146,7 +150,7 @@ impl Maildir {
             }
         }
         let targets: Vec<&MessageEntry> = expired.iter().map(|(e, _, _)| *e).collect();
-        let deleted = self.delete(&targets);
+        let deleted = self.delete(listing, &targets);
         let mut count = expired.len();
         if let Err(e) = &deleted {
             count -= e.failed.len();
@@ -169,11 +173,11 @@ impl Maildir {
     /// name cannot be flagged.
     fn flag_seen(
         &self,
-        index: &mut Option<UniqueIndex>,
+        renames: &mut Renames<'_>,
         entry: &MessageEntry,
         touched: &mut BTreeSet<std::path::PathBuf>,
     ) -> io::Result<Option<String>> {
-        let Some(path) = self.current_path(index, entry)? else {
+        let Some(path) = self.current_path(renames, entry)? else {
             return Ok(None);
         };
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {

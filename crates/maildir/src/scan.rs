@@ -8,8 +8,11 @@
 //! order.
 //!
 //! A name that carries its delivery time and Dovecot's `,S=`/`,W=` sizes (a plausible
-//! pair: `S <= W <= 2 S`) is listed without a `stat`, as Dovecot does; for every other
-//! file the size is taken from the size cache or counted, against the file's length.
+//! pair: `S <= W <= 2 S`, with `W` at most [`MAX_UNCHECKED_SIZE`]) is listed without a
+//! `stat`, as Dovecot does; for every other file the size is taken from the name if its
+//! `S` is the file's length, else from the size cache or counted, against the file's
+//! length. So every size in a listing is either at most [`MAX_UNCHECKED_SIZE`] or
+//! bounded by the length of a real file (at most twice it, plus the final CRLF).
 
 use std::collections::HashSet;
 use std::fs::{self, File, Metadata, OpenOptions};
@@ -96,6 +99,14 @@ pub(crate) fn open_regular(path: &Path, expected: &Metadata) -> io::Result<File>
         ))
     }
 }
+
+/// The largest `,W=` size a name is believed for without a `stat`: 4 GiB. No mail
+/// system comes near it (Postfix's default `message_size_limit` is 10 MB, common limits
+/// are 25 to 150 MB), and `u64` totals of such sizes cannot overflow short of 2^32
+/// messages. A name claiming more (`,S=18446744073709551615`) is stat'ed: its `W` is
+/// used only if its `S` is the file's real length (so `W` is at most twice a real
+/// length), else the file is counted. A real message over 4 GiB costs one `stat`.
+pub(crate) const MAX_UNCHECKED_SIZE: u64 = 1 << 32;
 
 /// One message file found by a scan, before UIDLs are assigned.
 struct Found {
@@ -207,7 +218,7 @@ impl Maildir {
                     _ => None,
                 };
                 let (time, size) = match (delivery_time(&unique), named_size) {
-                    (Some(time), Some((_, w))) => (time, w),
+                    (Some(time), Some((_, w))) if w <= MAX_UNCHECKED_SIZE => (time, w),
                     (time, named) => {
                         // Through the directory's handle: no path lookup from the root.
                         let meta = match entry.metadata() {
@@ -382,6 +393,51 @@ mod tests {
     }
 
     #[test]
+    fn implausible_sizes_in_names_are_not_believed() {
+        let (_dir, md) = maildir();
+        let max = u64::MAX;
+        let half = 1u64 << 63;
+        let over = MAX_UNCHECKED_SIZE + 1;
+        put(&md, &format!("cur/1.a.host,S={max},W={max}:2,"), b"a\n", 1);
+        // Two large values that sum past u64.
+        put(
+            &md,
+            &format!("cur/2.b.host,S={half},W={half}:2,S"),
+            b"bb\n",
+            2,
+        );
+        put(&md, &format!("new/3.c.host,S={half},W={max}"), b"ccc\n", 3);
+        // A huge W alone (and one that does not even parse).
+        put(&md, &format!("new/4.d.host,S=2,W={max}"), b"d\n", 4);
+        put(&md, "new/5.e.host,S=2,W=18446744073709551616", b"e\n", 5);
+        // Just over the bound: stat'ed and counted.
+        put(&md, &format!("new/6.f.host,S={over},W={over}"), b"f\n", 6);
+        // At the bound: believed without a stat, as documented.
+        let at = MAX_UNCHECKED_SIZE;
+        put(&md, &format!("new/7.g.host,S={at},W={at}"), b"g\n", 7);
+        let list = md.scan().expect("scan");
+        let sizes: Vec<_> = list.iter().map(|e| e.size).collect();
+        assert_eq!(sizes, [3, 4, 5, 3, 3, 3, MAX_UNCHECKED_SIZE]);
+        // A name over the bound whose S is the real length is still believed, after
+        // the stat (a sparse file: nothing is read or written).
+        let big = put(
+            &md,
+            &format!("new/8.h.host,S={over},W={}", over + 7),
+            b"",
+            8,
+        );
+        File::options()
+            .write(true)
+            .open(&big)
+            .and_then(|f| f.set_len(over))
+            .expect("sparse file");
+        let list = md.scan().expect("scan");
+        assert_eq!(list[7].size, over + 7);
+        let total = list.iter().try_fold(0u64, |t, e| t.checked_add(e.size));
+        assert_eq!(total, Some(21 + MAX_UNCHECKED_SIZE + over + 7));
+    }
+
+    #[test]
     fn uidl_survives_flag_rename_and_move_to_cur() {
         let (_dir, md) = maildir();
         let old = put(&md, "new/300.x.host,S=2", b"x\n", 300);
@@ -447,6 +503,14 @@ mod index_tests {
         // ...one with the right length is (the cache is what saves the reads).
         assert_eq!(second[1].size, 5);
         assert_eq!(first[1].size, 5);
+        // Nor is a size no file of that length can have.
+        std::fs::write(
+            md.root().join(SIZE_INDEX),
+            "1.a.host\t4\t11\n2.b.host\t4\t18446744073709551615\n",
+        )
+        .unwrap();
+        let third = md.scan().expect("scan");
+        assert_eq!((third[0].size, third[1].size), (6, 5));
         // Entries of deleted messages are dropped on the next scan.
         std::fs::remove_file(md.root().join("new/2.b.host")).unwrap();
         md.scan().expect("scan");
@@ -624,7 +688,7 @@ mod order_and_cache_tests {
         let first = md.scan().expect("scan");
         let cache = md.root().join(LISTING_CACHE);
         let text = std::fs::read_to_string(&cache).expect("cache written");
-        assert!(text.starts_with("poplar-listing v2 "), "{text}");
+        assert!(text.starts_with("poplar-listing v3 "), "{text}");
         // The repeated unique part's hashed UIDL is stored as it is.
         assert!(text.contains(&first[1].uidl), "{text}");
         assert!(text.contains("\n3\t7.o.host\tcur/7.o.host:2,\n"), "{text}");
@@ -645,5 +709,16 @@ mod order_and_cache_tests {
         );
         std::fs::write(&cache, text.replace("\tlegacy-7\t", "\tlegacy 7\t")).unwrap();
         assert_eq!(md.scan().expect("scan")[2].uidl, "legacy-7");
+        // A version 2 cache (which may hold a size believed from an implausible name)
+        // is ignored.
+        age_dirs(md.root());
+        md.scan().expect("scan");
+        let text = std::fs::read_to_string(&cache).expect("cache");
+        let old = text
+            .replacen("poplar-listing v3 ", "poplar-listing v2 ", 1)
+            .replace("\n3\t7.o.host\t", "\n18446744073709551615\t7.o.host\t");
+        assert_ne!(old, text);
+        std::fs::write(&cache, old).unwrap();
+        assert_eq!(md.scan().expect("scan")[2].size, 3);
     }
 }

@@ -37,7 +37,7 @@ fn marking_flags_seen_keeps_uidls_and_records_the_first_retrieval() {
     put(&md, "new/4.d.host", b"d\n", 103);
     let before = md.scan().expect("scan");
     let targets: Vec<&MessageEntry> = before[..3].iter().collect();
-    md.mark_retrieved(&targets, at(T0)).expect("mark");
+    md.mark_retrieved(&before, &targets, at(T0)).expect("mark");
     assert_eq!(
         names(&md),
         [
@@ -65,7 +65,7 @@ fn marking_flags_seen_keeps_uidls_and_records_the_first_retrieval() {
     assert_eq!(r["3.c.host"], T0);
     // Retrieved again later: the first retrieval still counts.
     let again = md.scan().expect("scan");
-    md.mark_retrieved(&[&again[0]], at(T0 + DAY))
+    md.mark_retrieved(&again, &[&again[0]], at(T0 + DAY))
         .expect("mark again");
     assert_eq!(records(&md)["1.a.host,S=2"], T0);
 }
@@ -80,7 +80,7 @@ fn marking_follows_renamed_files_and_skips_gone_ones() {
     // Another program moves one to cur/ with a flag, and deletes another.
     fs::rename(&a, md.root().join("cur/1.a.host:2,T")).expect("rename");
     fs::remove_file(&b).expect("rm");
-    md.mark_retrieved(&list.iter().collect::<Vec<_>>(), at(T0))
+    md.mark_retrieved(&list, &list.iter().collect::<Vec<_>>(), at(T0))
         .expect("mark");
     assert_eq!(names(&md), ["cur/1.a.host:2,ST", "cur/3.c.host:1,odd"]);
     assert_eq!(records(&md).keys().collect::<Vec<_>>(), ["1.a.host"]);
@@ -93,7 +93,9 @@ fn marking_never_replaces_another_file() {
     let list = md.scan().expect("scan");
     // A (broken) duplicate already holds the flagged name.
     put(&md, "cur/1.a.host:2,S", b"other\n", 100);
-    let err = md.mark_retrieved(&[&list[0]], at(T0)).expect_err("clash");
+    let err = md
+        .mark_retrieved(&list, &[&list[0]], at(T0))
+        .expect_err("clash");
     assert_eq!(err.failed, [0]);
     assert_eq!(
         fs::read(md.root().join("cur/1.a.host:2,S")).unwrap(),
@@ -113,10 +115,10 @@ fn expiry_deletes_only_retrieved_seen_messages_old_enough() {
     put(&md, "cur/4.imap.host:2,S", b"4\n", 103);
     put(&md, "new/5.unread.host", b"5\n", 104);
     let list = md.scan().expect("scan");
-    md.mark_retrieved(&[&list[0], &list[4]], at(T0))
+    md.mark_retrieved(&list, &[&list[0], &list[4]], at(T0))
         .expect("mark");
     let list = md.scan().expect("scan");
-    md.mark_retrieved(&[&list[1]], at(T0 + 2 * DAY))
+    md.mark_retrieved(&list, &[&list[1]], at(T0 + 2 * DAY))
         .expect("mark");
     // Someone marked 5 unread again.
     fs::rename(
@@ -162,8 +164,8 @@ fn zero_days_expire_at_once_and_future_times_wait() {
     put(&md, "new/1.a.host", b"a\n", 100);
     put(&md, "new/2.b.host", b"b\n", 101);
     let list = md.scan().expect("scan");
-    md.mark_retrieved(&[&list[0]], at(T0)).expect("mark");
-    md.mark_retrieved(&[&list[1]], at(T0 + 10 * DAY))
+    md.mark_retrieved(&list, &[&list[0]], at(T0)).expect("mark");
+    md.mark_retrieved(&list, &[&list[1]], at(T0 + 10 * DAY))
         .expect("mark");
     let list = md.scan().expect("scan");
     // The clock went back: a retrieval "in the future" is not old yet...
@@ -211,7 +213,7 @@ fn the_listing_cache_follows_flagging_and_expiry() {
     age_dirs(md.root());
     let list = md.scan().expect("scan");
     assert!(md.root().join(LISTING_CACHE).exists());
-    md.mark_retrieved(&[&list[0]], at(T0)).expect("mark");
+    md.mark_retrieved(&list, &[&list[0]], at(T0)).expect("mark");
     // The cached listing named new/1.a.host; the rename changed both directories.
     let list = md.scan().expect("scan");
     assert_eq!(list[0].path, md.root().join("cur/1.a.host:2,S"));

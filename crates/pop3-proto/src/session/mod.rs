@@ -259,6 +259,13 @@ impl Session {
         self.read_only = true;
     }
 
+    /// Whether the session was signed in with a read-only credential
+    /// ([`Session::set_read_only`]): the store must then change nothing either, not
+    /// even expire messages under the retention at sign-in.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// Appends the greeting (with the APOP timestamp when APOP is enabled).
     pub fn greeting(&self, out: &mut Vec<u8>) {
         match &self.config.apop_timestamp {

@@ -75,3 +75,33 @@ fn expire_zero_deletes_what_retr_sent() {
     let mut s = retention_session(Some(0));
     assert!(say(&mut s, "CAPA").0.contains("\r\nEXPIRE 0\r\n"));
 }
+
+/// A read-only session (a read-only app password) changes nothing at UPDATE, whatever
+/// the retention: no deletion, not even with `EXPIRE 0`, and no retrieval marks.
+#[test]
+fn a_read_only_session_marks_and_deletes_nothing() {
+    for expire_days in [None, Some(0), Some(3)] {
+        let mut cfg = config(true);
+        cfg.capabilities.expire_days = expire_days;
+        let mut s = Session::new(cfg);
+        say(&mut s, "USER alice");
+        let (_, a) = say(&mut s, "PASS secret");
+        assert!(matches!(a, Action::Authenticate(_)));
+        s.set_read_only();
+        assert!(s.is_read_only());
+        let mut out = Vec::new();
+        s.auth_result(AuthOutcome::Accepted, &mut out);
+        let metas = vec![MessageMeta {
+            size: 3,
+            uidl: "a".into(),
+        }];
+        s.maildrop_opened(Ok(metas), &mut out);
+        fetch(&mut s, "RETR 1");
+        assert!(say(&mut s, "DELE 1").0.starts_with("-ERR"));
+        let (_, a) = say(&mut s, "QUIT");
+        let Action::Update { delete, retrieved } = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!((delete, retrieved), (vec![], vec![]), "{expire_days:?}");
+    }
+}

@@ -322,6 +322,20 @@ fn transaction_commands_and_errors() {
 }
 
 #[test]
+fn octet_totals_saturate_instead_of_overflowing() {
+    let mut s = signed_in(&[(u64::MAX, "a"), (u64::MAX, "b"), (5, "c")]);
+    assert_eq!(say(&mut s, "STAT").0, "+OK 3 18446744073709551615\r\n");
+    assert!(
+        say(&mut s, "LIST")
+            .0
+            .starts_with("+OK 3 messages (18446744073709551615 octets)\r\n")
+    );
+    say(&mut s, "DELE 1");
+    say(&mut s, "DELE 2");
+    assert_eq!(say(&mut s, "STAT").0, "+OK 1 5\r\n");
+}
+
+#[test]
 fn failed_update_reports_sys_temp() {
     let mut s = signed_in(&[(1, "a")]);
     say(&mut s, "DELE 1");

@@ -102,9 +102,13 @@ impl Maildrop {
             .filter(|(i, _)| !self.deleted[*i])
     }
 
+    /// Messages and octets not marked deleted (STAT, LIST). The octets saturate: sizes
+    /// come from the store, which should never report sums past `u64`, but a wrong
+    /// total is better than a panic.
     fn totals(&self) -> (usize, u64) {
-        self.live()
-            .fold((0, 0), |(n, octets), (_, m)| (n + 1, octets + m.size))
+        self.live().fold((0, 0), |(n, octets), (_, m)| {
+            (n + 1, octets.saturating_add(m.size))
+        })
     }
 
     pub(super) fn summary(&self) -> String {

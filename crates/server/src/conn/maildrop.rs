@@ -3,7 +3,8 @@
 //!
 //! With a retention (`store.expire_days`, RFC 2449 section 6.7 EXPIRE), UPDATE also
 //! marks the messages RETR sent (flag `S`, retrieval time recorded), and sign-in first
-//! deletes the marked messages whose time is up, so the client never sees them.
+//! deletes the marked messages whose time is up, so the client never sees them. A
+//! read-only session (a read-only app password) does neither: it changes no message.
 
 use std::time::SystemTime;
 
@@ -19,7 +20,14 @@ impl Connection {
         let Some(path) = self.maildir_path.clone() else {
             return Err(OpenFailure::Unavailable);
         };
-        let retention = self.shared.config.store.retention();
+        // A read-only session leaves the maildrop as it was (README, app passwords):
+        // no expiry at sign-in either, as UPDATE marks and deletes nothing for it.
+        let retention = self
+            .shared
+            .config
+            .store
+            .retention()
+            .filter(|_| !self.session.is_read_only());
         let (peer, user) = (self.peer, self.user.clone());
         // Across nodes first: a shared directory means a shared Maildir tree.
         let lease = if matches!(
@@ -260,11 +268,17 @@ impl Connection {
             let pick = |indexes: &[usize]| -> Vec<&MessageEntry> {
                 indexes.iter().map(|&i| &maildrop.entries[i]).collect()
             };
-            let deleted = maildrop.maildir.delete(&pick(&delete));
+            // A message moved away meanwhile is followed only to its own file, never
+            // to another message of the listing; not found, it is gone (deleted).
+            let deleted = maildrop
+                .maildir
+                .delete(&maildrop.entries, &pick(&delete));
             if !retrieved.is_empty() {
-                let marked = maildrop
-                    .maildir
-                    .mark_retrieved(&pick(&retrieved), SystemTime::now());
+                let marked = maildrop.maildir.mark_retrieved(
+                    &maildrop.entries,
+                    &pick(&retrieved),
+                    SystemTime::now(),
+                );
                 if let Err(e) = marked {
                     tracing::warn!(%peer, user = ?marked_user, failed = e.failed.len(), error = %e.first_error, "marking retrieved messages failed; they will not expire");
                 }
@@ -314,7 +328,7 @@ fn ahead(entries: &[MessageEntry], index: usize) -> Vec<(usize, MessageEntry)> {
     let mut wanted = vec![(index, entries[index].clone())];
     let mut bytes = entries[index].size;
     for (i, e) in entries.iter().enumerate().skip(index + 1) {
-        bytes += e.size;
+        bytes = bytes.saturating_add(e.size);
         if e.size > READ_WHOLE || bytes > READ_AHEAD_BYTES || wanted.len() >= READ_AHEAD_MESSAGES {
             break;
         }
@@ -495,6 +509,19 @@ mod tests {
                 return wire;
             }
         }
+    }
+
+    #[test]
+    fn read_ahead_bounds_survive_huge_sizes() {
+        let entry = |size| MessageEntry {
+            uidl: "u".into(),
+            size,
+            path: "/nonexistent".into(),
+        };
+        let entries = [entry(u64::MAX), entry(1), entry(1)];
+        assert_eq!(ahead(&entries, 0).len(), 1);
+        let entries = [entry(1), entry(u64::MAX - 1), entry(u64::MAX)];
+        assert_eq!(ahead(&entries, 0).len(), 1);
     }
 
     #[test]
