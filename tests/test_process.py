@@ -309,7 +309,8 @@ HARDENING = {
     "CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
     "AmbientCapabilities": "CAP_NET_BIND_SERVICE",
     "StateDirectory": "poplar",
-    "Type": "exec",
+    "Type": "notify",
+    "NotifyAccess": "main",
     "Restart": "on-failure",
     "ExecReload": "/bin/kill -HUP $MAINPID",
 }

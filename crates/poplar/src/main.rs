@@ -10,6 +10,7 @@ mod import;
 mod lockout;
 mod logging;
 mod mfa;
+mod notify;
 mod passwords;
 mod sessions;
 mod user;
@@ -302,15 +303,19 @@ async fn serve(config: Config, demo: bool, sockets: server::Sockets) -> anyhow::
         demo::print_instructions(&config, &addrs, server.web_addr(), &password);
     }
     println!("ready");
+    // Every listener is bound and the directory answered (the server opened it).
+    notify::notify("READY=1");
 
     // SIGHUP: the general reload hook (certificates today). Sessions stay open.
     let reloader = server.reloader();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
+            notify::reloading();
             let reloader = reloader.clone();
             // `reload` logs its outcome; a failure keeps the previous certificates.
             let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            notify::notify("READY=1");
         }
     });
 
@@ -322,6 +327,7 @@ async fn serve(config: Config, demo: bool, sockets: server::Sockets) -> anyhow::
             _ = int.recv() => {}
         }
         tracing::info!("shutting down");
+        notify::notify("STOPPING=1");
         signals.cancel();
     });
     server.run(shutdown).await
