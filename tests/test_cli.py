@@ -1,5 +1,6 @@
 """The `poplar` command line: config check, user management, serve start-up and shutdown."""
 
+import os
 import re
 import signal
 import subprocess
@@ -205,3 +206,63 @@ def test_serve_fails_on_missing_certificate(server):
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     assert p.returncode != 0
     assert b"ready" not in p.stdout
+
+
+def make_pair(folder, name: str = "mail"):
+    """A self-signed certificate and key from openssl, mode 0600 (root only)."""
+    import subprocess
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    os.chmod(cert, 0o644)
+    return cert, key
+
+
+def test_config_check_fails_on_a_key_it_cannot_read(server, tmp_path):
+    """What would stop a listener is an error (exit 1), not a warning (issue 20)."""
+    cert, key = make_pair(tmp_path)
+    srv = server(users={}, start=False, tls={"cert": str(cert), "key": str(key)})
+    p = srv.cli("config", "check")
+    assert p.returncode == 0, p.stderr
+    missing = tmp_path / "gone.key"
+    srv2 = server(users={}, start=False, tls={"cert": str(cert), "key": str(missing)})
+    p = srv2.cli("config", "check")
+    assert p.returncode == 1, p.stderr
+    assert b"error: tls.cert" in p.stderr and str(missing).encode() in p.stderr, p.stderr
+    garbage = tmp_path / "garbage.key"
+    garbage.write_text("not a key\n")
+    srv3 = server(users={}, start=False, tls={"cert": str(cert), "key": str(garbage)})
+    assert srv3.cli("config", "check").returncode == 1
+
+
+def test_config_check_as_the_service_user(server, tmp_path):
+    """A key only root can read passes a check run as root, and fails one run
+    `--as-user` the user the service runs as."""
+    if os.geteuid() != 0:
+        import pytest
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("needs root to change user")
+    import shutil
+    import tempfile
+    from pathlib import Path
+    # Under /tmp (pytest's own folders are root's only): only the key's mode matters.
+    folder = Path(tempfile.mkdtemp(prefix="poplar-tls-"))
+    os.chmod(folder, 0o755)
+    cert, key = make_pair(folder)
+    srv = server(users={}, start=False, tls={"cert": str(cert), "key": str(key)})
+    try:
+        check_as_service_user(srv, key)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_as_service_user(srv, key) -> None:
+    assert srv.cli("config", "check").returncode == 0
+    p = srv.cli("config", "check", "--as-user", "nobody")
+    assert p.returncode == 1, p.stderr
+    assert b"error: tls.cert" in p.stderr and b"Permission denied" in p.stderr, p.stderr
+    os.chmod(key, 0o644)
+    p = srv.cli("config", "check", "--as-user", "nobody")
+    assert p.returncode == 0, p.stderr

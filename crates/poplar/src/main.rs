@@ -99,8 +99,15 @@ enum DirectoryCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate the configuration, print the effective values and warn about insecure settings.
-    Check,
+    /// Validate the configuration, print the effective values and warn about insecure
+    /// settings; fail (exit 1) on anything that would stop the server or a listener,
+    /// such as a certificate or key that cannot be read.
+    Check {
+        /// Read the files as this user (the service's, say), to find what it cannot
+        /// read; needs root. Default: as the caller.
+        #[arg(long, value_name = "USER")]
+        as_user: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -125,7 +132,8 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { .. } => Some(server::Sockets::bind(&config)?),
         _ => None,
     };
-    // `config check` reads nothing but the file, so it keeps the caller's identity.
+    // `config check` reads the file and the certificates as the caller (or as
+    // `--as-user`), never the data folder.
     let touches_data = !matches!(cli.command, Command::Config(_));
     if touches_data && let Some(identity) = server::process::Identity::resolve(&config.process)? {
         identity.switch_to()?;
@@ -197,7 +205,18 @@ async fn run(
             audit_report::run(args, &config, open_directory(&config).await?).await
         }
         Command::Directory(DirectoryCommand::Copy { from, to }) => copy_directory(&from, &to).await,
-        Command::Config(ConfigCommand::Check) => {
+        Command::Config(ConfigCommand::Check { as_user }) => {
+            if let Some(user) = as_user {
+                let process = server::process::Process {
+                    user,
+                    group: String::new(),
+                };
+                if let Some(identity) = server::process::Identity::resolve(&process)? {
+                    identity
+                        .switch_to()
+                        .context("--as-user: becoming that user (needs root)")?;
+                }
+            }
             // The directory URL may carry a password: show it redacted.
             let mut shown = config.clone();
             shown.directory.url = directory::redact(&shown.directory.url);
@@ -221,6 +240,18 @@ async fn run(
             }
             for w in &warnings {
                 eprintln!("warning: {w}");
+            }
+            // What would stop the server or a listener: an error, not a warning.
+            let errors = server::tls::check(&config);
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            if !errors.is_empty() {
+                anyhow::bail!(
+                    "the configuration cannot be served ({} errors, {} warnings)",
+                    errors.len(),
+                    warnings.len()
+                );
             }
             eprintln!("configuration is valid ({} warnings)", warnings.len());
             Ok(())

@@ -76,6 +76,40 @@ pub fn provider() -> CryptoProvider {
     }
 }
 
+/// What would stop the TLS listeners from starting, checked without starting them and
+/// without making anything: every configured certificate and key (not the self-signed
+/// default, made on first start) and the client CA. One line per problem.
+pub fn check(config: &Config) -> Vec<String> {
+    let provider = provider();
+    let mut problems = Vec::new();
+    let configured = config.tls.cert.is_some() && config.tls.key.is_some();
+    for (i, source) in sources(config).iter().enumerate() {
+        if i == 0 && !configured {
+            continue;
+        }
+        if let Err(e) = certs::load_pair(source, &provider) {
+            problems.push(format!("{}: {e:#}", source.label));
+        }
+    }
+    if let Some(ca) = &config.tls.client_ca {
+        let read = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| format!("{e}"))
+            .and_then(|certs| {
+                let certs: Result<Vec<_>, _> = certs.collect();
+                certs.map_err(|e| format!("{e}"))
+            });
+        match read {
+            Ok(certs) if certs.is_empty() => problems.push(format!(
+                "tls.client_ca {}: no certificate in it",
+                ca.display()
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("tls.client_ca {}: {e}", ca.display())),
+        }
+    }
+    problems
+}
+
 /// Loads the configured certificates (making the self-signed one on first start) and
 /// builds the rustls configuration around them.
 pub fn load(config: &Config) -> anyhow::Result<TlsSetup> {
