@@ -6,6 +6,9 @@ import signal
 import subprocess
 import threading
 
+#: The documented exit codes (README "Exit codes").
+OK, FAILURE, USAGE, NOT_FOUND, REFUSED, EXISTS = 0, 1, 2, 3, 4, 5
+
 from conftest import DEFAULT_PASSWORD, POPLAR_BIN, fingerprint_of
 
 
@@ -75,18 +78,18 @@ def test_user_add_custom_maildir(server):
 def test_user_add_duplicate_fails(server):
     srv = server(users={"alice": "pw"}, start=False)
     p = srv.cli("user", "add", "alice", "--password-stdin", stdin="other\n")
-    assert p.returncode != 0
+    assert p.returncode == EXISTS, p.stderr
     # also under the canonical (lowercased) form
     p = srv.cli("user", "add", "ALICE", "--password-stdin", stdin="other\n")
-    assert p.returncode != 0
+    assert p.returncode == EXISTS, p.stderr
 
 
 def test_user_del_and_unknown(server):
     srv = server(users={"alice": "pw", "dave": "pw2"}, start=False)
     srv.cli("user", "del", "dave", check=True)
     assert srv.cli("user", "list", check=True).stdout.decode().split() == ["alice"]
-    assert srv.cli("user", "del", "nobody").returncode != 0
-    assert srv.cli("user", "passwd", "nobody", "--password-stdin", stdin="x\n").returncode != 0
+    assert srv.cli("user", "del", "nobody").returncode == NOT_FOUND
+    assert srv.cli("user", "passwd", "nobody", "--password-stdin", stdin="x\n").returncode == NOT_FOUND
 
 
 def test_user_passwd_and_del_while_running(srv):
@@ -266,3 +269,24 @@ def check_as_service_user(srv, key) -> None:
     os.chmod(key, 0o644)
     p = srv.cli("config", "check", "--as-user", "nobody")
     assert p.returncode == 0, p.stderr
+
+
+def test_exit_codes_tell_failures_apart(server):
+    """Scripts can tell a refusal by policy from a missing user from a wrong command
+    line from a failure (issue 20)."""
+    srv = server(users={"alice": "alice password 1"}, start=False)
+    assert srv.cli("user", "list").returncode == OK
+    assert srv.cli("user", "frobnicate").returncode == USAGE
+    assert srv.cli("lockout", "clear").returncode == USAGE
+    assert srv.cli("user", "disable", "ghost").returncode == NOT_FOUND
+    assert srv.cli("sessions", "end", "no-such-session").returncode in (NOT_FOUND, FAILURE)
+    # A weak password, without --allow-weak: refused by the password policy.
+    p = srv.cli("user", "add", "bob", "--password-stdin", stdin="short\n")
+    assert p.returncode == REFUSED, p.stderr
+    p = srv.cli("passwords", "check", "alice", "--password-stdin", stdin="password\n")
+    assert p.returncode == REFUSED, p.stderr
+    assert srv.cli("user", "add", "alice", "--password-stdin",
+                   stdin="another long passphrase here\n").returncode == EXISTS
+    # A directory that cannot be opened: a failure.
+    broken = server(users={}, start=False, directory={"url": "sqlite:///nonexistent/dir/x.db"})
+    assert broken.cli("user", "list").returncode == FAILURE

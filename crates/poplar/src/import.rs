@@ -44,7 +44,7 @@ pub async fn run(cmd: ImportCommand, config: &Config, dir: Arc<Dir>) -> anyhow::
         .canonical(&user)
         .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
     let Some(record) = dir.find_user(&canonical).await? else {
-        bail!("no such user: {canonical}");
+        crate::exit::not_found!("no such user: {canonical}");
     };
     let maildir = maildir::Maildir::new(&record.maildir);
     let pairs = match (dovecot, list) {
@@ -64,7 +64,7 @@ pub async fn run(cmd: ImportCommand, config: &Config, dir: Arc<Dir>) -> anyhow::
                 .with_context(|| format!("reading {}", path.display()))?;
             maildir::migrate::from_uidl_list(&text)?
         }
-        _ => bail!("say where the UIDLs come from: --dovecot or --list FILE"),
+        _ => crate::exit::usage!("say where the UIDLs come from: --dovecot or --list FILE"),
     };
     maildir
         .set_uidl_override(&pairs)

@@ -3,7 +3,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use anyhow::bail;
 use auth::defence::{Clock as _, LockoutPolicy, SystemClock, source_key};
 use clap::Subcommand;
 use directory::{ClearTarget, Directory as _, Millis};
@@ -56,7 +55,7 @@ pub async fn run(cmd: LockoutCommand, config: &Config, dir: Arc<Dir>) -> anyhow:
                         .await?
                 }
                 (_, _, true) => dir.clear_lockouts(ClearTarget::All).await?,
-                _ => bail!("say what to clear: --user NAME, --address IP or --all"),
+                _ => crate::exit::usage!("say what to clear: --user NAME, --address IP or --all"),
             };
             eprintln!("cleared {removed} entries");
             Ok(())

@@ -6,6 +6,7 @@
 
 mod audit_report;
 mod demo;
+mod exit;
 mod import;
 mod lockout;
 mod logging;
@@ -114,10 +115,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     match start(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => std::process::ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("poplar: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit::code(&e))
         }
     }
 }

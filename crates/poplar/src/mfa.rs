@@ -3,7 +3,7 @@
 use std::io::BufRead as _;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use auth::MfaPolicy;
 use clap::Subcommand;
 use directory::Directory as _;
@@ -193,7 +193,7 @@ pub async fn run_mfa(cmd: MfaCommand, config: &Config, dir: Arc<Dir>) -> anyhow:
             if auth.mfa_check(&name, &code).await? {
                 println!("accepted");
             } else {
-                bail!("code refused");
+                crate::exit::refused!("code refused");
             }
         }
         MfaCommand::RecoveryCodes { name } => {
@@ -244,7 +244,7 @@ pub async fn run_app_password(
                 .canonical(&name)
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
             if dir.find_user(&user).await?.is_none() {
-                bail!("no such user: {user}");
+                crate::exit::not_found!("no such user: {user}");
             }
             println!(
                 "{:<5} {:<20} {:<21} {:<21} {:<10} {:<20} last use",
@@ -277,7 +277,7 @@ pub async fn run_app_password(
                 .canonical(&name)
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
             if !dir.revoke_app_password(&user, id).await? {
-                bail!("{user} has no app password {id}");
+                crate::exit::not_found!("{user} has no app password {id}");
             }
             eprintln!("app password {id} of {user} revoked");
         }

@@ -55,7 +55,7 @@ pub fn run(cmd: PasswordsCommand, config: &Config) -> anyhow::Result<()> {
             let problems = assess(config, &canonical, &password, mfa, true)
                 .map_err(|e| anyhow::anyhow!("cannot check: {e}"))?;
             if !problems.is_empty() {
-                bail!("password would be refused: {}", describe(&problems));
+                crate::exit::refused!("password would be refused: {}", describe(&problems));
             }
             eprintln!("password is acceptable");
             Ok(())
@@ -144,5 +144,5 @@ pub fn enforce(
     eprintln!(
         "hint: a few unrelated words make a strong passphrase that is easy to type: at least {minimum} characters, no digits or symbols needed"
     );
-    bail!("password refused: {reasons}")
+    crate::exit::refused!("password refused: {reasons}")
 }

@@ -4,7 +4,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Subcommand;
 use server::Config;
 
@@ -63,7 +63,7 @@ pub fn run(cmd: Option<SessionsCommand>, config: &Config) -> anyhow::Result<()> 
                 eprintln!("session {session} ended");
                 Ok(())
             } else {
-                bail!("no such session: {session}")
+                crate::exit::not_found!("no such session: {session}")
             }
         }
     }

@@ -133,7 +133,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             };
             // Before the prompt: no point choosing a password for a name that is taken.
             if dir.find_user(&canonical).await?.is_some() {
-                bail!("cannot add user: user already exists");
+                crate::exit::exists!("cannot add user: user already exists");
             }
             let password = read_password(password_stdin, true)?;
             // A new account has no second factor yet.
@@ -161,7 +161,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 .canonical(&name)
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
             if dir.find_user(&canonical).await?.is_none() {
-                bail!("no such user: {canonical}");
+                crate::exit::not_found!("no such user: {canonical}");
             }
             let password = read_password(password_stdin, true)?;
             let auth = server::authenticator(config, dir).await?;
@@ -178,7 +178,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot set password: {e}"))?;
             if !changed {
-                bail!("no such user: {canonical}");
+                crate::exit::not_found!("no such user: {canonical}");
             }
             eprintln!("password changed for {canonical}");
         }
@@ -201,7 +201,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot set the APOP secret: {e}"))?;
             if !changed {
-                bail!("no such user: {canonical}");
+                crate::exit::not_found!("no such user: {canonical}");
             }
             match (clear, config.apop.enabled) {
                 (true, _) => eprintln!("APOP secret removed for {canonical}"),
@@ -230,7 +230,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 .canonical(&name)
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
             if !dir.delete_user(&canonical).await? {
-                bail!("no such user: {canonical}");
+                crate::exit::not_found!("no such user: {canonical}");
             }
             eprintln!("removed {canonical}; their Maildir was left in place");
         }
@@ -244,7 +244,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 .canonical(&name)
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
             if dir.find_user(&canonical).await?.is_none() {
-                bail!("no such user: {canonical}");
+                crate::exit::not_found!("no such user: {canonical}");
             }
             for e in dir.sign_in_history(&canonical, 50).await? {
                 println!(
@@ -261,7 +261,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 .canonical(&name)
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
             if !dir.set_notices(&canonical, state == "on").await? {
-                bail!("no such user: {canonical}");
+                crate::exit::not_found!("no such user: {canonical}");
             }
             eprintln!("security notices {state} for {canonical}");
         }
@@ -275,7 +275,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
             if networks.is_empty() && !any {
                 let Some(user) = dir.find_user(&canonical).await? else {
-                    bail!("no such user: {canonical}");
+                    crate::exit::not_found!("no such user: {canonical}");
                 };
                 match user.allowed_networks {
                     Some(list) => println!("{list}"),
@@ -292,7 +292,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 .set_allowed_networks(&canonical, list.as_deref())
                 .await?
             {
-                bail!("no such user: {canonical}");
+                crate::exit::not_found!("no such user: {canonical}");
             }
             eprintln!(
                 "{canonical} may sign in from {}",
@@ -313,7 +313,7 @@ async fn set_enabled(
         .canonical(name)
         .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
     if !dir.set_enabled(&canonical, enabled).await? {
-        bail!("no such user: {canonical}");
+        crate::exit::not_found!("no such user: {canonical}");
     }
     eprintln!(
         "{canonical} {}",
