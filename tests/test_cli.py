@@ -290,3 +290,38 @@ def test_exit_codes_tell_failures_apart(server):
     # A directory that cannot be opened: a failure.
     broken = server(users={}, start=False, directory={"url": "sqlite:///nonexistent/dir/x.db"})
     assert broken.cli("user", "list").returncode == FAILURE
+
+
+def test_user_show_and_json_listings(server):
+    """`user show` (text and JSON) and `--json` on `user list` and `user history`
+    (issue 20): each parses and says what the account is."""
+    import json as jsonlib
+    from test_mfa import app_password
+    srv = server(users={"alice": "alice password 1", "bob": "bob password 22"})
+    app_password(srv, "alice", "--label", "phone", "--read-only")
+    with srv.tls() as c:
+        c.login("alice", "alice password 1")
+        c.quit()
+    srv.cli("user", "disable", "bob", check=True)
+
+    listed = jsonlib.loads(srv.cli("user", "list", "--json", check=True).stdout)
+    assert [(u["name"], u["enabled"]) for u in listed] == [("alice", True), ("bob", False)]
+    assert all(u["maildir"].endswith(u["name"]) for u in listed), listed
+
+    shown = jsonlib.loads(srv.cli("user", "show", "alice", "--json", check=True).stdout)
+    assert shown["name"] == "alice" and shown["enabled"] is True
+    assert shown["two_factor"]["enrolled"] is False
+    assert [(a["label"], a["read_only"]) for a in shown["app_passwords"]] == [("phone", True)]
+    assert shown["password"]["imported"] is False and shown["password"]["set_at"]
+    assert shown["last_sign_in"]["result"] == "success", shown
+    assert shown["last_sign_in"]["address"] == "127.0.0.1"
+
+    text = srv.cli("user", "show", "bob", check=True).stdout.decode()
+    assert re.search(r"^enabled\s+no$", text, re.M), text
+    assert re.search(r"^app passwords\s+none$", text, re.M), text
+    assert re.search(r"^last sign-in\s+never$", text, re.M), text
+    assert srv.cli("user", "show", "ghost").returncode == NOT_FOUND
+
+    history = jsonlib.loads(srv.cli("user", "history", "alice", "--json", check=True).stdout)
+    assert history and set(history[0]) == {"at", "address", "mechanism", "result"}
+    assert history[0]["result"] == "success"

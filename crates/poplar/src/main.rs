@@ -15,6 +15,7 @@ mod notify;
 mod passwords;
 mod sessions;
 mod user;
+mod user_show;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -88,11 +88,27 @@ pub enum UserCommand {
         name: String,
     },
     /// List users, one per line.
-    List,
+    List {
+        /// One JSON array of {name, enabled, maildir}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything about one user: account, password, two factors, app passwords,
+    /// networks, notices, the last sign-in.
+    Show {
+        /// User name.
+        name: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a user's recent sign-ins (newest first; the newest 50 are kept).
     History {
         /// User name.
         name: String,
+        /// One JSON array of {at, address, mechanism, result}.
+        #[arg(long)]
+        json: bool,
     },
     /// Turn a user's security notices (new network, account lock) on or off.
     Notices {
@@ -234,19 +250,56 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             }
             eprintln!("removed {canonical}; their Maildir was left in place");
         }
-        UserCommand::List => {
-            for user in dir.list_users().await? {
-                println!("{}", user.name);
+        UserCommand::List { json } => {
+            let users = dir.list_users().await?;
+            if json {
+                let rows: Vec<_> = users
+                    .iter()
+                    .map(|u| {
+                        serde_json::json!({
+                            "name": u.name, "enabled": u.enabled, "maildir": u.maildir,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for user in users {
+                    println!("{}", user.name);
+                }
             }
         }
-        UserCommand::History { name } => {
+        UserCommand::Show { name, json } => {
+            let canonical = policy
+                .canonical(&name)
+                .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            let shown = crate::user_show::collect(config, dir, &canonical).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+            } else {
+                print!("{}", shown.text());
+            }
+        }
+        UserCommand::History { name, json } => {
             let canonical = policy
                 .canonical(&name)
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
             if dir.find_user(&canonical).await?.is_none() {
                 crate::exit::not_found!("no such user: {canonical}");
             }
-            for e in dir.sign_in_history(&canonical, 50).await? {
+            let history = dir.sign_in_history(&canonical, 50).await?;
+            if json {
+                let rows: Vec<_> = history
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "at": crate::lockout::rfc3339(e.at), "address": e.address,
+                            "mechanism": e.mechanism, "result": e.result,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            }
+            for e in history.iter().filter(|_| !json) {
                 println!(
                     "{}  {:<39}  {:<20}  {}",
                     crate::lockout::rfc3339(e.at),
