@@ -4,6 +4,7 @@ import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 import threading
 
 #: The documented exit codes (README "Exit codes").
@@ -325,3 +326,47 @@ def test_user_show_and_json_listings(server):
     history = jsonlib.loads(srv.cli("user", "history", "alice", "--json", check=True).stdout)
     assert history and set(history[0]) == {"at", "address", "mechanism", "result"}
     assert history[0]["result"] == "success"
+
+
+def test_the_installed_configuration_is_the_default_but_not_for_a_demo(server, tmp_path):
+    """Without --config, commands use /etc/poplar/poplar.toml when it exists and say so
+    in one line; `serve --demo` keeps to the embedded default (issue 20). The test
+    writes the real file (as root), and only when none is there."""
+    import pytest
+    system = Path("/etc/poplar/poplar.toml")
+    if system.exists() or os.geteuid() != 0:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "needs root and no /etc/poplar/poplar.toml of the machine's own")
+    srv = server(users={"carol": "carol password 1"}, start=False)
+    env = {k: v for k, v in os.environ.items() if k != "POPLAR_CONFIG"}
+    made_dir = not system.parent.exists()
+    system.parent.mkdir(exist_ok=True)
+    system.write_text(srv.config_path.read_text())
+    try:
+        p = subprocess.run([str(POPLAR_BIN), "user", "list"], capture_output=True, env=env,
+                           cwd=tmp_path, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert p.stderr.decode().splitlines()[0] == f"poplar: configuration {system}", p.stderr
+        assert p.stdout.decode().split() == ["carol"]
+        assert not (tmp_path / "poplar-data").exists()
+        # A demo never takes over the installation: the embedded default, in the
+        # working folder (its fixed ports; stopped as soon as it is ready).
+        demo = subprocess.Popen([str(POPLAR_BIN), "serve", "--demo"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            lines = []
+            for raw in demo.stdout:
+                lines.append(raw.decode().strip())
+                if lines[-1] == "ready":
+                    break
+            assert "listening pop3 127.0.0.1:1110" in lines, lines
+        finally:
+            demo.terminate()
+            _, err = demo.communicate(timeout=30)
+        assert err.decode().splitlines()[0].startswith(
+            "poplar: configuration: the embedded default"), err
+        assert (tmp_path / "poplar-data").is_dir()
+    finally:
+        system.unlink()
+        if made_dir:
+            system.parent.rmdir()

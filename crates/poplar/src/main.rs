@@ -17,7 +17,7 @@ mod sessions;
 mod user;
 mod user_show;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -33,8 +33,9 @@ use tokio_util::sync::CancellationToken;
     about = "A POP3 server with modern authentication"
 )]
 struct Cli {
-    /// Configuration file (TOML). Without one, the embedded default is used: a data
-    /// folder `poplar-data` in the working directory and loopback listeners.
+    /// Configuration file (TOML). Without one, /etc/poplar/poplar.toml when it exists
+    /// (except for `serve --demo`), else the embedded default: a data folder
+    /// `poplar-data` in the working directory and loopback listeners.
     #[arg(long, global = true, env = "POPLAR_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -129,7 +130,16 @@ fn main() -> std::process::ExitCode {
 /// afterwards inherits it. Commands that touch the data folder switch too, so files
 /// they create as root (the directory, the server key, Maildirs) belong to that user.
 fn start(cli: Cli) -> anyhow::Result<()> {
-    let config = load_config(cli.config.as_ref())?;
+    let demo = matches!(cli.command, Command::Serve { demo: true });
+    let path = config_path(cli.config, demo, Path::new(SYSTEM_CONFIG).exists());
+    match &path {
+        Some(p) => eprintln!("poplar: configuration {}", p.display()),
+        None => eprintln!(
+            "poplar: configuration: the embedded default (data folder {})",
+            Config::default().data_dir.display()
+        ),
+    }
+    let config = load_config(path.as_ref())?;
     let sockets = match cli.command {
         Command::Serve { .. } => Some(server::Sockets::bind(&config)?),
         _ => None,
@@ -169,6 +179,21 @@ fn init_logging() {
             .init();
     } else {
         builder.init();
+    }
+}
+
+/// The configuration an installed Poplar uses when none is named.
+const SYSTEM_CONFIG: &str = "/etc/poplar/poplar.toml";
+
+/// Which configuration a command uses: the one named (`--config`, `POPLAR_CONFIG`);
+/// else, for `serve --demo`, the embedded default (a demo never takes over an
+/// installation's); else [`SYSTEM_CONFIG`] when it exists; else the embedded default
+/// (`None`).
+fn config_path(named: Option<PathBuf>, demo: bool, system_exists: bool) -> Option<PathBuf> {
+    match named {
+        Some(p) => Some(p),
+        None if demo || !system_exists => None,
+        None => Some(PathBuf::from(SYSTEM_CONFIG)),
     }
 }
 
@@ -364,4 +389,22 @@ async fn serve(config: Config, demo: bool, sockets: server::Sockets) -> anyhow::
         signals.cancel();
     });
     server.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_a_command_uses() {
+        let named = Some(PathBuf::from("/srv/poplar.toml"));
+        let system = Some(PathBuf::from(SYSTEM_CONFIG));
+        // Named: always that one, demo or not.
+        assert_eq!(config_path(named.clone(), false, true), named);
+        assert_eq!(config_path(named.clone(), true, true), named);
+        // Not named: the installation's, unless a demo; else the embedded default.
+        assert_eq!(config_path(None, false, true), system);
+        assert_eq!(config_path(None, true, true), None);
+        assert_eq!(config_path(None, false, false), None);
+    }
 }
