@@ -370,3 +370,31 @@ def test_the_installed_configuration_is_the_default_but_not_for_a_demo(server, t
         system.unlink()
         if made_dir:
             system.parent.rmdir()
+
+
+def test_every_listing_has_json(server):
+    """`--json` on app-password list, mfa status, lockout list and sessions: each
+    parses and holds what the text shows (issue 20)."""
+    import json as jsonlib
+    from test_mfa import app_password
+    srv = server(users={"alice": "alice password 1"},
+                 auth={"plaintext_networks": ["127.0.0.0/8"]})
+    app_password(srv, "alice", "--label", "tablet")
+    apps = jsonlib.loads(srv.cli("app-password", "list", "alice", "--json", check=True).stdout)
+    assert [(a["label"], a["read_only"], a["last_used"]) for a in apps] == [("tablet", False, None)]
+    status = jsonlib.loads(srv.cli("mfa", "status", "alice", "--json", check=True).stdout)
+    assert status["enrolled"] is False and status["app_passwords"] == 1, status
+    # One failure from one address: counted, not yet throttled.
+    with srv.plain(source="127.62.0.1") as c:
+        c.ok("USER alice")
+        assert c.cmd("PASS wrong").startswith("-ERR")
+        c.quit()
+    state = jsonlib.loads(srv.cli("lockout", "list", "--json", check=True).stdout)
+    assert state["bans"] == [] and state["locked_accounts"] == []
+    assert [(f["user"], f["address"], f["failures"], f["throttled_until"])
+            for f in state["failures"]] == [("alice", "127.62.0.1", 1, None)], state
+    with srv.tls() as c:
+        c.login("alice", "alice password 1")
+        live = jsonlib.loads(srv.cli("sessions", "list", "--json", check=True).stdout)
+        assert [s["user"] for s in live] == ["alice"], live
+        c.quit()

@@ -12,7 +12,11 @@ use server::{Config, Dir};
 pub enum LockoutCommand {
     /// Show banned addresses, accounts locked for unfamiliar networks, and the
     /// (user, address) pairs that are being throttled or counted.
-    List,
+    List {
+        /// One JSON object: {bans, locked_accounts, failures}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lift locks and bans.
     Clear {
         /// Every count and the lock of this user.
@@ -41,7 +45,7 @@ pub fn rfc3339(ms: Millis) -> String {
 pub async fn run(cmd: LockoutCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Result<()> {
     let policy = config.defence.policy();
     match cmd {
-        LockoutCommand::List => list(&policy, &dir).await,
+        LockoutCommand::List { json } => list(&policy, &dir, json).await,
         LockoutCommand::Clear { user, address, all } => {
             let removed = match (user, address, all) {
                 (Some(user), _, _) => {
@@ -63,10 +67,52 @@ pub async fn run(cmd: LockoutCommand, config: &Config, dir: Arc<Dir>) -> anyhow:
     }
 }
 
-async fn list(policy: &LockoutPolicy, dir: &Dir) -> anyhow::Result<()> {
+async fn list(policy: &LockoutPolicy, dir: &Dir, json: bool) -> anyhow::Result<()> {
     let now = SystemClock.now();
     let forget = i64::try_from(policy.forget_after.as_millis()).unwrap_or(i64::MAX);
     let state = dir.lockout_state(now, now.saturating_sub(forget)).await?;
+    if json {
+        let bans: Vec<_> = state
+            .bans
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "address": b.source, "until": rfc3339(b.banned_until),
+                    "accounts": b.accounts, "since": rfc3339(b.banned_at),
+                })
+            })
+            .collect();
+        let locked: Vec<_> = state
+            .accounts
+            .iter()
+            .filter_map(|a| {
+                let until = policy
+                    .locked_until(a.failures, Some(a.last_failure))
+                    .filter(|t| *t > now)?;
+                Some(serde_json::json!({
+                    "user": a.user, "until": rfc3339(until), "failures": a.failures,
+                }))
+            })
+            .collect();
+        let failures: Vec<_> = state
+            .sources
+            .iter()
+            .map(|s| {
+                let until = policy
+                    .throttled_until(s.failures, Some(s.last_failure))
+                    .filter(|t| *t > now);
+                serde_json::json!({
+                    "user": s.user, "address": s.source, "failures": s.failures,
+                    "last": rfc3339(s.last_failure), "throttled_until": until.map(rfc3339),
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "bans": bans, "locked_accounts": locked, "failures": failures,
+        });
+        println!("{value}");
+        return Ok(());
+    }
     println!("banned addresses:");
     if state.bans.is_empty() {
         println!("  none");

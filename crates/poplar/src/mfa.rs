@@ -33,6 +33,9 @@ pub enum MfaCommand {
     Status {
         /// User name.
         name: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Set the user's policy: off, optional, required, or default (the server's).
     Policy {
@@ -80,6 +83,9 @@ pub enum AppPasswordCommand {
     List {
         /// User name.
         name: String,
+        /// One JSON array (times in RFC 3339, `null` for never).
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke an app password at once.
     Revoke {
@@ -141,8 +147,21 @@ pub async fn run_mfa(cmd: MfaCommand, config: &Config, dir: Arc<Dir>) -> anyhow:
             auth.mfa_disable(&name).await?;
             eprintln!("two-factor sign-in removed for {name}");
         }
-        MfaCommand::Status { name } => {
+        MfaCommand::Status { name, json } => {
             let s = auth.mfa_status(&name).await?;
+            if json {
+                let value = serde_json::json!({
+                    "policy": s.policy.as_str(),
+                    "own_policy": s.own_policy,
+                    "enrolled": s.enrolled,
+                    "pending": s.pending,
+                    "recovery_codes_left": s.recovery_codes_left,
+                    "app_passwords": s.app_passwords,
+                    "password_alone_opens_pop3": s.password_alone_opens_pop3,
+                });
+                println!("{value}");
+                return Ok(());
+            }
             println!(
                 "policy {}{}",
                 s.policy.as_str(),
@@ -238,7 +257,7 @@ pub async fn run_app_password(
                  the mail client instead of the account password."
             );
         }
-        AppPasswordCommand::List { name } => {
+        AppPasswordCommand::List { name, json } => {
             let user = auth
                 .policy()
                 .canonical(&name)
@@ -246,11 +265,33 @@ pub async fn run_app_password(
             if dir.find_user(&user).await?.is_none() {
                 crate::exit::not_found!("no such user: {user}");
             }
+            let listed = dir.list_app_passwords(&user).await?;
+            if json {
+                let time = |t: Option<i64>| t.map(crate::lockout::rfc3339);
+                let rows: Vec<_> = listed
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "id": a.id,
+                            "label": a.label,
+                            "created": crate::lockout::rfc3339(a.created_at),
+                            "expires": time(a.expires_at),
+                            "expired": a.expires_at.is_some_and(|t| t <= now),
+                            "read_only": a.read_only,
+                            "networks": a.networks,
+                            "last_used": time(a.last_used_at),
+                            "last_used_from": a.last_used_from,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+                return Ok(());
+            }
             println!(
                 "{:<5} {:<20} {:<21} {:<21} {:<10} {:<20} last use",
                 "id", "label", "created", "expires", "scope", "networks"
             );
-            for a in dir.list_app_passwords(&user).await? {
+            for a in listed {
                 let expires = match a.expires_at {
                     Some(t) if t <= now => format!("{} (expired)", crate::lockout::rfc3339(t)),
                     Some(t) => crate::lockout::rfc3339(t),

@@ -11,7 +11,11 @@ use server::Config;
 #[derive(Subcommand)]
 pub enum SessionsCommand {
     /// List live sessions (the default).
-    List,
+    List {
+        /// One JSON array of {session, user, src, listener, state, since}.
+        #[arg(long)]
+        json: bool,
+    },
     /// End a session: it gets `-ERR [SYS/TEMP]` and is closed; nothing is deleted.
     End {
         /// The session id, as `list` shows it.
@@ -36,9 +40,13 @@ fn request(config: &Config, line: &str) -> anyhow::Result<Vec<serde_json::Value>
 }
 
 pub fn run(cmd: Option<SessionsCommand>, config: &Config) -> anyhow::Result<()> {
-    match cmd.unwrap_or(SessionsCommand::List) {
-        SessionsCommand::List => {
+    match cmd.unwrap_or(SessionsCommand::List { json: false }) {
+        SessionsCommand::List { json } => {
             let sessions = request(config, "list")?;
+            if json {
+                println!("{}", serde_json::Value::Array(sessions));
+                return Ok(());
+            }
             println!(
                 "{:<16} {:<24} {:<24} {:<7} {:<14} since",
                 "session", "user", "from", "port", "state"
