@@ -148,9 +148,10 @@ def test_config_check_warns_about_certificates(server, tmp_path):
     })
     p = srv.cli("config", "check")
     err = p.stderr.decode()
-    assert p.returncode == 0, err
+    # A key that belongs to another certificate stops the server: an error, exit 1.
+    assert p.returncode == 1, err
     assert "tls.cert: certificate" in err and "expires on" in err and "renew it" in err, err
-    assert "tls.certificates[0]" in err and "does not belong" in err, err
+    assert "error: tls.certificates[0]: the private key" in err and "does not belong" in err, err
     key_body = [l for l in soon[1].read_text().splitlines() if not l.startswith("-----")]
     assert not any(l in err for l in key_body), "config check printed key material"
     assert "[[tls.certificates]]" in p.stdout.decode(), "the effective config lists SNI certificates"

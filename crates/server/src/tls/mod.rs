@@ -87,8 +87,9 @@ pub fn check(config: &Config) -> Vec<String> {
         if i == 0 && !configured {
             continue;
         }
+        // The error names the setting (`tls.cert`, `tls.certificates[N]`) itself.
         if let Err(e) = certs::load_pair(source, &provider) {
-            problems.push(format!("{}: {e:#}", source.label));
+            problems.push(format!("{e:#}"));
         }
     }
     if let Some(ca) = &config.tls.client_ca {
