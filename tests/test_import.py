@@ -186,3 +186,51 @@ def test_import_bounds_come_from_the_config_and_allowed_hashes_sign_in(server, t
         c.quit()
     after, _ = user_row(srv, "bob")
     assert after.startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+
+
+def test_import_takes_each_maildir_from_the_passwd_file_and_dry_runs(server, tmp_path):
+    """`userdb_mail=maildir:PATH` places each user's Maildir (Dovecot's `~`, `%d`, `%n`
+    expanded); `--maildir-subdir` places the others under their home; a line whose
+    mail is not a Maildir is refused with the reason; `--dry-run` says all of it and
+    changes nothing (issue 20)."""
+    vmail, homes = tmp_path / "vmail", tmp_path / "home"
+    lines = [
+        f"ann@example.org:{{PLAIN}}ann password 1:1000:1000::{homes}/ann::"
+        f"userdb_mail=maildir:{vmail}/%d/%n:LAYOUT=fs",
+        f"ben:{{PLAIN}}ben password 12:1000:1000::{homes}/ben::userdb_mail=maildir:~/Mail",
+        f"cat:{{PLAIN}}cat password 123:1000:1000::{homes}/cat::",
+        f"dan:{{PLAIN}}dan password 1234:1000:1000::{homes}/dan::userdb_mail=mbox:~/mail",
+    ]
+    passwd = tmp_path / "users.passwd"
+    passwd.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    srv = server(users={})
+    args = ["user", "import", str(passwd), "--maildir-subdir", "Maildir"]
+
+    dry = srv.cli(*args, "--dry-run")
+    err = dry.stderr.decode()
+    assert dry.returncode == 1, err  # dan's line cannot be imported
+    assert f"line 1: would import ann@example.org (PLAIN (hashed now)); Maildir {vmail}/example.org/ann" in err, err
+    assert f"line 2: would import ben (PLAIN (hashed now)); Maildir {homes}/ben/Mail" in err, err
+    assert f"line 3: would import cat (PLAIN (hashed now)); Maildir {homes}/cat/Maildir" in err, err
+    assert "line 4 (dan): not imported: mail location \"mbox:~/mail\" is not a Maildir" in err, err
+    assert "nothing changed" in err
+    assert srv.cli("user", "list", check=True).stdout.decode().split() == []
+    assert not vmail.exists() and not homes.exists()
+
+    real = srv.cli(*args)
+    assert real.returncode == 1, real.stderr
+    assert srv.cli("user", "list", check=True).stdout.decode().split() == [
+        "ann@example.org", "ben", "cat"]
+    for maildir in (vmail / "example.org" / "ann", homes / "ben" / "Mail", homes / "cat" / "Maildir"):
+        assert (maildir / "new").is_dir() and (maildir / "cur").is_dir(), maildir
+    deliver = maildir_deliver(vmail / "example.org" / "ann")
+    with srv.tls() as c:
+        c.login("ann@example.org", "ann password 1")
+        assert c.stat()[0] == deliver
+        c.quit()
+
+
+def maildir_deliver(maildir) -> int:
+    """Puts one message in `maildir`'s new/; the count of messages there."""
+    (maildir / "new" / "1700000000.1.host").write_bytes(b"Subject: hi\r\n\r\nbody\r\n")
+    return len(list((maildir / "new").iterdir()))

@@ -10,6 +10,7 @@ mod exit;
 mod import;
 mod lockout;
 mod logging;
+mod mail_location;
 mod mfa;
 mod notify;
 mod passwords;

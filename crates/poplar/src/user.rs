@@ -63,9 +63,20 @@ pub enum UserCommand {
     Import {
         /// The file to read.
         file: PathBuf,
-        /// Maildirs are `<DIR>/<user>` (default: the configured maildir root).
+        /// Maildirs are `<DIR>/<user>` (default: the configured maildir root), for
+        /// lines that say nothing of their own (see --maildir-subdir).
         #[arg(long)]
         maildir_root: Option<PathBuf>,
+        /// A line's Maildir is its `userdb_mail=maildir:PATH` field when it has one
+        /// (`~`, `%u`, `%n`, `%d`, `%h` expanded as Dovecot does); else, with this
+        /// option, `<home>/<SUBDIR>` from the line's home field; else
+        /// `<maildir root>/<user>`.
+        #[arg(long, value_name = "SUBDIR")]
+        maildir_subdir: Option<PathBuf>,
+        /// Say what each line would do (user, scheme, Maildir, or why not), and change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Import hashes above auth.import_max_memory_kib or auth.import_max_time_ms
         /// too (each such line says so). Hashes beyond what Poplar ever checks (1 GiB,
         /// an estimated 4 s) are still refused.
@@ -230,6 +241,8 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
         UserCommand::Import {
             file,
             maildir_root,
+            maildir_subdir,
+            dry_run,
             allow_costly_hashes,
         } => {
             let costly = if allow_costly_hashes {
@@ -237,7 +250,14 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             } else {
                 auth::CostlyHashes::Refuse
             };
-            import(&file, maildir_root, costly, config, dir).await?;
+            let root = std::path::absolute(maildir_root.unwrap_or_else(|| config.maildir_root()))?;
+            let options = ImportOptions {
+                root,
+                subdir: maildir_subdir,
+                costly,
+                dry_run,
+            };
+            import(&file, &options, config, dir).await?;
         }
         UserCommand::Disable { name } => set_enabled(&policy, &dir, &name, false).await?,
         UserCommand::Enable { name } => set_enabled(&policy, &dir, &name, true).await?,
@@ -375,30 +395,48 @@ async fn set_enabled(
     Ok(())
 }
 
+/// How `user import` places and checks what it imports.
+struct ImportOptions {
+    /// `<root>/<user>` for lines that say nothing of their Maildir.
+    root: PathBuf,
+    /// `<home>/<subdir>` for lines with a home field.
+    subdir: Option<PathBuf>,
+    costly: auth::CostlyHashes,
+    /// Report only.
+    dry_run: bool,
+}
+
 async fn import(
     file: &std::path::Path,
-    maildir_root: Option<PathBuf>,
-    costly: auth::CostlyHashes,
+    options: &ImportOptions,
     config: &Config,
     dir: Arc<Dir>,
 ) -> anyhow::Result<()> {
-    use auth::legacy::{Parsed, parse_passwd_line, passwd_line_user};
+    use auth::legacy::{Parsed, parse_passwd_line, passwd_line_mail, passwd_line_user};
     use auth::{ImportError, Imported};
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let root = std::path::absolute(maildir_root.unwrap_or_else(|| config.maildir_root()))?;
-    let auth = server::authenticator(config, dir).await?;
+    let auth = server::authenticator(config, dir.clone()).await?;
+    let bounds = config.import_bounds();
     let (mut imported, mut failed) = (0usize, 0usize);
+    let verb = if options.dry_run {
+        "would import"
+    } else {
+        "imported"
+    };
     for (n, line) in text.lines().enumerate() {
         let n = n + 1;
         let who = passwd_line_user(line).unwrap_or("?").to_owned();
+        let mut refuse = |why: &str| {
+            eprintln!("line {n} ({who}): not imported: {why}");
+            failed += 1;
+        };
         let (user, parsed) = match parse_passwd_line(line) {
             Ok(None) => continue,
             Ok(Some(entry)) => entry,
+            // The error names the scheme at most, never the hash or password.
             Err(e) => {
-                // The error names the scheme at most, never the hash or password.
-                eprintln!("line {n} ({who}): not imported: {e}");
-                failed += 1;
+                refuse(&e.to_string());
                 continue;
             }
         };
@@ -409,18 +447,48 @@ async fn import(
         let canonical = match auth.policy().canonical(&user) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("line {n} ({who}): not imported: invalid user name: {e}");
-                failed += 1;
+                refuse(&format!("invalid user name: {e}"));
                 continue;
             }
         };
-        let maildir = root.join(&canonical);
+        let maildir = match crate::mail_location::maildir_for(
+            passwd_line_mail(line),
+            &user,
+            &canonical,
+            options.subdir.as_deref(),
+            &options.root,
+        ) {
+            Ok(path) => path,
+            Err(why) => {
+                refuse(&why);
+                continue;
+            }
+        };
+        let place = format!("Maildir {}", maildir.display());
+        if options.dry_run {
+            // What the import would refuse, without writing anything.
+            let costly = match &parsed {
+                Parsed::Hash(h) => h.check_bounds(&bounds).err(),
+                Parsed::Cleartext(_) => None,
+            };
+            if dir.find_user(&canonical).await?.is_some() {
+                refuse("user already exists");
+            } else if let Some(why) =
+                costly.filter(|_| options.costly == auth::CostlyHashes::Refuse)
+            {
+                refuse(&format!("{why}; --allow-costly-hashes imports it anyway"));
+            } else {
+                eprintln!("line {n}: {verb} {canonical} ({scheme}); {place}");
+                imported += 1;
+            }
+            continue;
+        }
         match auth
             .import_user(
                 &user,
                 parsed,
                 maildir.to_string_lossy().into_owned(),
-                costly,
+                options.costly,
             )
             .await
         {
@@ -429,26 +497,26 @@ async fn import(
                     .create()
                     .with_context(|| format!("creating Maildir {}", maildir.display()))?;
                 match above_bounds {
-                    None => eprintln!("line {n}: imported {name} ({scheme})"),
+                    None => eprintln!("line {n}: {verb} {name} ({scheme}); {place}"),
                     Some(why) => eprintln!(
-                        "line {n}: imported {name} ({scheme}), allowed by --allow-costly-hashes: {why}"
+                        "line {n}: {verb} {name} ({scheme}), allowed by --allow-costly-hashes: {why}; {place}"
                     ),
                 }
                 imported += 1;
             }
             Err(e @ ImportError::Costly(_)) => {
-                eprintln!(
-                    "line {n} ({who}): not imported: {e}; --allow-costly-hashes imports it anyway"
-                );
-                failed += 1;
+                refuse(&format!("{e}; --allow-costly-hashes imports it anyway"));
             }
-            Err(e) => {
-                eprintln!("line {n} ({who}): not imported: {e}");
-                failed += 1;
-            }
+            Err(e) => refuse(&e.to_string()),
         }
     }
-    eprintln!("{imported} users imported, {failed} lines not imported");
+    if options.dry_run {
+        eprintln!(
+            "dry run: {imported} users would be imported, {failed} lines not; nothing changed"
+        );
+    } else {
+        eprintln!("{imported} users imported, {failed} lines not imported");
+    }
     if failed > 0 {
         bail!("{failed} lines could not be imported (see above)");
     }

@@ -52,7 +52,7 @@ mod kdf;
 mod passwd;
 
 pub use cost::{Dimension, Exceeds, HashBounds, Work};
-pub use passwd::{parse_passwd_line, passwd_line_user};
+pub use passwd::{MailFields, parse_passwd_line, passwd_line_mail, passwd_line_user};
 
 use zeroize::Zeroizing;
 

@@ -40,6 +40,34 @@ pub fn passwd_line_user(line: &str) -> Option<&str> {
     fields(line).map(|(user, _)| user)
 }
 
+/// What a passwd-file line says about where the user's mail is: the home folder (the
+/// sixth field) and the `mail` userdb field (`userdb_mail=` or `mail=` among the extra
+/// fields, which start at the eighth field and may themselves hold `:`, as in
+/// `maildir:~/Maildir:LAYOUT=fs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailFields<'a> {
+    /// The home folder, if the line names one.
+    pub home: Option<&'a str>,
+    /// The mail location, as written (`maildir:/var/vmail/%d/%n`).
+    pub mail: Option<&'a str>,
+}
+
+/// The [`MailFields`] of a line that holds an entry.
+pub fn passwd_line_mail(line: &str) -> MailFields<'_> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if fields(line).is_none() {
+        return MailFields::default();
+    }
+    let mut parts = line.splitn(8, ':');
+    let home = parts.nth(5).filter(|h| !h.is_empty());
+    let extra = parts.nth(1).unwrap_or("");
+    let mail = extra.split_ascii_whitespace().find_map(|kv| {
+        kv.strip_prefix("userdb_mail=")
+            .or_else(|| kv.strip_prefix("mail="))
+    });
+    MailFields { home, mail }
+}
+
 fn parse_password_field(password: &str) -> Result<Parsed, ParseError> {
     let bytes = password.as_bytes();
     let len = bytes.len();
@@ -85,5 +113,26 @@ mod tests {
             passwd_line_user("bob@example.org:x[56]:1000"),
             Some("bob@example.org")
         );
+    }
+
+    #[test]
+    fn mail_fields() {
+        let line = "bob@example.org:{PLAIN}x:1000:1000::/home/bob::userdb_mail=maildir:~/Maildir:LAYOUT=fs quota=1G";
+        assert_eq!(
+            passwd_line_mail(line),
+            MailFields {
+                home: Some("/home/bob"),
+                mail: Some("maildir:~/Maildir:LAYOUT=fs")
+            }
+        );
+        assert_eq!(
+            passwd_line_mail("u:{PLAIN}x::::::mail=maildir:/var/vmail/%d/%n"),
+            MailFields {
+                home: None,
+                mail: Some("maildir:/var/vmail/%d/%n")
+            }
+        );
+        assert_eq!(passwd_line_mail("u:{PLAIN}x"), MailFields::default());
+        assert_eq!(passwd_line_mail("# comment"), MailFields::default());
     }
 }
