@@ -16,6 +16,7 @@
 # JSON results to bench/results/enumeration-<date>.json and enumeration-web-<date>.json.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 COUNT=${COUNT:-40}
 CONCURRENCY=${CONCURRENCY:-4}
 PASSWORD=bench-Secret-0
@@ -43,17 +44,7 @@ EOF
 P=("$POPLAR" --config "$DIR/poplar.toml")
 for u in alice lock dis; do echo "$PASSWORD" | "${P[@]}" user add "$u" --password-stdin --allow-weak 2>/dev/null; done
 "${P[@]}" user disable dis
-exec 3< <("${P[@]}" serve 2>"$DIR/poplar.log")
-PID=$!
-while IFS= read -r -t 60 line <&3; do
-  case "$line" in
-    "listening pop3 "*) PORT=${line##*:} ;;
-    "listening pop3s "*) TLS_PORT=${line##*:} ;;
-    ready) break ;;
-  esac
-done
-cat <&3 >/dev/null &
-PID=$(pgrep -f "$DIR/poplar.toml serve" | head -1)
+start_poplar "$DIR/poplar.log"
 # Lock `lock` for unfamiliar networks: five wrong passwords from five addresses.
 python3 - "$PORT" <<'PY'
 import socket, sys
@@ -100,15 +91,7 @@ salt = os.urandom(8)
 print("old:{SSHA}" + base64.b64encode(hashlib.sha1(sys.argv[1].encode() + salt).digest() + salt).decode())
 PY
 "${P[@]}" user import "$DIR/passwd"
-exec 3< <("${P[@]}" serve 2>"$DIR/poplar-web.log")
-while IFS= read -r -t 60 line <&3; do
-  case "$line" in
-    "listening web https://"*) WEB=${line##*:}; WEB_PORT=${WEB%/} ;;
-    ready) break ;;
-  esac
-done
-cat <&3 >/dev/null &
-PID=$(pgrep -f "$DIR/poplar.toml serve" | head -1)
+start_poplar "$DIR/poplar-web.log"
 WEB_OUT=$REPO/bench/results/enumeration-web-$(date -u +%Y%m%d-%H%M).json
 python3 "$REPO/bench/web_enumeration.py" --port "$WEB_PORT" --count "$COUNT" \
   --concurrency "$CONCURRENCY" --argon2-user alice --legacy-user old --throttled-user thr \

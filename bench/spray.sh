@@ -18,6 +18,7 @@
 # the sprayed guesses.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 SOURCES=${SOURCES:-200}
 RATE=${RATE:-2}
 DURATION=${DURATION:-60}
@@ -41,16 +42,7 @@ lockout_threshold = 100
 EOF
 P=("$POPLAR" --config "$DIR/poplar.toml")
 for i in $(seq 0 49); do echo "$PASSWORD" | "${P[@]}" user add "u$i" --password-stdin --allow-weak; done
-exec 3< <(POPLAR_LOG=warn "${P[@]}" serve 2>"$DIR/poplar.log")
-while IFS= read -r -t 60 line <&3; do
-  case "$line" in
-    "listening pop3 "*) PORT=${line##*:} ;;
-    "listening pop3s "*) TLS_PORT=${line##*:} ;;
-    ready) break ;;
-  esac
-done
-cat <&3 >/dev/null &
-PID=$(pgrep -f "$DIR/poplar.toml serve" | head -1)
+POPLAR_LOG=warn start_poplar "$DIR/poplar.log"
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$REPO/bench/results"
 OUT=$REPO/bench/results/spray-$(date -u +%Y%m%d-%H%M).json

@@ -67,103 +67,115 @@ pub async fn run(cmd: LockoutCommand, config: &Config, dir: Arc<Dir>) -> anyhow:
     }
 }
 
+/// What `lockout list` shows, computed once for the text and the JSON.
+#[derive(serde::Serialize)]
+struct Listing {
+    bans: Vec<BanRow>,
+    locked_accounts: Vec<LockedRow>,
+    failures: Vec<FailureRow>,
+}
+
+#[derive(serde::Serialize)]
+struct BanRow {
+    address: String,
+    until: String,
+    accounts: u32,
+    since: String,
+}
+
+#[derive(serde::Serialize)]
+struct LockedRow {
+    user: String,
+    until: String,
+    failures: u32,
+}
+
+#[derive(serde::Serialize)]
+struct FailureRow {
+    user: String,
+    address: String,
+    failures: u32,
+    last: String,
+    throttled_until: Option<String>,
+}
+
 async fn list(policy: &LockoutPolicy, dir: &Dir, json: bool) -> anyhow::Result<()> {
     let now = SystemClock.now();
     let forget = i64::try_from(policy.forget_after.as_millis()).unwrap_or(i64::MAX);
     let state = dir.lockout_state(now, now.saturating_sub(forget)).await?;
-    if json {
-        let bans: Vec<_> = state
+    let listing = Listing {
+        bans: state
             .bans
             .iter()
-            .map(|b| {
-                serde_json::json!({
-                    "address": b.source, "until": rfc3339(b.banned_until),
-                    "accounts": b.accounts, "since": rfc3339(b.banned_at),
-                })
+            .map(|b| BanRow {
+                address: b.source.clone(),
+                until: rfc3339(b.banned_until),
+                accounts: b.accounts,
+                since: rfc3339(b.banned_at),
             })
-            .collect();
-        let locked: Vec<_> = state
+            .collect(),
+        locked_accounts: state
             .accounts
             .iter()
             .filter_map(|a| {
                 let until = policy
                     .locked_until(a.failures, Some(a.last_failure))
                     .filter(|t| *t > now)?;
-                Some(serde_json::json!({
-                    "user": a.user, "until": rfc3339(until), "failures": a.failures,
-                }))
-            })
-            .collect();
-        let failures: Vec<_> = state
-            .sources
-            .iter()
-            .map(|s| {
-                let until = policy
-                    .throttled_until(s.failures, Some(s.last_failure))
-                    .filter(|t| *t > now);
-                serde_json::json!({
-                    "user": s.user, "address": s.source, "failures": s.failures,
-                    "last": rfc3339(s.last_failure), "throttled_until": until.map(rfc3339),
+                Some(LockedRow {
+                    user: a.user.clone(),
+                    until: rfc3339(until),
+                    failures: a.failures,
                 })
             })
-            .collect();
-        let value = serde_json::json!({
-            "bans": bans, "locked_accounts": locked, "failures": failures,
-        });
-        println!("{value}");
+            .collect(),
+        failures: state
+            .sources
+            .iter()
+            .map(|s| FailureRow {
+                user: s.user.clone(),
+                address: s.source.clone(),
+                failures: s.failures,
+                last: rfc3339(s.last_failure),
+                throttled_until: policy
+                    .throttled_until(s.failures, Some(s.last_failure))
+                    .filter(|t| *t > now)
+                    .map(rfc3339),
+            })
+            .collect(),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&listing)?);
         return Ok(());
     }
     println!("banned addresses:");
-    if state.bans.is_empty() {
+    if listing.bans.is_empty() {
         println!("  none");
     }
-    for ban in &state.bans {
+    for b in &listing.bans {
         println!(
             "  {}  until {}  (failed on {} accounts; banned {})",
-            ban.source,
-            rfc3339(ban.banned_until),
-            ban.accounts,
-            rfc3339(ban.banned_at)
+            b.address, b.until, b.accounts, b.since
         );
     }
     println!("accounts locked for unfamiliar networks:");
-    let mut any = false;
-    for account in &state.accounts {
-        let Some(until) = policy
-            .locked_until(account.failures, Some(account.last_failure))
-            .filter(|t| *t > now)
-        else {
-            continue;
-        };
-        any = true;
-        println!(
-            "  {}  until {}  ({} failures)",
-            account.user,
-            rfc3339(until),
-            account.failures
-        );
-    }
-    if !any {
+    if listing.locked_accounts.is_empty() {
         println!("  none");
+    }
+    for a in &listing.locked_accounts {
+        println!("  {}  until {}  ({} failures)", a.user, a.until, a.failures);
     }
     println!("failures by user and address:");
-    if state.sources.is_empty() {
+    if listing.failures.is_empty() {
         println!("  none");
     }
-    for s in &state.sources {
-        let wait = match policy
-            .throttled_until(s.failures, Some(s.last_failure))
-            .filter(|t| *t > now)
-        {
-            Some(until) => format!("throttled until {}", rfc3339(until)),
+    for f in &listing.failures {
+        let wait = match &f.throttled_until {
+            Some(until) => format!("throttled until {until}"),
             None => "not throttled".to_owned(),
         };
         println!(
             "  {}  from {}  {} failures, last {}  {wait}",
-            s.user,
-            s.source,
-            s.failures,
-            rfc3339(s.last_failure)
+            f.user, f.address, f.failures, f.last
         );
     }
     Ok(())
