@@ -22,6 +22,17 @@ pub fn stderr_is_the_journal() -> bool {
     stream == journal_stream(meta.dev(), meta.ino())
 }
 
+/// Writes one informational line to standard error outside the log (which
+/// configuration a command uses), with the journal's `<6>` when standard error is the
+/// journal, so that every line there carries a priority.
+pub fn say(text: &str) {
+    if stderr_is_the_journal() {
+        eprintln!("{}{text}", prefix(&Level::INFO));
+    } else {
+        eprintln!("{text}");
+    }
+}
+
 /// `JOURNAL_STREAM`'s form: device and inode, in decimal.
 fn journal_stream(dev: u64, ino: u64) -> String {
     format!("{dev}:{ino}")

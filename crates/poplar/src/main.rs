@@ -133,13 +133,13 @@ fn main() -> std::process::ExitCode {
 fn start(cli: Cli) -> anyhow::Result<()> {
     let demo = matches!(cli.command, Command::Serve { demo: true });
     let path = config_path(cli.config, demo, Path::new(SYSTEM_CONFIG).exists());
-    match &path {
-        Some(p) => eprintln!("poplar: configuration {}", p.display()),
-        None => eprintln!(
+    logging::say(&match &path {
+        Some(p) => format!("poplar: configuration {}", p.display()),
+        None => format!(
             "poplar: configuration: the embedded default (data folder {})",
             Config::default().data_dir.display()
         ),
-    }
+    });
     let config = load_config(path.as_ref())?;
     let sockets = match cli.command {
         Command::Serve { .. } => Some(server::Sockets::bind(&config)?),
