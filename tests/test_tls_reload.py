@@ -117,3 +117,39 @@ def test_a_bad_new_key_keeps_the_old_certificate(server, tmp_path):
     srv.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: served_fingerprint(srv.pop3s_port, sni="localhost") == file_fingerprint(renewed[0]),
              RELOAD_TIMEOUT, "the renewed certificate once its key is in place")
+
+
+def make_signed_cert(directory, stem: str, name: str):
+    """A leaf for `name` signed by a CA made for it: (leaf only, leaf + CA, key)."""
+    import subprocess
+    ca_cert, ca_key = make_cert(directory, f"{stem}-ca", [f"ca.{name}"])
+    key, csr = directory / f"{stem}.key.pem", directory / f"{stem}.csr"
+    leaf = directory / f"{stem}.cert.pem"
+    ext = directory / f"{stem}.ext"
+    ext.write_text(f"subjectAltName=DNS:{name}\n")
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out", str(csr),
+                    "-subj", f"/CN={name}"], capture_output=True, check=True, timeout=60)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey",
+                    str(ca_key), "-CAcreateserial", "-days", "30", "-out", str(leaf),
+                    "-extfile", str(ext)], capture_output=True, check=True, timeout=60)
+    full = directory / f"{stem}.fullchain.pem"
+    full.write_text(leaf.read_text() + ca_cert.read_text())
+    return leaf, full, key
+
+
+def test_a_reload_warns_about_a_certificate_without_its_chain(server, tmp_path):
+    """After a reload the server says what `config check` would of the certificates it
+    now serves: here a leaf signed by a CA, given without the CA (issue 20)."""
+    srv, default, sni = _start(server, tmp_path, check_secs=0)
+    leaf, full, key = make_signed_cert(tmp_path / "new", "sni", "mail.one.test")
+    replace_files([(leaf, sni[0]), (key, sni[1])])
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: _stderr_has(srv, "without its intermediate certificates"), RELOAD_TIMEOUT,
+             "the warning after the reload")
+    assert _stderr_has(srv, "after the reload: tls.certificates[0]")
+    check = srv.cli("config", "check")
+    assert b"without its intermediate certificates" in check.stderr, check.stderr
+    # The full chain: no such warning.
+    replace_files([(full, sni[0])])
+    assert b"intermediate" not in srv.cli("config", "check").stderr

@@ -94,6 +94,7 @@ impl Server {
             ..
         } = crate::tls::load(&config)?;
         let sockets = sockets.into_tokio()?;
+        let reload_config = Arc::new(config.clone());
         let audit = AuditLog::open(config.audit_target())
             .map_err(|e| anyhow::anyhow!("opening the audit log: {e}"))?;
         let notices = Arc::new(crate::notices::Notices::new(
@@ -153,7 +154,7 @@ impl Server {
             web_tls,
             shared,
             fingerprint,
-            reloader: Reloader::new(store, audit),
+            reloader: Reloader::new(store, audit, reload_config),
         })
     }
 

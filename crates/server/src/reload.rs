@@ -17,11 +17,17 @@ use crate::tls::CertStore;
 pub struct Reloader {
     certs: Arc<CertStore>,
     audit: AuditLog,
+    /// For the warnings about the certificates just loaded.
+    config: Arc<crate::Config>,
 }
 
 impl Reloader {
-    pub(crate) fn new(certs: Arc<CertStore>, audit: AuditLog) -> Self {
-        Self { certs, audit }
+    pub(crate) fn new(certs: Arc<CertStore>, audit: AuditLog, config: Arc<crate::Config>) -> Self {
+        Self {
+            certs,
+            audit,
+            config,
+        }
     }
 
     /// Reopens the audit log's file, then re-reads every certificate and key pair and
@@ -30,7 +36,17 @@ impl Reloader {
     /// reads.
     pub fn reload(&self) -> anyhow::Result<()> {
         self.audit.reopen();
-        self.certs.reload()
+        self.certs.reload()?;
+        self.warn_about_certificates();
+        Ok(())
+    }
+
+    /// What `config check` would say of the certificates now served (expired, naming
+    /// another host, without intermediates), as warnings in the log.
+    fn warn_about_certificates(&self) {
+        for w in crate::tls::check::warnings(&self.config) {
+            tracing::warn!("after the reload: {w}");
+        }
     }
 
     /// SHA-256 fingerprint of the default certificate new handshakes get.
@@ -41,6 +57,9 @@ impl Reloader {
     /// Reloads the certificates whenever their files change, checking every `every`,
     /// until `shutdown`.
     pub(crate) async fn watch_files(self, every: Duration, shutdown: CancellationToken) {
-        self.certs.watch(every, shutdown).await;
+        let certs = self.certs.clone();
+        certs
+            .watch(every, shutdown, move || self.warn_about_certificates())
+            .await;
     }
 }

@@ -76,6 +76,14 @@ pub fn warnings_at(config: &Config, now: i64) -> Vec<String> {
                 "{label}: certificate {path} is self-signed and the server listens beyond loopback: clients cannot verify it; use one from a certificate authority (e.g. ACME / Let's Encrypt)"
             ));
         }
+        let chain = CertificateDer::pem_file_iter(&source.cert)
+            .map(|certs| certs.filter(Result::is_ok).count())
+            .unwrap_or(1);
+        if chain == 1 && parsed.subject() != parsed.issuer() {
+            w.push(format!(
+                "{label}: certificate {path} comes without its intermediate certificates: clients that do not have them already cannot verify it; configure the full chain (fullchain.pem with Let's Encrypt)"
+            ));
+        }
         let names = dns_names(&der).unwrap_or_default();
         if i > 0 && names.is_empty() {
             w.push(format!(

@@ -35,6 +35,38 @@ pub struct CertStore {
     /// The files as they were when last read. Held for a whole reload, so a SIGHUP and
     /// a file change never load at once.
     last_read: Mutex<Stamps>,
+    /// After a failed reload: when the watcher tries again, and how many failed in a
+    /// row. A read can fail for a passing reason (a file replaced mid-read, no file
+    /// descriptor free) with the files unchanged afterwards; without a retry the old
+    /// certificate would serve until it expired.
+    retry: Mutex<Option<Retry>>,
+}
+
+/// A pending retry of a failed reload.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: std::time::Instant,
+    failures: u32,
+}
+
+/// The first retry after a failed reload comes this soon; each further one waits twice
+/// as long, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+impl Retry {
+    fn after(failures: u32) -> Self {
+        let wait = RETRY_FIRST
+            .saturating_mul(
+                1u32.checked_shl(failures.saturating_sub(1))
+                    .unwrap_or(u32::MAX),
+            )
+            .min(RETRY_MAX);
+        Retry {
+            at: std::time::Instant::now() + wait,
+            failures,
+        }
+    }
 }
 
 /// One version of a file: the SHA-256 of its contents. Unlike a modification time it
@@ -93,6 +125,7 @@ impl CertStore {
             provider,
             resolver: Arc::new(CertResolver::new(set)),
             last_read: Mutex::new(stamps),
+            retry: Mutex::new(None),
         })
     }
 
@@ -118,8 +151,10 @@ impl CertStore {
             *last_read = stamps(&self.sources);
             load_set(&self.sources, &self.provider)
         });
+        let mut retry = self.retry.lock().unwrap_or_else(PoisonError::into_inner);
         match loaded {
             Ok(set) => {
+                *retry = None;
                 tracing::info!(
                     certificate_sha256 = %set.default_cert().fingerprint,
                     sni_certificates = set.extra().len(),
@@ -129,13 +164,27 @@ impl CertStore {
                 Ok(())
             }
             Err(e) => {
+                let next = Retry::after(retry.map_or(1, |r| r.failures.saturating_add(1)));
+                *retry = Some(next);
                 tracing::error!(
                     error = format!("{e:#}"),
-                    "certificate reload failed; still serving the previous certificates"
+                    retry_in_secs = next
+                        .at
+                        .saturating_duration_since(std::time::Instant::now())
+                        .as_secs(),
+                    "certificate reload failed; still serving the previous certificates, and trying again"
                 );
                 Err(e)
             }
         }
+    }
+
+    /// Whether a failed reload is due to be tried again.
+    fn retry_due(&self) -> bool {
+        self.retry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|r| std::time::Instant::now() >= r.at)
     }
 
     /// Whether a certificate or key file differs from when it was last read.
@@ -151,12 +200,25 @@ impl CertStore {
     /// Checks the files every `every` and reloads when they have changed and then stood
     /// still for a moment (a renewal writes the certificate and key one after the
     /// other), until `shutdown`.
-    pub async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+    /// `after` runs after every reload that succeeded (the warnings about what is now
+    /// served).
+    pub async fn watch(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: CancellationToken,
+        after: impl Fn() + Send + Sync + 'static,
+    ) {
+        let after = Arc::new(after);
         let settle = every.min(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
+            }
+            if self.retry_due() {
+                tracing::info!("retrying the failed certificate reload");
+                self.clone().reload_off_thread(after.clone()).await;
+                continue;
             }
             let Some(seen) = self.files_changed() else {
                 continue;
@@ -169,10 +231,19 @@ impl CertStore {
                 continue; // still being written: look again next time
             }
             tracing::info!("certificate files changed; reloading");
-            let store = self.clone();
-            // The outcome is logged by `reload`.
-            let _ = tokio::task::spawn_blocking(move || store.reload()).await;
+            self.clone().reload_off_thread(after.clone()).await;
         }
+    }
+
+    /// [`CertStore::reload`] on a blocking thread (it reads files), then `after` if it
+    /// succeeded. The outcome is logged by `reload`.
+    async fn reload_off_thread(self: Arc<Self>, after: Arc<impl Fn() + Send + Sync + 'static>) {
+        let _ = tokio::task::spawn_blocking(move || {
+            if self.reload().is_ok() {
+                after();
+            }
+        })
+        .await;
     }
 }
 
@@ -265,8 +336,16 @@ mod tests {
         let err = format!("{:#}", store.reload().unwrap_err());
         assert!(err.contains("tls.certificates[0]"), "{err}");
         assert!(Arc::ptr_eq(&store.current(), &renewed));
-        // The failed attempt is remembered: no retry until the files change again.
+        // The failed attempt is remembered as read (no reload on every look), and a
+        // retry is scheduled, 5 s away, then 10 s after a second failure.
         assert!(store.files_changed().is_none());
+        let first = store.retry.lock().unwrap().unwrap();
+        assert_eq!(first.failures, 1);
+        assert!(!store.retry_due());
+        assert!(store.reload().is_err());
+        let second = store.retry.lock().unwrap().unwrap();
+        assert_eq!(second.failures, 2);
+        assert!(second.at >= first.at + Duration::from_secs(4));
         std::fs::copy(&other.key, dir.path().join("sni.key.pem")).unwrap();
         assert!(store.files_changed().is_some());
         store.reload().unwrap();
@@ -274,6 +353,47 @@ mod tests {
             let p = super::super::provider();
             load_pair(&other, &p).unwrap().fingerprint
         });
+        // A success ends the retries.
+        assert!(store.retry.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn retries_back_off_to_five_minutes() {
+        let wait = |n| Retry::after(n).at - std::time::Instant::now();
+        assert!(wait(1) <= RETRY_FIRST && wait(1) > RETRY_FIRST - Duration::from_secs(1));
+        assert!(wait(3) > Duration::from_secs(19));
+        assert!(wait(40) <= RETRY_MAX && wait(40) > RETRY_MAX - Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn the_watcher_retries_a_failed_reload_with_the_files_unchanged() {
+        // A passing failure (the files read fine afterwards, unchanged): as if a read had
+        // failed once. The watcher tries again when the retry is due.
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, store) = store_for(dir.path());
+        let store = Arc::new(store);
+        *store.retry.lock().unwrap() = Some(Retry {
+            at: std::time::Instant::now(),
+            failures: 1,
+        });
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(store.clone().watch(
+            Duration::from_millis(20),
+            shutdown.clone(),
+            || {},
+        ));
+        for _ in 0..500 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if store.retry.lock().unwrap().is_none() {
+                break;
+            }
+        }
+        assert!(
+            store.retry.lock().unwrap().is_none(),
+            "the reload was not retried"
+        );
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[test]
@@ -309,11 +429,11 @@ mod tests {
         let store = Arc::new(store);
         let before = store.current().extra()[0].fingerprint.clone();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(
-            store
-                .clone()
-                .watch(Duration::from_millis(20), shutdown.clone()),
-        );
+        let task = tokio::spawn(store.clone().watch(
+            Duration::from_millis(20),
+            shutdown.clone(),
+            || {},
+        ));
         write_pair(dir.path(), "sni", &["mail.one.test"]);
         for _ in 0..500 {
             tokio::time::sleep(Duration::from_millis(20)).await;
