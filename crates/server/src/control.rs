@@ -1,4 +1,4 @@
-//! The local control socket (`<data_dir>/control.sock`, mode 0600): `poplar sessions`
+//! The local control socket (`<data_dir>/control.sock`, mode 0600 from its creation): `poplar sessions`
 //! lists live sessions through it and can end one.
 //!
 //! One request line per connection, answered with JSON lines:
@@ -82,28 +82,70 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
+/// How long a client of the control socket may take to send its request line.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the control socket until `shutdown`.
 pub(crate) async fn serve(path: PathBuf, registry: Arc<Registry>, shutdown: CancellationToken) {
-    // A socket left by a previous run (or a crash) is replaced.
-    let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path) {
+    serve_with(path, registry, shutdown, REQUEST_TIMEOUT).await;
+}
+
+/// Binds the socket at `path` with mode 0600 from the start: it is made inside a fresh
+/// 0700 folder beside `path`, given its mode there and only then renamed into place,
+/// so it is never reachable with a looser mode (a chmod after bind would leave a
+/// moment when the umask's mode applied).
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let staging = parent.join(format!(".control-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+    let made = staging.join("control.sock");
+    let bound = UnixListener::bind(&made).and_then(|listener| {
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o600))?;
+        // A socket left by a previous run (or a crash) is replaced.
+        std::fs::rename(&made, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    bound
+}
+
+async fn serve_with(
+    path: PathBuf,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    request_timeout: std::time::Duration,
+) {
+    let listener = match bind_private(&path) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, path = %path.display(), "control socket not available");
             return;
         }
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    }
+    // After an accept error (no descriptor free, say), wait before the next accept,
+    // doubling up to a second: retrying at once would spin a core.
+    let mut pause = std::time::Duration::ZERO;
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
+                Ok((stream, _)) => {
+                    pause = std::time::Duration::ZERO;
+                    stream
+                }
+                Err(e) => {
+                    pause = (pause * 2).clamp(
+                        std::time::Duration::from_millis(50),
+                        std::time::Duration::from_secs(1),
+                    );
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "control socket: accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
+                }
             },
         };
         let registry = registry.clone();
@@ -111,8 +153,10 @@ pub(crate) async fn serve(path: PathBuf, registry: Arc<Registry>, shutdown: Canc
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
             let mut read = BufReader::new(read).take(1024);
-            if read.read_line(&mut line).await.is_err() {
-                return;
+            // A client that connects and says nothing is let go.
+            match tokio::time::timeout(request_timeout, read.read_line(&mut line)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
             }
             let answer = answer(&registry, line.trim());
             let _ = write.write_all(answer.as_bytes()).await;
@@ -179,5 +223,50 @@ mod tests {
         assert!(answer(&r, "drop table").contains("error"));
         r.remove("s-1");
         assert_eq!(answer(&r, "list"), "");
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_private_and_silent_clients_are_let_go() {
+        use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        // A stale socket from a crash is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve_with(
+            path.clone(),
+            Arc::new(Registry::default()),
+            shutdown.clone(),
+            std::time::Duration::from_millis(100),
+        ));
+        let mut stream = None;
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            if let Ok(s) = tokio::net::UnixStream::connect(&path).await {
+                stream = Some(s);
+                break;
+            }
+        }
+        let mut stream = stream.expect("the control socket never came up");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // No staging folder is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["control.sock"]);
+        // Saying nothing: closed after the request timeout.
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+        shutdown.cancel();
+        task.await.unwrap();
+        assert!(!path.exists());
     }
 }
