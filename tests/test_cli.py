@@ -398,3 +398,30 @@ def test_every_listing_has_json(server):
         live = jsonlib.loads(srv.cli("sessions", "list", "--json", check=True).stdout)
         assert [s["user"] for s in live] == ["alice"], live
         c.quit()
+
+
+def read_until_closed(conn, timeout: float = 10) -> str:
+    """What the server says before it closes `conn` (which sends nothing more)."""
+    conn.sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = conn.sock.recv(4096)
+        if not chunk:
+            return data.decode(errors="replace")
+        data += chunk
+
+
+def test_disable_and_del_end_the_users_live_sessions(server):
+    """`user disable` and `user del` end the user's session at once on this node, not at
+    its next sign-in (issue 20); other users' sessions go on."""
+    srv = server(users={"alice": "alice password 1", "bob": "bob password 22",
+                        "carol": "carol password 3"})
+    alice, bob, carol = (srv.session(u) for u in ("alice", "bob", "carol"))
+    p = srv.cli("user", "disable", "alice", check=True)
+    assert b"ended 1 live session(s) of alice on this node" in p.stderr, p.stderr
+    assert read_until_closed(alice).startswith("-ERR [SYS/TEMP]")
+    p = srv.cli("user", "del", "carol", check=True)
+    assert b"ended 1 live session(s) of carol" in p.stderr, p.stderr
+    assert read_until_closed(carol).startswith("-ERR [SYS/TEMP]")
+    assert bob.stat()[0] == 0  # untouched
+    bob.quit()

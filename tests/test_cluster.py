@@ -270,3 +270,23 @@ def test_a_session_whose_lease_is_taken_is_ended_and_says_why(server, pg_url):
     ends = wait_for(a, lambda r: r["event"] == "disconnect")
     assert ends and ends[-1]["end"] == "lease_lost", ends
     assert len(a.message_files("alice")) == 1
+
+
+def test_disabling_a_user_ends_their_session_on_the_other_node(server, pg_url):
+    """`user disable` on node A ends alice's session on node B: it breaks her maildrop
+    lease, and B's session finds it gone at its next renewal (here within a second of
+    the 3 s lease) (issue 20)."""
+    import time
+    a, b = two_nodes(server, pg_url)
+    held = b.session("alice")
+    assert held.stat()[0] == 0
+    p = a.cli("user", "disable", "alice", check=True)
+    assert b"that session ends within 1 s" in p.stderr, p.stderr
+    started = time.monotonic()
+    held.sock.settimeout(15)
+    said = b""
+    while chunk := held.sock.recv(4096):
+        said += chunk
+    assert time.monotonic() - started < 10, "the session outlived its broken lease"
+    assert said.startswith(b"-ERR [SYS/TEMP]"), said
+    assert pass_reply(b, "alice", PW).startswith(FAILURE)

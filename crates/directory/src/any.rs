@@ -358,6 +358,9 @@ impl Directory for AnyDirectory {
     async fn release_lease(&self, maildrop: &str, owner: &str) -> Result<(), DirectoryError> {
         dispatch!(self, d => d.release_lease(maildrop, owner))
     }
+    async fn break_lease(&self, maildrop: &str) -> Result<bool, DirectoryError> {
+        dispatch!(self, d => d.break_lease(maildrop))
+    }
 }
 
 #[cfg(test)]

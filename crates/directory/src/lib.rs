@@ -461,6 +461,14 @@ pub trait Directory: Send + Sync + 'static {
         maildrop: &str,
         owner: &str,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// Takes away the lease on `maildrop` whoever holds it (an account disabled or
+    /// deleted): the holding session finds it gone at its next renewal and is ended.
+    /// `false` if none was held.
+    fn break_lease(
+        &self,
+        maildrop: &str,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
 }
 
 #[cfg(test)]

@@ -287,4 +287,7 @@ impl<D: Directory> Directory for PausedUpgrade<D> {
     async fn release_lease(&self, maildrop: &str, owner: &str) -> Result<(), DirectoryError> {
         self.inner.release_lease(maildrop, owner).await
     }
+    async fn break_lease(&self, maildrop: &str) -> Result<bool, DirectoryError> {
+        self.inner.break_lease(maildrop).await
+    }
 }

@@ -83,6 +83,19 @@ async fn maildrop_leases<D: Directory>(dir: &D) {
             .unwrap()
     );
     assert!(!dir.renew_lease("/dead", "node-a:2", 60_000).await.unwrap());
+    // A broken lease (its account disabled): the holder cannot renew it.
+    assert!(
+        dir.acquire_lease("/broken", "node-a:3", 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(dir.break_lease("/broken").await.unwrap());
+    assert!(!dir.break_lease("/broken").await.unwrap());
+    assert!(
+        !dir.renew_lease("/broken", "node-a:3", 60_000)
+            .await
+            .unwrap()
+    );
     for (m, o) in [
         (md, "node-b:1"),
         ("/other", "node-b:1"),

@@ -39,6 +39,16 @@ fn request(config: &Config, line: &str) -> anyhow::Result<Vec<serde_json::Value>
         .collect()
 }
 
+/// Ends every live session of `user` (canonical) on the server running with this
+/// configuration here; how many. An error when no server answers.
+pub fn end_user(config: &Config, user: &str) -> anyhow::Result<usize> {
+    let answer = request(config, &format!("end-user {user}"))?;
+    Ok(answer
+        .first()
+        .and_then(|a| a["ended"].as_u64())
+        .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)))
+}
+
 pub fn run(cmd: Option<SessionsCommand>, config: &Config) -> anyhow::Result<()> {
     match cmd.unwrap_or(SessionsCommand::List { json: false }) {
         SessionsCommand::List { json } => {

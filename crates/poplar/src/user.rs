@@ -259,16 +259,20 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             };
             import(&file, &options, config, dir).await?;
         }
-        UserCommand::Disable { name } => set_enabled(&policy, &dir, &name, false).await?,
-        UserCommand::Enable { name } => set_enabled(&policy, &dir, &name, true).await?,
+        UserCommand::Disable { name } => set_enabled(config, &dir, &name, false).await?,
+        UserCommand::Enable { name } => set_enabled(config, &dir, &name, true).await?,
         UserCommand::Del { name } => {
             let canonical = policy
                 .canonical(&name)
                 .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
+            let Some(record) = dir.find_user(&canonical).await? else {
+                crate::exit::not_found!("no such user: {canonical}");
+            };
             if !dir.delete_user(&canonical).await? {
                 crate::exit::not_found!("no such user: {canonical}");
             }
             eprintln!("removed {canonical}; their Maildir was left in place");
+            end_sessions(config, &dir, &canonical, &record.maildir).await?;
         }
         UserCommand::List { json } => {
             let users = dir.list_users().await?;
@@ -376,13 +380,8 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
     Ok(())
 }
 
-async fn set_enabled(
-    policy: &auth::UsernamePolicy,
-    dir: &Dir,
-    name: &str,
-    enabled: bool,
-) -> anyhow::Result<()> {
-    let canonical = policy
+async fn set_enabled(config: &Config, dir: &Dir, name: &str, enabled: bool) -> anyhow::Result<()> {
+    let canonical = server::username_policy(config)
         .canonical(name)
         .map_err(|e| anyhow::anyhow!("invalid user name: {e}"))?;
     if !dir.set_enabled(&canonical, enabled).await? {
@@ -392,6 +391,34 @@ async fn set_enabled(
         "{canonical} {}",
         if enabled { "enabled" } else { "disabled" }
     );
+    if !enabled && let Some(record) = dir.find_user(&canonical).await? {
+        end_sessions(config, dir, &canonical, &record.maildir).await?;
+    }
+    Ok(())
+}
+
+/// Ends the live sessions of a user just disabled or deleted: on this node at once
+/// (through the running server's control socket, if one runs here), and on other nodes
+/// of a cluster by breaking the user's maildrop lease, which the session holding it
+/// finds gone at its next renewal (within a third of `directory.maildrop_lease_secs`).
+async fn end_sessions(
+    config: &Config,
+    dir: &Dir,
+    canonical: &str,
+    maildir: &str,
+) -> anyhow::Result<()> {
+    match crate::sessions::end_user(config, canonical) {
+        Ok(0) => {}
+        Ok(n) => eprintln!("ended {n} live session(s) of {canonical} on this node"),
+        // No server running here (or not with this configuration): nothing to end here.
+        Err(_) => {}
+    }
+    if dir.break_lease(maildir).await? {
+        eprintln!(
+            "{canonical}'s maildrop was open on another node: that session ends within {} s",
+            config.directory.maildrop_lease_secs.div_ceil(3)
+        );
+    }
     Ok(())
 }
 

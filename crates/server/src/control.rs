@@ -4,7 +4,9 @@
 //! One request line per connection, answered with JSON lines:
 //! - `list` → one object per session: `session`, `user`, `src`, `listener`, `state`,
 //!   `since` (RFC 3339);
-//! - `end SESSION` → `{"ended":true}` or `{"ended":false,"error":"..."}`.
+//! - `end SESSION` → `{"ended":true}` or `{"ended":false,"error":"..."}`;
+//! - `end-user USER` (canonical name) → `{"ended":N}`: every session of that user, as
+//!   `user disable` and `user del` ask.
 //!
 //! Ending a session closes it the way a shutdown does: it is never in UPDATE while it
 //! waits for input, so nothing is deleted, and its maildrop lock is released.
@@ -70,6 +72,13 @@ impl Registry {
             }
             None => false,
         }
+    }
+
+    /// Ends every live session of `user`; how many.
+    fn end_user(&self, user: &str) -> usize {
+        let live = self.lock();
+        let of_user = live.values().filter(|s| s.user.as_deref() == Some(user));
+        of_user.map(|s| s.end.cancel()).count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveSession>> {
@@ -181,7 +190,10 @@ fn answer(registry: &Registry, request: &str) -> String {
                 "{\"ended\":false,\"error\":\"no such session\"}\n".into()
             }
         }
-        _ => "{\"error\":\"requests: list | end SESSION\"}\n".into(),
+        (Some("end-user"), Some(user), None) => {
+            format!("{{\"ended\":{}}}\n", registry.end_user(user))
+        }
+        _ => "{\"error\":\"requests: list | end SESSION | end-user USER\"}\n".into(),
     }
 }
 
@@ -221,6 +233,20 @@ mod tests {
         assert_eq!(answer(&r, "end s-1"), "{\"ended\":true}\n");
         assert!(end.is_cancelled());
         assert!(answer(&r, "drop table").contains("error"));
+        let bob = CancellationToken::new();
+        r.add(LiveSession {
+            session: "s-3".into(),
+            user: Some("bob".into()),
+            src: "127.0.0.1:4001".into(),
+            listener: "pop3",
+            state: "transaction",
+            since: "2026-01-01T00:00:01.000Z".into(),
+            end: bob.clone(),
+        });
+        assert_eq!(answer(&r, "end-user carol"), "{\"ended\":0}\n");
+        assert_eq!(answer(&r, "end-user bob"), "{\"ended\":1}\n");
+        assert!(bob.is_cancelled());
+        r.remove("s-3");
         r.remove("s-1");
         assert_eq!(answer(&r, "list"), "");
     }

@@ -1050,6 +1050,14 @@ impl Directory for PgDirectory {
             .await?;
         Ok(())
     }
+
+    async fn break_lease(&self, maildrop: &str) -> Result<bool, DirectoryError> {
+        let done = sqlx::query("DELETE FROM maildrop_leases WHERE maildrop = $1")
+            .bind(maildrop)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 impl PgDirectory {
