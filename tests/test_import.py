@@ -234,3 +234,35 @@ def maildir_deliver(maildir) -> int:
     """Puts one message in `maildir`'s new/; the count of messages there."""
     (maildir / "new" / "1700000000.1.host").write_bytes(b"Subject: hi\r\n\r\nbody\r\n")
     return len(list((maildir / "new").iterdir()))
+
+
+def test_long_jobs_show_progress_on_a_terminal_only(server, tmp_path):
+    """`user import` draws a progress line on a terminal, and prints exactly its report
+    lines elsewhere (issue 20)."""
+    import os
+    import pty
+    import subprocess
+    from conftest import POPLAR_BIN
+    passwd = tmp_path / "users.passwd"
+    passwd.write_text("".join(f"u{i}:{{PLAIN}}password number {i}\n" for i in range(3)))
+    srv = server(users={}, start=False)
+    piped = srv.cli("user", "import", str(passwd), "--dry-run", check=True)
+    assert b"\x1b" not in piped.stderr and b"%" not in piped.stderr, piped.stderr
+    master, slave = pty.openpty()
+    p = subprocess.run([str(POPLAR_BIN), "--config", str(srv.config_path), "user", "import",
+                        str(passwd), "--dry-run"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=slave, timeout=60)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.returncode == 0
+    assert b"\r\x1b[2K" in out and b": 0% (0 of 3)" in out, out
+    assert b"line 3: would import u2" in out, out

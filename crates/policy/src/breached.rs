@@ -276,20 +276,27 @@ fn scan(
     min_count: u64,
     report: &mut BuildReport,
     mut each: impl FnMut(&Sha1Digest),
+    read: &mut dyn FnMut(u64),
 ) -> Result<(), FilterError> {
     let file = File::open(corpus).map_err(io_error(corpus))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::with_capacity(64);
     let mut number = 0u64;
+    let (mut bytes, mut told) = (0u64, 0u64);
     *report = BuildReport::default();
     loop {
         line.clear();
-        if reader
+        let n = reader
             .read_until(b'\n', &mut line)
-            .map_err(io_error(corpus))?
-            == 0
-        {
+            .map_err(io_error(corpus))?;
+        if n == 0 {
+            read(bytes);
             return Ok(());
+        }
+        bytes += n as u64;
+        if bytes - told >= 1 << 20 {
+            told = bytes;
+            read(bytes);
         }
         number += 1;
         match parse_line(&line) {
@@ -317,8 +324,21 @@ fn scan(
 /// second sets their bits. Memory is the array alone (`BITS_PER_ENTRY` / 8 bytes per
 /// entry). Entries whose count is below `min_count` are left out.
 pub fn build(corpus: &Path, out: &Path, min_count: u64) -> Result<BuildReport, FilterError> {
+    build_with_progress(corpus, out, min_count, |_, _| {})
+}
+
+/// [`build`], telling `progress` how far it got: the pass (1 or 2) and the bytes of the
+/// corpus read in it, about every MiB.
+pub fn build_with_progress(
+    corpus: &Path,
+    out: &Path,
+    min_count: u64,
+    mut progress: impl FnMut(u8, u64),
+) -> Result<BuildReport, FilterError> {
     let mut report = BuildReport::default();
-    scan(corpus, min_count, &mut report, |_| {})?;
+    scan(corpus, min_count, &mut report, |_| {}, &mut |bytes| {
+        progress(1, bytes)
+    })?;
     if report.entries == 0 {
         return Err(FilterError::EmptyCorpus {
             path: corpus.to_owned(),
@@ -335,11 +355,17 @@ pub fn build(corpus: &Path, out: &Path, min_count: u64) -> Result<BuildReport, F
         path: corpus.to_owned(),
     })?;
     let mut array = vec![0u64; words];
-    scan(corpus, min_count, &mut report, |digest| {
-        for bit in positions(digest, bits, HASHES) {
-            array[(bit / 64) as usize] |= 1 << (bit % 64);
-        }
-    })?;
+    scan(
+        corpus,
+        min_count,
+        &mut report,
+        |digest| {
+            for bit in positions(digest, bits, HASHES) {
+                array[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        },
+        &mut |bytes| progress(2, bytes),
+    )?;
     if report.entries != expected {
         return Err(FilterError::Changed {
             path: corpus.to_owned(),

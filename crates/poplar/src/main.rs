@@ -14,6 +14,7 @@ mod mail_location;
 mod mfa;
 mod notify;
 mod passwords;
+mod progress;
 mod sessions;
 mod user;
 mod user_show;

@@ -67,8 +67,27 @@ fn load_breached(file: &std::path::Path, min_count: u64, config: &Config) -> any
     server::process::prepare_data_dir(&config.data_dir)?;
     let out = config.breached_filter_path();
     let started = std::time::Instant::now();
-    let report = policy::breached::build(file, &out, min_count)
-        .with_context(|| format!("loading {}", file.display()))?;
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let mut bar = crate::progress::Progress::new(
+        format!("reading {} (pass 1 of 2: counting)", file.display()),
+        size,
+    );
+    let mut pass = 1;
+    let report = policy::breached::build_with_progress(file, &out, min_count, |p, bytes| {
+        if p != pass {
+            pass = p;
+            bar = crate::progress::Progress::new(
+                format!(
+                    "reading {} (pass 2 of 2: filling the filter)",
+                    file.display()
+                ),
+                size,
+            );
+        }
+        bar.set(bytes);
+    })
+    .with_context(|| format!("loading {}", file.display()))?;
+    drop(bar);
     eprintln!(
         "loaded {} entries into {} ({:.1} MB: {} bits per entry, false-positive rate about 1 in {:.1} million) in {:.1} s",
         report.entries,

@@ -451,11 +451,14 @@ async fn import(
     } else {
         "imported"
     };
+    let total = text.lines().count();
+    let mut bar = crate::progress::Progress::new(file.display().to_string(), total as u64);
     for (n, line) in text.lines().enumerate() {
+        bar.set(n as u64);
         let n = n + 1;
         let who = passwd_line_user(line).unwrap_or("?").to_owned();
         let mut refuse = |why: &str| {
-            eprintln!("line {n} ({who}): not imported: {why}");
+            bar.println(&format!("line {n} ({who}): not imported: {why}"));
             failed += 1;
         };
         let (user, parsed) = match parse_passwd_line(line) {
@@ -505,7 +508,7 @@ async fn import(
             {
                 refuse(&format!("{why}; --allow-costly-hashes imports it anyway"));
             } else {
-                eprintln!("line {n}: {verb} {canonical} ({scheme}); {place}");
+                bar.println(&format!("line {n}: {verb} {canonical} ({scheme}); {place}"));
                 imported += 1;
             }
             continue;
@@ -523,12 +526,12 @@ async fn import(
                 maildir::Maildir::new(&maildir)
                     .create()
                     .with_context(|| format!("creating Maildir {}", maildir.display()))?;
-                match above_bounds {
-                    None => eprintln!("line {n}: {verb} {name} ({scheme}); {place}"),
-                    Some(why) => eprintln!(
+                bar.println(&match above_bounds {
+                    None => format!("line {n}: {verb} {name} ({scheme}); {place}"),
+                    Some(why) => format!(
                         "line {n}: {verb} {name} ({scheme}), allowed by --allow-costly-hashes: {why}; {place}"
                     ),
-                }
+                });
                 imported += 1;
             }
             Err(e @ ImportError::Costly(_)) => {
@@ -537,6 +540,7 @@ async fn import(
             Err(e) => refuse(&e.to_string()),
         }
     }
+    drop(bar);
     if options.dry_run {
         eprintln!(
             "dry run: {imported} users would be imported, {failed} lines not; nothing changed"
