@@ -35,11 +35,10 @@ impl Progress {
 
     /// What the line says at `done` of the total.
     fn text(&self, done: u64) -> String {
-        let pct = if self.total == 0 {
-            100
-        } else {
-            done.saturating_mul(100) / self.total
-        };
+        let pct = done
+            .saturating_mul(100)
+            .checked_div(self.total)
+            .unwrap_or(100);
         format!("{}: {pct}% ({done} of {})", self.label, self.total)
     }
 
