@@ -90,7 +90,7 @@ import base64, hashlib, os, sys
 salt = os.urandom(8)
 print("old:{SSHA}" + base64.b64encode(hashlib.sha1(sys.argv[1].encode() + salt).digest() + salt).decode())
 PY
-"${P[@]}" user import "$DIR/passwd"
+"${P[@]}" user import --yes "$DIR/passwd"
 start_poplar "$DIR/poplar-web.log"
 WEB_OUT=$REPO/bench/results/enumeration-web-$(date -u +%Y%m%d-%H%M).json
 python3 "$REPO/bench/web_enumeration.py" --port "$WEB_PORT" --count "$COUNT" \

@@ -56,7 +56,7 @@ def seeded(module_server, tmp_path_factory):
         f"upgraded:{legacy_hash}:1000:1000::/home/upgraded::\n"
         f"changed:{{PLAIN}}old imported pw:1000:1000::/home/changed::\n",
         encoding="utf-8")
-    srv.cli("user", "import", str(passwd), check=True)
+    srv.cli("user", "import", "--yes", str(passwd), check=True)
     srv.cli("user", "passwd", "changed", "--password-stdin", "--allow-weak",
             stdin="a new password\n", check=True)
     srv.cli("user", "networks", "netuser", "192.0.2.0/24", "2001:db8::/48", check=True)

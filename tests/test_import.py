@@ -47,7 +47,7 @@ def test_import_every_scheme_then_sign_in_and_upgrade(server, tmp_path):
     passwd = tmp_path / "users.passwd"
     passwd.write_text("\n".join(lines) + "\n", encoding="utf-8")
     srv = server(users={})
-    r = srv.cli("user", "import", str(passwd))
+    r = srv.cli("user", "import", "--yes", str(passwd))
     assert r.returncode == 0, r.stderr
     assert f"{len(entries)} users imported, 0 lines not imported" in r.stderr.decode()
     for i, (tool, password, stored) in enumerate(entries):
@@ -84,7 +84,7 @@ def test_import_reports_bad_lines_and_keeps_going(server, tmp_path):
         "\n# comment\n",
         encoding="utf-8")
     srv = server(users={})
-    r = srv.cli("user", "import", str(passwd))
+    r = srv.cli("user", "import", "--yes", str(passwd))
     err = r.stderr.decode()
     assert r.returncode != 0
     assert "1 users imported, 5 lines not imported" in err, err
@@ -101,7 +101,7 @@ def test_import_existing_user_is_not_overwritten(server, tmp_path):
     srv = server()
     passwd = tmp_path / "dup"
     passwd.write_text("alice:{PLAIN}other password\n", encoding="utf-8")
-    r = srv.cli("user", "import", str(passwd))
+    r = srv.cli("user", "import", "--yes", str(passwd))
     assert r.returncode != 0 and "user already exists" in r.stderr.decode()
     with srv.tls() as c:
         assert sign_in_plain(c, "alice", DEFAULT_PASSWORD).startswith("+OK")
@@ -130,7 +130,7 @@ def test_import_refuses_costly_hashes_line_by_line_unless_allowed(server, tmp_pa
         f"huge:{{ARGON2ID}}$argon2id$v=19$m=2097152,t=1,p=4{ARGON2_TAIL}\n"
         "plain:{PLAIN}s3cret words\n",
         encoding="utf-8")
-    r = srv.cli("user", "import", str(passwd))
+    r = srv.cli("user", "import", "--yes", str(passwd))
     err = r.stderr.decode()
     assert r.returncode != 0, err
     assert "2 users imported, 3 lines not imported" in err, err
@@ -149,7 +149,7 @@ def test_import_refuses_costly_hashes_line_by_line_unless_allowed(server, tmp_pa
     assert sorted(srv.cli("user", "list").stdout.decode().split()) == ["cheap", "plain"]
 
     # The administrator allows them: imported, each saying so; beyond 1 GiB still not.
-    r = srv.cli("user", "import", "--allow-costly-hashes", str(passwd))
+    r = srv.cli("user", "import", "--yes", "--allow-costly-hashes", str(passwd))
     err = r.stderr.decode()
     assert r.returncode != 0, err
     assert "2 users imported, 3 lines not imported" in err, err
@@ -173,11 +173,11 @@ def test_import_bounds_come_from_the_config_and_allowed_hashes_sign_in(server, t
     srv = server(users={}, auth={"import_max_time_ms": 1})
     passwd = tmp_path / "one"
     passwd.write_text(f"bob:{stored}\n", encoding="utf-8")
-    r = srv.cli("user", "import", str(passwd))
+    r = srv.cli("user", "import", "--yes", str(passwd))
     assert r.returncode != 0
     assert ("line 1 (bob): not imported: BLF-CRYPT hash (cost 5) takes about 2 ms to check, "
             "above auth.import_max_time_ms = 1; ") in r.stderr.decode(), r.stderr
-    r = srv.cli("user", "import", "--allow-costly-hashes", str(passwd))
+    r = srv.cli("user", "import", "--yes", "--allow-costly-hashes", str(passwd))
     assert r.returncode == 0, r.stderr
     assert "1 users imported, 0 lines not imported" in r.stderr.decode()
     # Sign-in checks what import took (and upgrades it).
@@ -217,7 +217,7 @@ def test_import_takes_each_maildir_from_the_passwd_file_and_dry_runs(server, tmp
     assert srv.cli("user", "list", check=True).stdout.decode().split() == []
     assert not vmail.exists() and not homes.exists()
 
-    real = srv.cli(*args)
+    real = srv.cli(*args, "--yes")
     assert real.returncode == 1, real.stderr
     assert srv.cli("user", "list", check=True).stdout.decode().split() == [
         "ann@example.org", "ben", "cat"]
@@ -266,3 +266,49 @@ def test_long_jobs_show_progress_on_a_terminal_only(server, tmp_path):
     assert p.returncode == 0
     assert b"\r\x1b[2K" in out and b": 0% (0 of 3)" in out, out
     assert b"line 3: would import u2" in out, out
+
+
+def test_changing_many_accounts_asks_first(server, tmp_path):
+    """`user import` and `lockout clear --all` ask before they change many accounts: on
+    a terminal they wait for a yes; without one they need --yes (exit 2 otherwise), and
+    nothing changes (issue 20)."""
+    import os
+    import pty
+    import subprocess
+    from conftest import POPLAR_BIN
+    passwd = tmp_path / "users.passwd"
+    passwd.write_text("ann:{PLAIN}ann password 1\nbob:{PLAIN}bob password 12\n")
+    srv = server(users={}, start=False)
+    r = srv.cli("user", "import", str(passwd))
+    assert r.returncode == 2 and b"pass --yes" in r.stderr, r.stderr
+    assert srv.cli("user", "list", check=True).stdout == b""
+    r = srv.cli("lockout", "clear", "--all")
+    assert r.returncode == 2 and b"pass --yes" in r.stderr, r.stderr
+    assert srv.cli("lockout", "clear", "--all", "--yes").returncode == 0
+
+    def on_a_terminal(answer: bytes) -> tuple[int, bytes]:
+        master, slave = pty.openpty()
+        p = subprocess.Popen([str(POPLAR_BIN), "--config", str(srv.config_path), "user",
+                              "import", str(passwd)], stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        out = b""
+        while b"[y/N]" not in out:
+            out += os.read(master, 4096)
+        os.write(master, answer)
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        return p.wait(timeout=60), out
+
+    code, out = on_a_terminal(b"n\n")
+    assert code == 2 and b"import 2 users from" in out and b"not confirmed" in out, out
+    assert srv.cli("user", "list", check=True).stdout == b""
+    code, out = on_a_terminal(b"y\n")
+    assert code == 0, out
+    assert srv.cli("user", "list", check=True).stdout.decode().split() == ["ann", "bob"]

@@ -222,6 +222,6 @@ def test_imported_hashes_are_not_subject_to_the_policy(server, tmp_path):
     srv = server(users={}, start=False)
     users_file = tmp_path / "users"
     users_file.write_text("ivan:{PLAIN}password\n", encoding="utf-8")
-    p = srv.cli("user", "import", str(users_file))
+    p = srv.cli("user", "import", "--yes", str(users_file))
     assert p.returncode == 0, p.stderr
     assert users(srv) == ["ivan"]

@@ -28,6 +28,10 @@ pub enum LockoutCommand {
         /// Everything.
         #[arg(long)]
         all: bool,
+        /// Clear everything without asking (needed with --all when there is no terminal
+        /// to ask on).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -46,7 +50,12 @@ pub async fn run(cmd: LockoutCommand, config: &Config, dir: Arc<Dir>) -> anyhow:
     let policy = config.defence.policy();
     match cmd {
         LockoutCommand::List { json } => list(&policy, &dir, json).await,
-        LockoutCommand::Clear { user, address, all } => {
+        LockoutCommand::Clear {
+            user,
+            address,
+            all,
+            yes,
+        } => {
             let removed = match (user, address, all) {
                 (Some(user), _, _) => {
                     let canonical = server::username_policy(config)
@@ -58,7 +67,13 @@ pub async fn run(cmd: LockoutCommand, config: &Config, dir: Arc<Dir>) -> anyhow:
                     dir.clear_lockouts(ClearTarget::Source(&source_key(ip)))
                         .await?
                 }
-                (_, _, true) => dir.clear_lockouts(ClearTarget::All).await?,
+                (_, _, true) => {
+                    crate::confirm::confirm(
+                        "lift every lock, ban and failure count of every account",
+                        yes,
+                    )?;
+                    dir.clear_lockouts(ClearTarget::All).await?
+                }
                 _ => crate::exit::usage!("say what to clear: --user NAME, --address IP or --all"),
             };
             eprintln!("cleared {removed} entries");

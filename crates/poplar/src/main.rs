@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod audit_report;
+mod confirm;
 mod demo;
 mod exit;
 mod import;

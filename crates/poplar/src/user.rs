@@ -77,6 +77,9 @@ pub enum UserCommand {
         /// nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Import without asking (needed when there is no terminal to ask on).
+        #[arg(long)]
+        yes: bool,
         /// Import hashes above auth.import_max_memory_kib or auth.import_max_time_ms
         /// too (each such line says so). Hashes beyond what Poplar ever checks (1 GiB,
         /// an estimated 4 s) are still refused.
@@ -243,6 +246,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
             maildir_root,
             maildir_subdir,
             dry_run,
+            yes,
             allow_costly_hashes,
         } => {
             let costly = if allow_costly_hashes {
@@ -256,6 +260,7 @@ pub async fn run(cmd: UserCommand, config: &Config, dir: Arc<Dir>) -> anyhow::Re
                 subdir: maildir_subdir,
                 costly,
                 dry_run,
+                yes,
             };
             import(&file, &options, config, dir).await?;
         }
@@ -431,6 +436,8 @@ struct ImportOptions {
     costly: auth::CostlyHashes,
     /// Report only.
     dry_run: bool,
+    /// Confirmed on the command line.
+    yes: bool,
 }
 
 async fn import(
@@ -451,6 +458,20 @@ async fn import(
     } else {
         "imported"
     };
+    if !options.dry_run {
+        let entries = text
+            .lines()
+            .filter(|l| passwd_line_user(l).is_some())
+            .count();
+        crate::confirm::confirm(
+            &format!(
+                "import {entries} users from {} into {}",
+                file.display(),
+                config.directory_display()
+            ),
+            options.yes,
+        )?;
+    }
     let total = text.lines().count();
     let mut bar = crate::progress::Progress::new(file.display().to_string(), total as u64);
     for (n, line) in text.lines().enumerate() {
