@@ -425,3 +425,22 @@ def test_disable_and_del_end_the_users_live_sessions(server):
     assert read_until_closed(carol).startswith("-ERR [SYS/TEMP]")
     assert bob.stat()[0] == 0  # untouched
     bob.quit()
+
+
+def test_completions_and_the_man_page_come_from_the_command_line(tmp_path):
+    """`poplar completions SHELL` and `poplar manpage` print what the package installs,
+    generated from the commands themselves, touching no configuration or data (issue
+    20)."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(POPLAR_BIN), *args], capture_output=True, cwd=tmp_path,
+                              timeout=60, check=True)
+    bash = run("completions", "bash").stdout.decode()
+    assert "_poplar()" in bash and "app-password" in bash and "--maildir-subdir" in bash
+    check = subprocess.run(["bash", "-n"], input=bash.encode(), capture_output=True)
+    assert check.returncode == 0, check.stderr
+    for shell in ("zsh", "fish"):
+        assert "lockout" in run("completions", shell).stdout.decode()
+    page = run("manpage").stdout.decode()
+    assert page.splitlines()[2].startswith(".TH poplar 1"), page[:300]
+    assert "serve" in page and "user" in page
+    assert list(tmp_path.iterdir()) == [], "nothing is made in the working folder"

@@ -86,6 +86,14 @@ enum Command {
     /// The directory itself: move it between SQLite and PostgreSQL.
     #[command(subcommand)]
     Directory(DirectoryCommand),
+    /// Print shell completions to standard output, for example
+    /// `poplar completions bash > /usr/share/bash-completion/completions/poplar`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output: `poplar manpage > poplar.1`.
+    Manpage,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +126,39 @@ enum ConfigCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Documentation of the command line itself: no configuration, no logging.
+    // Made in memory, then written: a reader that stops early (`| head`) is no error.
+    let document = match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "poplar", &mut text);
+            Some(Ok(text))
+        }
+        Command::Manpage => {
+            use clap::CommandFactory as _;
+            let mut text = Vec::new();
+            Some(
+                clap_mangen::Man::new(Cli::command())
+                    .render(&mut text)
+                    .map(|()| text),
+            )
+        }
+        _ => None,
+    };
+    if let Some(document) = document {
+        use std::io::Write as _;
+        return match document.and_then(|text| std::io::stdout().write_all(&text)) {
+            Ok(()) => std::process::ExitCode::from(exit::OK),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                std::process::ExitCode::from(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("poplar: {e}");
+                std::process::ExitCode::from(exit::FAILURE)
+            }
+        };
+    }
     init_logging();
     match start(cli) {
         Ok(()) => std::process::ExitCode::from(exit::OK),
@@ -235,6 +276,8 @@ async fn run(
             audit_report::run(args, &config, open_directory(&config).await?).await
         }
         Command::Directory(DirectoryCommand::Copy { from, to }) => copy_directory(&from, &to).await,
+        // Answered in `main`, before any configuration is read.
+        Command::Completions { .. } | Command::Manpage => Ok(()),
         Command::Config(ConfigCommand::Check { as_user }) => {
             if let Some(user) = as_user {
                 let process = server::process::Process {
