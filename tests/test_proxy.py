@@ -4,7 +4,6 @@ front of two nodes sharing one PostgreSQL directory (issue 9)."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import shutil
 import socket
 import struct
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IO_TIMEOUT, Conn, free_port, require_peer, tls_context
+from conftest import IO_TIMEOUT, Conn, free_port, read_audit, require_peer, tls_context
 
 PW = "alice secret pw"
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -31,8 +30,8 @@ def v2(src: str, sport: int, dst: str = "127.0.0.1", dport: int = 995) -> bytes:
 
 
 def audit(srv) -> list[dict]:
-    path = srv.data_dir / "audit.log"
-    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+    # Complete lines only: the writer thread may be halfway through one.
+    return read_audit(srv.data_dir / "audit.log")
 
 
 def wait_audit(servers, pred, timeout=5.0, count: int = 1) -> list[dict]:
