@@ -253,16 +253,7 @@ def test_long_jobs_show_progress_on_a_terminal_only(server, tmp_path):
                         str(passwd), "--dry-run"], stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=slave, timeout=60)
     os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
+    out = drain(master)
     assert p.returncode == 0
     assert b"\r\x1b[2K" in out and b": 0% (0 of 3)" in out, out
     assert b"line 3: would import u2" in out, out
@@ -295,15 +286,7 @@ def test_changing_many_accounts_asks_first(server, tmp_path):
         while b"[y/N]" not in out:
             out += os.read(master, 4096)
         os.write(master, answer)
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        os.close(master)
+        out += drain(master)
         return p.wait(timeout=60), out
 
     code, out = on_a_terminal(b"n\n")
@@ -312,3 +295,19 @@ def test_changing_many_accounts_asks_first(server, tmp_path):
     code, out = on_a_terminal(b"y\n")
     assert code == 0, out
     assert srv.cli("user", "list", check=True).stdout.decode().split() == ["ann", "bob"]
+
+
+def drain(master: int) -> bytes:
+    """Everything a pseudo-terminal's other side writes until it closes; then closes."""
+    import os
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO once the other side is gone
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return out
