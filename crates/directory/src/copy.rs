@@ -217,6 +217,16 @@ pub async fn copy_directory(
     from: &AnyDirectory,
     to: &AnyDirectory,
 ) -> Result<CopyCounts, DirectoryError> {
+    copy_directory_with_progress(from, to, |_, _| {}).await
+}
+
+/// [`copy_directory`], telling `progress` the rows written so far and the rows to
+/// write in all, after every row.
+pub async fn copy_directory_with_progress(
+    from: &AnyDirectory,
+    to: &AnyDirectory,
+    mut progress: impl FnMut(u64, u64) + Send,
+) -> Result<CopyCounts, DirectoryError> {
     // Read everything first, in one snapshot.
     let mut data: Vec<Vec<Vec<Value>>> = Vec::with_capacity(TABLES.len());
     match from {
@@ -243,6 +253,9 @@ pub async fn copy_directory(
         }
     }
     let mut counts = CopyCounts::new();
+    let total: u64 = data.iter().map(|rows| rows.len() as u64).sum();
+    let mut written = 0u64;
+    progress(0, total);
     match to {
         AnyDirectory::Sqlite(d) => {
             let mut tx = d.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -260,6 +273,8 @@ pub async fn copy_directory(
                     bind_values!(sqlx::query(insert(table, false)), values)
                         .execute(&mut *tx)
                         .await?;
+                    written += 1;
+                    progress(written, total);
                 }
                 counts.push((table.name, rows.len() as u64));
             }
@@ -288,6 +303,8 @@ pub async fn copy_directory(
                     bind_values!(sqlx::query(insert(table, true)), values)
                         .execute(&mut *tx)
                         .await?;
+                    written += 1;
+                    progress(written, total);
                 }
                 counts.push((table.name, rows.len() as u64));
             }
@@ -499,7 +516,16 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        copy_directory(&a, &b).await.unwrap();
+        let mut seen = Vec::new();
+        let counts = copy_directory_with_progress(&a, &b, |done, total| seen.push((done, total)))
+            .await
+            .unwrap();
         assert_eq!(view(&b).await, view(&a).await);
+        // Told from 0 to every row, one row at a time.
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        assert!(total > 0);
+        assert_eq!(seen.first(), Some(&(0, total)));
+        assert_eq!(seen.last(), Some(&(total, total)));
+        assert_eq!(seen.len() as u64, total + 1);
     }
 }

@@ -30,7 +30,7 @@ use std::fmt;
 use std::future::Future;
 
 pub use any::{AnyDirectory, Location, redact};
-pub use copy::{CopyCounts, copy_directory};
+pub use copy::{CopyCounts, copy_directory, copy_directory_with_progress};
 pub use credentials::{CredentialDates, LastSignIn};
 pub use defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,

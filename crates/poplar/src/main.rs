@@ -361,7 +361,13 @@ async fn copy_directory(from: &str, to: &str) -> anyhow::Result<()> {
             directory::redact(from)
         );
     }
-    let counts = directory::copy_directory(&source, &target).await?;
+    let mut bar = progress::Progress::new("copying rows", 0);
+    let counts = directory::copy_directory_with_progress(&source, &target, |done, total| {
+        bar.set_total(total);
+        bar.set(done);
+    })
+    .await?;
+    drop(bar);
     for (table, rows) in &counts {
         println!("{table}: {rows}");
     }

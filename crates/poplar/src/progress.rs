@@ -42,6 +42,11 @@ impl Progress {
         format!("{}: {pct}% ({done} of {})", self.label, self.total)
     }
 
+    /// Sets the total, when it is known only once the job has begun.
+    pub fn set_total(&mut self, total: u64) {
+        self.total = total;
+    }
+
     /// `done` so far; redraws the line if it is time.
     pub fn set(&mut self, done: u64) {
         if !self.on_terminal || self.last.is_some_and(|t| t.elapsed() < EVERY) {
