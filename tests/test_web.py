@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from conftest import EXTRA_SECRETS, REPO_ROOT, require_peer, tls_context
+from conftest import EXTRA_SECRETS, REPO_ROOT, read_audit, require_peer, tls_context
 from test_audit import wait_for
 from test_mfa import enroll, poplib_login
 
@@ -474,3 +474,11 @@ def test_a_guess_whose_client_hangs_up_is_counted(server):
             break
         assert time.monotonic() < deadline, listed
         time.sleep(0.5)
+    # And each was decided to its end: audited with its reason, as any other guess.
+    while True:
+        guesses = [r for r in read_audit(srv.data_dir / "audit.log")
+                   if r.get("event") == "web_auth" and r.get("user") == "alice"]
+        if len(guesses) >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [(r["result"], r.get("reason")) for r in guesses] == [("failure", "bad_password")] * 4, guesses

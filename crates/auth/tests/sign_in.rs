@@ -168,3 +168,28 @@ async fn the_page_password_step_asks_for_a_code_only_when_there_is_one() {
         vec![("WEB".into(), "success".into())]
     );
 }
+
+#[test]
+fn a_proof_never_shows_its_secret() {
+    let shown = format!(
+        "{:?}",
+        Attempt {
+            source: IP,
+            started: tokio::time::Instant::now(),
+            proof: password("alice", "hunter2 secret"),
+        }
+    );
+    assert!(
+        shown.contains("alice") && shown.contains("PLAIN"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let code = format!(
+        "{:?}",
+        Proof::WebCode {
+            user: "alice",
+            code: "123456"
+        }
+    );
+    assert!(!code.contains("123456"), "{code}");
+}

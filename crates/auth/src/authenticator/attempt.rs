@@ -30,8 +30,8 @@ pub struct Attempt<'a> {
     pub proof: Proof<'a>,
 }
 
-/// What a client presents.
-#[derive(Debug)]
+/// What a client presents. Its `Debug` names the kind of proof and the user, never a
+/// secret.
 pub enum Proof<'a> {
     /// A password: USER/PASS, PLAIN or LOGIN (`mechanism` names which).
     Password {
@@ -98,6 +98,30 @@ pub enum Proof<'a> {
         /// The code as typed.
         code: &'a str,
     },
+}
+
+impl std::fmt::Debug for Proof<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, user) = match self {
+            Proof::Password {
+                mechanism, user, ..
+            } => (*mechanism, Some(*user)),
+            Proof::Apop { user, .. } => ("APOP", Some(*user)),
+            Proof::Certificate { user, .. } => ("EXTERNAL", *user),
+            Proof::Token {
+                mechanism, authzid, ..
+            } => (*mechanism, *authzid),
+            Proof::Scram {
+                mechanism, user, ..
+            } => (*mechanism, Some(*user)),
+            Proof::WebPassword { user, .. } => ("web password", Some(*user)),
+            Proof::WebCode { user, .. } => ("web code", Some(*user)),
+        };
+        f.debug_struct("Proof")
+            .field("kind", &kind)
+            .field("user", &user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What was decided.
@@ -182,11 +206,21 @@ impl<D: Directory> Authenticator<D> {
     /// Decides `attempt`: see the module documentation. `events` hears the decision;
     /// a refusal returns `failure_delay` after `attempt.started`.
     pub async fn sign_in(&self, attempt: Attempt<'_>, events: &dyn SignInEvents) -> Verdict {
-        let Attempt {
-            source,
-            started,
-            proof,
-        } = attempt;
+        let started = attempt.started;
+        let verdict = self.decide(attempt, events).await;
+        if matches!(verdict, Verdict::Refused(_)) {
+            self.failure_deadline(started).await;
+        }
+        verdict
+    }
+
+    /// [`Authenticator::sign_in`] without the failure deadline: the decision, its
+    /// counting, history and events. For a caller that must run the decision to its
+    /// end in a task of its own (the security page: hyper drops a handler whose client
+    /// hangs up) and keep the deadline itself, so that a client that left holds
+    /// nothing for the delay.
+    pub async fn decide(&self, attempt: Attempt<'_>, events: &dyn SignInEvents) -> Verdict {
+        let Attempt { source, proof, .. } = attempt;
         let checked = self.check(proof, source).await;
         events.decided(&SignInEvent {
             mechanism: checked.mechanism,
@@ -200,16 +234,19 @@ impl<D: Directory> Authenticator<D> {
                     events.new_network(user, checked.history).await;
                 }
             }
-            Verdict::Refused(reason) => {
-                if !matches!(reason, Reason::UnknownUser | Reason::BadInput)
-                    && let Ok(user) = self.policy.canonical(checked.given)
-                {
+            // In the account's history: refusals whose credential was looked at. One
+            // refused unchecked (throttled, locked, banned, the hashing queue full)
+            // would cost a write per guess under a flood and push the real entries out
+            // of the history's last 50.
+            Verdict::Refused(reason) if checked_credential(*reason) => {
+                if let Ok(user) = self.policy.canonical(checked.given) {
                     self.remember(&user, source, checked.history, "failure");
                 }
-                // A sleep, not a blocked thread: other sign-ins go on meanwhile.
-                tokio::time::sleep_until(started + self.failure_delay).await;
             }
-            Verdict::CodeRequired { .. } | Verdict::LoginDelay | Verdict::Unavailable => {}
+            Verdict::Refused(_)
+            | Verdict::CodeRequired { .. }
+            | Verdict::LoginDelay
+            | Verdict::Unavailable => {}
         }
         checked.verdict
     }
@@ -362,6 +399,20 @@ impl<D: Directory> Authenticator<D> {
     pub async fn failure_deadline(&self, started: Instant) {
         tokio::time::sleep_until(started + self.failure_delay).await;
     }
+}
+
+/// Whether a refusal looked at the credential of an existing account (and so belongs in
+/// its history): not an unknown or malformed name, nor one refused unchecked.
+fn checked_credential(reason: Reason) -> bool {
+    !matches!(
+        reason,
+        Reason::UnknownUser
+            | Reason::BadInput
+            | Reason::Throttled
+            | Reason::Locked
+            | Reason::Banned
+            | Reason::Busy
+    )
 }
 
 fn refused(failure: AuthFailure) -> Verdict {

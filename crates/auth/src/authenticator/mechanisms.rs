@@ -94,10 +94,16 @@ impl<D: Directory> Authenticator<D> {
         let counts = &scram.counts;
         match counts.claim_refresh() {
             Refresh::No => {}
-            Refresh::First => match self.dir.list_users().await {
-                Ok(users) => counts.set(&users, scram.iterations),
-                Err(_) => counts.failed(),
-            },
+            Refresh::First => {
+                let _reading = counts.first_read().await;
+                // Another lookup may have read them while this one waited.
+                if counts.claim_refresh() != Refresh::No {
+                    match self.dir.list_users().await {
+                        Ok(users) => counts.set(&users, scram.iterations),
+                        Err(_) => counts.failed(),
+                    }
+                }
+            }
             Refresh::Background => {
                 let (dir, counts, configured) =
                     (Arc::clone(&self.dir), Arc::clone(counts), scram.iterations);

@@ -37,7 +37,7 @@ pub(super) struct Counts {
 
 /// The proportions, shared by every clone of the authenticator.
 #[derive(Debug, Default)]
-pub(super) struct FakeCounts(Mutex<Counts>);
+pub(super) struct FakeCounts(Mutex<Counts>, tokio::sync::Mutex<()>);
 
 impl FakeCounts {
     /// Whether the proportions were never read, or are older than [`REFRESH`] and no
@@ -63,6 +63,12 @@ impl FakeCounts {
         c.shares = shares;
         c.read_at = Some(Instant::now());
         c.reading = false;
+    }
+
+    /// Held for the first read: lookups that arrive meanwhile wait for it instead of
+    /// each listing every account (a burst of SCRAM sign-ins at start-up).
+    pub(super) async fn first_read(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.1.lock().await
     }
 
     /// A failed read: try again at the next lookup after [`REFRESH`].

@@ -317,17 +317,41 @@ impl Web {
         ))
     }
 
-    /// Decides a sign-in step through `auth`, which records it and keeps the failure
-    /// deadline; the page only shows the verdict.
-    async fn sign_in(&self, proof: Proof<'_>, peer: SocketAddr, started: Instant) -> Verdict {
-        let attempt = Attempt {
-            source: peer.ip(),
-            started,
-            proof,
-        };
-        self.auth
-            .sign_in(attempt, &WebEvents { web: self, peer })
-            .await
+    /// Decides a sign-in step through `auth`, then keeps the failure deadline; the page
+    /// only shows the verdict. The decision runs in a task of its own: hyper drops a
+    /// handler whose client hangs up, and a step dropped mid-check would be counted
+    /// (its reservation) but never audited nor remembered in the history. The deadline
+    /// stays here, so a client that left holds nothing for the delay, and the tasks
+    /// left behind are bounded by the hashing queue (beyond it, refused as busy).
+    async fn sign_in(
+        self: &Arc<Self>,
+        step: WebStep,
+        peer: SocketAddr,
+        started: Instant,
+    ) -> Verdict {
+        let web = Arc::clone(self);
+        let decided = tokio::spawn(async move {
+            let proof = match &step {
+                WebStep::Password { user, password } => Proof::WebPassword {
+                    user,
+                    password: password.as_bytes(),
+                },
+                WebStep::Code { user, code } => Proof::WebCode { user, code },
+            };
+            let attempt = Attempt {
+                source: peer.ip(),
+                started,
+                proof,
+            };
+            web.auth
+                .decide(attempt, &WebEvents { web: &web, peer })
+                .await
+        });
+        let verdict = decided.await.unwrap_or(Verdict::Unavailable);
+        if matches!(verdict, Verdict::Refused(_)) {
+            self.auth.failure_deadline(started).await;
+        }
+        verdict
     }
 
     /// A page session for `user` after a sign-in step, and the browser sent on.
@@ -396,6 +420,19 @@ impl Web {
             (None, None) => "POP3".into(),
         }
     }
+}
+
+/// A sign-in step as the page received it, owned so that its decision can outlive the
+/// request (see [`Web::sign_in`]).
+enum WebStep {
+    Password {
+        user: String,
+        password: Zeroizing<String>,
+    },
+    Code {
+        user: String,
+        code: Zeroizing<String>,
+    },
 }
 
 /// Where a page sign-in's events go: the audit log (`web_auth`) and notices.
@@ -582,11 +619,11 @@ async fn signin(
     // Bounded, for the audit log and the form: a password typed into the name field
     // must not end up there whole.
     let shown = bounded_name(&f.user);
-    let proof = Proof::WebPassword {
-        user: &f.user,
-        password: f.password.as_bytes(),
+    let step = WebStep::Password {
+        user: f.user.clone(),
+        password: f.password.0.clone(),
     };
-    match w.sign_in(proof, peer, started).await {
+    match w.sign_in(step, peer, started).await {
         Verdict::CodeRequired { user } => w.open_session(&user, Stage::Code).await,
         Verdict::WebSignedIn { user, .. } => w.open_session(&user, Stage::Password).await,
         Verdict::Refused(_) => w.page(
@@ -637,11 +674,11 @@ async fn code(
     if s.stage != Stage::Code {
         return redirect("/");
     }
-    let proof = Proof::WebCode {
-        user: &s.user,
-        code: &f.code,
+    let step = WebStep::Code {
+        user: s.user.clone(),
+        code: f.code.0.clone(),
     };
-    match w.sign_in(proof, peer, started).await {
+    match w.sign_in(step, peer, started).await {
         Verdict::WebSignedIn { factor, .. } => {
             let Some(new) = w
                 .sessions
