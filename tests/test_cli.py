@@ -256,6 +256,11 @@ def test_config_check_as_the_service_user(server, tmp_path):
     os.chmod(folder, 0o755)
     cert, key = make_pair(folder)
     srv = server(users={}, start=False, tls={"cert": str(cert), "key": str(key)})
+    # The configuration beside them, only root's at first.
+    config = folder / "poplar.toml"
+    config.write_text(srv.config_path.read_text())
+    os.chmod(config, 0o600)
+    srv.config_path = config
     try:
         check_as_service_user(srv, key)
     finally:
@@ -264,6 +269,11 @@ def test_config_check_as_the_service_user(server, tmp_path):
 
 def check_as_service_user(srv, key) -> None:
     assert srv.cli("config", "check").returncode == 0
+    # The file itself is read as the service's user too.
+    p = srv.cli("config", "check", "--as-user", "nobody")
+    assert p.returncode == 1 and b"Permission denied" in p.stderr, p.stderr
+    assert str(srv.config_path).encode() in p.stderr, p.stderr
+    os.chmod(srv.config_path, 0o644)
     p = srv.cli("config", "check", "--as-user", "nobody")
     assert p.returncode == 1, p.stderr
     assert b"error: tls.cert" in p.stderr and b"Permission denied" in p.stderr, p.stderr

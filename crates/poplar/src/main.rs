@@ -175,7 +175,10 @@ fn main() -> std::process::ExitCode {
 /// they create as root (the directory, the server key, Maildirs) belong to that user.
 fn start(cli: Cli) -> anyhow::Result<()> {
     let demo = matches!(cli.command, Command::Serve { demo: true });
-    let path = config_path(cli.config, demo, Path::new(SYSTEM_CONFIG).exists());
+    // A file that cannot even be looked at (no permission on /etc/poplar) counts as
+    // there: loading it then says why, instead of silently using the embedded default.
+    let system_exists = Path::new(SYSTEM_CONFIG).try_exists().unwrap_or(true);
+    let path = config_path(cli.config, demo, system_exists);
     logging::say(&match &path {
         Some(p) => format!("poplar: configuration {}", p.display()),
         None => format!(
@@ -183,6 +186,22 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             Config::default().data_dir.display()
         ),
     });
+    // `config check --as-user`: everything the check reads, the configuration file
+    // first, is read as that user.
+    if let Command::Config(ConfigCommand::Check {
+        as_user: Some(user),
+    }) = &cli.command
+    {
+        let process = server::process::Process {
+            user: user.clone(),
+            group: String::new(),
+        };
+        if let Some(identity) = server::process::Identity::resolve(&process)? {
+            identity
+                .switch_to()
+                .context("--as-user: becoming that user (needs root)")?;
+        }
+    }
     let config = load_config(path.as_ref())?;
     let sockets = match cli.command {
         Command::Serve { .. } => Some(server::Sockets::bind(&config)?),
@@ -278,18 +297,8 @@ async fn run(
         Command::Directory(DirectoryCommand::Copy { from, to }) => copy_directory(&from, &to).await,
         // Answered in `main`, before any configuration is read.
         Command::Completions { .. } | Command::Manpage => Ok(()),
-        Command::Config(ConfigCommand::Check { as_user }) => {
-            if let Some(user) = as_user {
-                let process = server::process::Process {
-                    user,
-                    group: String::new(),
-                };
-                if let Some(identity) = server::process::Identity::resolve(&process)? {
-                    identity
-                        .switch_to()
-                        .context("--as-user: becoming that user (needs root)")?;
-                }
-            }
+        // `--as-user` was taken on in `start`, before the file was read.
+        Command::Config(ConfigCommand::Check { .. }) => {
             // The directory URL may carry a password: show it redacted.
             let mut shown = config.clone();
             shown.directory.url = directory::redact(&shown.directory.url);

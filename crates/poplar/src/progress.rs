@@ -59,12 +59,11 @@ impl Progress {
         let _ = err.flush();
     }
 
-    /// Prints `line` above the progress line (which is drawn again at the next
-    /// [`Progress::set`]).
+    /// Prints `line` above the progress line, which is drawn again at the next
+    /// [`Progress::set`] that the redraw interval allows.
     pub fn println(&mut self, line: &str) {
         self.clear();
         eprintln!("{line}");
-        self.last = None;
     }
 
     /// Removes the line.

@@ -49,6 +49,20 @@ pub fn end_user(config: &Config, user: &str) -> anyhow::Result<usize> {
         .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)))
 }
 
+/// Whether `error` says no server runs with this configuration here (no control socket,
+/// or nothing listening on it), as opposed to one that failed to answer.
+pub fn no_server(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            )
+        })
+}
+
 pub fn run(cmd: Option<SessionsCommand>, config: &Config) -> anyhow::Result<()> {
     match cmd.unwrap_or(SessionsCommand::List { json: false }) {
         SessionsCommand::List { json } => {

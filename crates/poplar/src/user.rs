@@ -415,14 +415,22 @@ async fn end_sessions(
     match crate::sessions::end_user(config, canonical) {
         Ok(0) => {}
         Ok(n) => eprintln!("ended {n} live session(s) of {canonical} on this node"),
-        // No server running here (or not with this configuration): nothing to end here.
-        Err(_) => {}
+        // No server running here (no socket, or nobody listening on it): nothing to end.
+        Err(e) if crate::sessions::no_server(&e) => {}
+        Err(e) => eprintln!(
+            "warning: could not end {canonical}'s sessions on this node ({e:#}); `poplar sessions end` them"
+        ),
     }
-    if dir.break_lease(maildir).await? {
-        eprintln!(
+    // The account change is made: a failure here is a warning, not the command's.
+    match dir.break_lease(maildir).await {
+        Ok(true) => eprintln!(
             "{canonical}'s maildrop was open on another node: that session ends within {} s",
             config.directory.maildrop_lease_secs.div_ceil(3)
-        );
+        ),
+        Ok(false) => {}
+        Err(e) => eprintln!(
+            "warning: could not end {canonical}'s session on other nodes ({e}); it ends when its maildrop lease runs out"
+        ),
     }
     Ok(())
 }

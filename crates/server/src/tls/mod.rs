@@ -92,23 +92,29 @@ pub fn check(config: &Config) -> Vec<String> {
             problems.push(format!("{e:#}"));
         }
     }
-    if let Some(ca) = &config.tls.client_ca {
-        let read = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("{e}"))
-            .and_then(|certs| {
-                let certs: Result<Vec<_>, _> = certs.collect();
-                certs.map_err(|e| format!("{e}"))
-            });
-        match read {
-            Ok(certs) if certs.is_empty() => problems.push(format!(
-                "tls.client_ca {}: no certificate in it",
-                ca.display()
-            )),
-            Ok(_) => {}
-            Err(e) => problems.push(format!("tls.client_ca {}: {e}", ca.display())),
-        }
+    if let Some(ca) = &config.tls.client_ca
+        && let Err(e) = client_roots(ca)
+    {
+        problems.push(format!("{e:#}"));
     }
     problems
+}
+
+/// The client CA bundle as the verifier takes it (`serve` and `config check` alike):
+/// every certificate read, parsed and accepted as a trust anchor, at least one.
+fn client_roots(ca: &Path) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("tls.client_ca: reading {}", ca.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("tls.client_ca: parsing {}", ca.display()))?)
+            .with_context(|| format!("tls.client_ca {}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("tls.client_ca {}: no certificate in it", ca.display());
+    }
+    Ok(roots)
 }
 
 /// Loads the configured certificates (making the self-signed one on first start) and
@@ -132,14 +138,7 @@ pub fn load(config: &Config) -> anyhow::Result<TlsSetup> {
     let builder = match &config.tls.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca)
-                .with_context(|| format!("reading client CA {}", ca.display()))?
-            {
-                roots
-                    .add(cert.with_context(|| format!("parsing client CA {}", ca.display()))?)
-                    .with_context(|| format!("client CA {}", ca.display()))?;
-            }
+            let roots = client_roots(ca)?;
             // Optional: clients without a certificate still use passwords or tokens.
             let verifier =
                 rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
