@@ -3,11 +3,45 @@
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt as _;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+
+/// Changes the log's filter: set once by `init_logging`.
+type SetLevel = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
+/// Set when `POPLAR_LOG` chose the filter: `log.level` is then not used.
+static FIXED: AtomicBool = AtomicBool::new(false);
+
+pub fn set_level_handle(set: impl Fn(EnvFilter) -> Result<(), String> + Send + Sync + 'static) {
+    let _ = SET_LEVEL.set(Box::new(set));
+}
+
+pub fn set_fixed(fixed: bool) {
+    FIXED.store(fixed, Ordering::Relaxed);
+}
+
+/// `log.level` as a filter, or why it is not one.
+pub fn parse_level(level: &str) -> anyhow::Result<EnvFilter> {
+    EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("log.level = {level:?}: {e}"))
+}
+
+/// Puts `log.level` in force, unless `POPLAR_LOG` set the filter.
+pub fn apply_level(level: &str) -> anyhow::Result<()> {
+    if FIXED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let filter = parse_level(level)?;
+    if let Some(set) = SET_LEVEL.get() {
+        set(filter).map_err(|e| anyhow::anyhow!("changing the log level: {e}"))?;
+    }
+    Ok(())
+}
 
 /// Whether standard error is the stream systemd connected to the journal: its device
 /// and inode are those `JOURNAL_STREAM` names (a child whose standard error was
@@ -72,6 +106,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_level_that_is_not_one_is_refused() {
+        assert!(parse_level("info").is_ok());
+        assert!(parse_level("warn,server::conn=debug").is_ok());
+        assert!(parse_level("server=loud").is_err());
+    }
 
     #[test]
     fn prefixes_follow_sd_daemon() {

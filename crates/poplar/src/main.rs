@@ -47,7 +47,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server until SIGTERM or SIGINT; SIGHUP reloads certificates.
+    /// Run the server until SIGTERM or SIGINT; SIGHUP reloads the configuration and certificates.
     Serve {
         /// First run only: create user `demo` with a random password (printed once)
         /// and a few sample messages.
@@ -203,6 +203,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let config = load_config(path.as_ref())?;
+    logging::apply_level(&config.log.level)?;
     let sockets = match cli.command {
         Command::Serve { .. } => Some(server::Sockets::bind(&config)?),
         _ => None,
@@ -217,7 +218,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(cli.command, config, sockets))
+    runtime.block_on(run(cli.command, config, path, sockets))
 }
 
 /// Logs to standard error: colours only on a terminal; under systemd (journald reads
@@ -226,22 +227,30 @@ fn start(cli: Cli) -> anyhow::Result<()> {
 /// (the journal has its own). `POPLAR_LOG_FORMAT=json` gives JSON lines instead.
 fn init_logging() {
     use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POPLAR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let from_env = tracing_subscriber::EnvFilter::try_from_env("POPLAR_LOG").ok();
+    logging::set_fixed(from_env.is_some());
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    // Each format is its own type: the handle that changes the level goes with it.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            logging::set_level_handle(move |f| handle.reload(f).map_err(|e| e.to_string()));
+            builder.init();
+        }};
+    }
     if std::env::var("POPLAR_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
+        install!(builder.json());
     } else if logging::stderr_is_the_journal() {
-        builder
-            .event_format(logging::Priority(
-                tracing_subscriber::fmt::format().without_time(),
-            ))
-            .init();
+        install!(builder.event_format(logging::Priority(
+            tracing_subscriber::fmt::format().without_time(),
+        )));
     } else {
-        builder.init();
+        install!(builder);
     }
 }
 
@@ -275,12 +284,13 @@ async fn open_directory(config: &Config) -> anyhow::Result<Arc<Dir>> {
 async fn run(
     command: Command,
     config: Config,
+    path: Option<PathBuf>,
     sockets: Option<server::Sockets>,
 ) -> anyhow::Result<()> {
     match command {
         Command::Serve { demo } => {
             let sockets = sockets.context("serve without bound sockets")?;
-            serve(config, demo, sockets).await
+            serve(config, path, demo, sockets).await
         }
         Command::User(cmd) => user::run(cmd, &config, open_directory(&config).await?).await,
         Command::Lockout(cmd) => lockout::run(cmd, &config, open_directory(&config).await?).await,
@@ -390,7 +400,12 @@ async fn copy_directory(from: &str, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config, demo: bool, sockets: server::Sockets) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    demo: bool,
+    sockets: server::Sockets,
+) -> anyhow::Result<()> {
     let process_warning = server::process::root_warning(&config.process);
     for w in config.warnings().into_iter().chain(process_warning) {
         tracing::warn!("{w}");
@@ -425,15 +440,44 @@ async fn serve(config: Config, demo: bool, sockets: server::Sockets) -> anyhow::
     // Every listener is bound and the directory answered (the server opened it).
     notify::notify("READY=1");
 
-    // SIGHUP: the general reload hook (certificates today). Sessions stay open.
+    // SIGHUP: the configuration file read again and put in force for new connections
+    // (open sessions go on), the certificates read again, the audit log reopened.
     let reloader = server.reloader();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
             notify::reloading();
-            let reloader = reloader.clone();
-            // `reload` logs its outcome; a failure keeps the previous certificates.
-            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            let file = match &path {
+                Some(path) => {
+                    let path = path.clone();
+                    let read = tokio::task::spawn_blocking(move || {
+                        let config = Config::load(&path)?;
+                        logging::parse_level(&config.log.level)?;
+                        anyhow::Ok(config)
+                    });
+                    match read.await {
+                        Ok(Ok(config)) => Some(config),
+                        Ok(Err(e)) => {
+                            tracing::error!(
+                                error = format!("{e:#}"),
+                                "configuration not reloaded; still running the previous one"
+                            );
+                            None
+                        }
+                        Err(_) => None,
+                    }
+                }
+                None => None,
+            };
+            // `reload` logs its outcome; on any failure the previous configuration and
+            // certificates go on.
+            let level = file.as_ref().map(|c| c.log.level.clone());
+            if reloader.reload(file).await.is_ok()
+                && let Some(level) = level
+                && let Err(e) = logging::apply_level(&level)
+            {
+                tracing::error!(error = %e, "the log level is unchanged");
+            }
             notify::notify("READY=1");
         }
     });

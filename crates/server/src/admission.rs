@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const BUSY_PERCENT: usize = 90;
 
 /// The limits one listener (or group of listeners) applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Limits {
     /// Connections at once.
     pub cap: usize,
@@ -52,13 +52,15 @@ pub(crate) struct Limits {
 
 /// The connections a listener serves, and the order in which they make room.
 pub(crate) struct Admission {
-    limits: Limits,
-    busy_at: usize,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
+    /// The limits in force (a configuration reload replaces them), and the count of
+    /// open connections from which the server counts as busy.
+    limits: Limits,
+    busy_at: usize,
     /// Connections counted against the limit (shed ones no longer are).
     open: usize,
     /// Connections admitted beyond the limit until their listener confirms them.
@@ -82,6 +84,21 @@ struct Entry {
 }
 
 impl State {
+    /// How many connections may wait beyond the limit for their listener's checks
+    /// (each only for as long as a ban check takes; beyond that, a burst is refused).
+    fn spare(&self) -> usize {
+        (self.limits.cap / 4).clamp(16, 4096)
+    }
+
+    /// Whether the address (always) and its network (while busy) have room.
+    fn room_for(&self, address: u128, network: u128) -> bool {
+        let count = |map: &HashMap<u128, usize>, key| map.get(&key).copied().unwrap_or(0);
+        if count(&self.addresses, address) >= self.limits.per_address {
+            return false;
+        }
+        !(self.open >= self.busy_at && count(&self.networks, network) >= self.limits.per_network)
+    }
+
     /// Sheds the connection silent longest: it is told through its token and stops
     /// counting against the limit at once (its socket closes a moment later).
     fn shed_oldest(&mut self) -> bool {
@@ -151,15 +168,24 @@ fn count_down(map: &mut HashMap<u128, usize>, key: u128) {
 
 impl Admission {
     pub(crate) fn new(limits: Limits) -> Arc<Self> {
+        let admission = Arc::new(Admission {
+            state: Mutex::new(State::default()),
+        });
+        admission.set_limits(limits);
+        admission
+    }
+
+    /// Puts new limits in force (a configuration reload). Connections already open stay
+    /// open; below a lowered limit, new ones are refused or shed as usual until the
+    /// count falls under it.
+    pub(crate) fn set_limits(&self, limits: Limits) {
         let limits = Limits {
             cap: limits.cap.max(1),
             ..limits
         };
-        Arc::new(Admission {
-            busy_at: (limits.cap * BUSY_PERCENT).div_ceil(100).max(1),
-            limits,
-            state: Mutex::new(State::default()),
-        })
+        let mut s = self.lock();
+        s.busy_at = (limits.cap * BUSY_PERCENT).div_ceil(100).max(1);
+        s.limits = limits;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -181,13 +207,13 @@ impl Admission {
         let mut s = self.lock();
         let keys = ip.map(|ip| (address_key(ip), network_key(ip)));
         if let Some((address, network)) = keys
-            && !self.room_for(&s, address, network)
+            && !s.room_for(address, network)
         {
             return None;
         }
-        let provisional = s.open >= self.limits.cap;
+        let provisional = s.open >= s.limits.cap;
         if provisional {
-            if s.provisional >= self.spare() {
+            if s.provisional >= s.spare() {
                 return None;
             }
             s.provisional += 1;
@@ -221,27 +247,12 @@ impl Admission {
         })
     }
 
-    /// How many connections may wait beyond the limit for their listener's checks
-    /// (each only for as long as a ban check takes; beyond that, a burst is refused).
-    fn spare(&self) -> usize {
-        (self.limits.cap / 4).clamp(16, 4096)
-    }
-
-    /// Whether the address (always) and its network (while busy) have room.
-    fn room_for(&self, s: &State, address: u128, network: u128) -> bool {
-        let count = |map: &HashMap<u128, usize>, key| map.get(&key).copied().unwrap_or(0);
-        if count(&s.addresses, address) >= self.limits.per_address {
-            return false;
-        }
-        !(s.open >= self.busy_at && count(&s.networks, network) >= self.limits.per_network)
-    }
-
     /// While busy, sheds every waiting connection silent for `timeout` or longer (the
     /// shorter idle timeout before sign-in). Returns how many were shed.
     pub(crate) fn sweep(&self, timeout: Duration) -> usize {
         let now = Instant::now();
         let mut s = self.lock();
-        if s.open + s.provisional < self.busy_at {
+        if s.open + s.provisional < s.busy_at {
             return 0;
         }
         let mut shed = 0;
@@ -305,7 +316,7 @@ impl Ticket {
         if !entry.provisional {
             return !entry.shed.is_cancelled();
         }
-        if s.open >= self.admission.limits.cap && !s.shed_oldest() {
+        if s.open >= s.limits.cap && !s.shed_oldest() {
             return false;
         }
         let now = Instant::now();
@@ -328,7 +339,7 @@ impl Ticket {
         }
         let (address, network) = (address_key(ip), network_key(ip));
         let mut s = self.admission.lock();
-        if !self.admission.room_for(&s, address, network) {
+        if !s.room_for(address, network) {
             return false;
         }
         *s.addresses.entry(address).or_insert(0) += 1;

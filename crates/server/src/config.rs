@@ -59,6 +59,26 @@ pub struct Config {
     pub directory: DirectorySettings,
     /// Load balancers that send the PROXY protocol header.
     pub proxy: Proxy,
+    /// The server's own log (standard error).
+    pub log: Log,
+}
+
+/// The server's own log, on standard error (the journal under systemd).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// What is logged: a level (`error`, `warn`, `info`, `debug`, `trace`), optionally
+    /// with per-module levels (`info,server::conn=debug`), as `RUST_LOG` takes them.
+    /// The `POPLAR_LOG` environment variable, when set, takes its place.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+        }
+    }
 }
 
 /// The self-service security page (HTTPS, with the POP3 certificates): users sign in
@@ -658,6 +678,7 @@ impl Default for Config {
             oauth: oauth::OAuthConfig::default(),
             directory: DirectorySettings::default(),
             proxy: Proxy::default(),
+            log: Log::default(),
         }
     }
 }

@@ -88,22 +88,24 @@ pub async fn authenticator_with(
         })
         .with_apop(&key)
         .with_defence_events(config.defence.policy(), clock, &key, events)
-        .with_mfa(
-            &key,
-            auth::MfaSettings {
-                default: auth::MfaPolicy::parse(&config.mfa.default).unwrap_or_default(),
-                password_with_code: config.mfa.password_with_code,
-                issuer: if config.mfa.issuer.is_empty() {
-                    format!("Poplar {}", config.hostname)
-                } else {
-                    config.mfa.issuer.clone()
-                },
-            },
-        );
+        .with_mfa(&key, mfa_settings(config));
     if !config.sasl.scram_enabled() {
         return Ok(auth);
     }
     Ok(auth.with_scram(config.sasl.scram_iterations, key))
+}
+
+/// The two-factor settings the configuration describes (`[mfa]`).
+fn mfa_settings(config: &Config) -> auth::MfaSettings {
+    auth::MfaSettings {
+        default: auth::MfaPolicy::parse(&config.mfa.default).unwrap_or_default(),
+        password_with_code: config.mfa.password_with_code,
+        issuer: if config.mfa.issuer.is_empty() {
+            format!("Poplar {}", config.hostname)
+        } else {
+            config.mfa.issuer.clone()
+        },
+    }
 }
 
 /// The password policy the configuration describes (`[passwords]`), with the breach

@@ -15,9 +15,8 @@ use crate::admission::{Admission, Ticket};
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
 use crate::conn::{Connection, Shared};
-use crate::events::DefenceFanOut;
 use crate::metrics::{Metrics, Refused};
-use crate::reload::Reloader;
+use crate::reload::{Current, Reloader};
 use crate::sockets::Sockets;
 use crate::tls::TlsSetup;
 use crate::{Dir, authenticator_with};
@@ -49,7 +48,8 @@ pub struct Server {
     /// The security page's HTTPS listener, and its TLS configuration.
     web_listener: Option<TcpListener>,
     web_tls: Arc<rustls::ServerConfig>,
-    shared: Arc<Shared>,
+    /// The configuration in force and what is built from it (a reload replaces it).
+    current: Current,
     fingerprint: String,
     reloader: Reloader,
 }
@@ -94,7 +94,6 @@ impl Server {
             ..
         } = crate::tls::load(&config)?;
         let sockets = sockets.into_tokio()?;
-        let reload_config = Arc::new(config.clone());
         let audit = AuditLog::open(config.audit_target())
             .map_err(|e| anyhow::anyhow!("opening the audit log: {e}"))?;
         let notices = Arc::new(crate::notices::Notices::new(
@@ -115,13 +114,7 @@ impl Server {
         );
         metrics.connection_limit(capacity.max_connections);
         // Bans and locks go to the audit log (and notices) and to the metrics.
-        let events: Arc<dyn auth::defence::DefenceEvents> = Arc::new(DefenceFanOut(vec![
-            Arc::new(crate::audit::ServerEvents {
-                audit: audit.clone(),
-                notices: notices.clone(),
-            }),
-            metrics.clone(),
-        ]));
+        let events = crate::reload::defence_events(&audit, &notices, &metrics);
         let auth = authenticator_with(&config, dir, clock, Some(events)).await?;
         let (auth, oauth) = if config.oauth.issuers.is_empty() {
             (auth, None)
@@ -130,14 +123,14 @@ impl Server {
                 Arc::new(oauth::OAuthVerifier::new(&config.oauth).map_err(anyhow::Error::msg)?);
             (auth.with_token_verifier(verifier.clone()), Some(verifier))
         };
-        let shared = Arc::new(Shared {
+        let shared = Shared {
             auth,
             oauth,
             notices,
             registry: Arc::new(crate::control::Registry::default()),
-            audit: audit.clone(),
+            audit,
             metrics,
-            sessions: crate::conn::SessionIds::new(),
+            sessions: Arc::new(crate::conn::SessionIds::new()),
             node: node_id()?,
             acceptor: TlsAcceptor::from(tls_config),
             admission: Admission::new(crate::admission::Limits {
@@ -146,15 +139,16 @@ impl Server {
                 per_network: capacity.per_network,
             }),
             config,
-        });
+        };
+        let current: Current = Arc::new(arc_swap::ArcSwap::from_pointee(shared));
         Ok(Self {
             listeners: sockets.pop3,
             metrics_listener: sockets.metrics,
             web_listener: sockets.web,
             web_tls,
-            shared,
             fingerprint,
-            reloader: Reloader::new(store, audit, reload_config),
+            reloader: Reloader::new(current.clone(), store),
+            current,
         })
     }
 
@@ -180,7 +174,7 @@ impl Server {
 
     /// This server's metrics (what `/metrics` serves).
     pub fn metrics(&self) -> Arc<Metrics> {
-        self.shared.metrics.clone()
+        self.current.load().metrics.clone()
     }
 
     /// SHA-256 fingerprint of the default certificate served at start.
@@ -188,7 +182,8 @@ impl Server {
         &self.fingerprint
     }
 
-    /// A handle that reloads certificates (on SIGHUP, say) while the server runs.
+    /// A handle that reloads the configuration and certificates (on SIGHUP, say) while
+    /// the server runs.
     pub fn reloader(&self) -> Reloader {
         self.reloader.clone()
     }
@@ -197,33 +192,36 @@ impl Server {
     /// grace period. A session in UPDATE always completes its deletions.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
-        let check_secs = self.shared.config.tls.reload_check_secs;
+        // Read at start only: a reload that changes these says a restart is needed.
+        let start = self.current.load_full();
+        let check_secs = start.config.tls.reload_check_secs;
         if check_secs > 0 {
             let every = Duration::from_secs(check_secs);
             tokio::spawn(self.reloader.watch_files(every, shutdown.clone()));
         }
         tokio::spawn(crate::control::serve(
-            crate::control::socket_path(&self.shared.config.data_dir),
-            self.shared.registry.clone(),
+            crate::control::socket_path(&start.config.data_dir),
+            start.registry.clone(),
             shutdown.clone(),
         ));
         // OAuth signing keys: fetched now, then on the issuers' schedules.
-        if let Some(verifier) = &self.shared.oauth {
+        if let Some(verifier) = &start.oauth {
             let stop = shutdown.clone();
             oauth::spawn_refresher(verifier.clone(), async move { stop.cancelled().await });
         }
         // Near the connection limit, connections silent before sign-in for longer than
-        // the short timeout are closed (checked every second).
-        let sweeping = self.shared.clone();
+        // the short timeout (as configured now) are closed (checked every second).
+        let sweeping = self.current.clone();
         let stop_sweeping = shutdown.clone();
         tokio::spawn(async move {
-            let timeout = Duration::from_secs(sweeping.config.limits.idle_timeout_auth_busy_secs);
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = stop_sweeping.cancelled() => return,
                     _ = every.tick() => {
-                        let shed = sweeping.admission.sweep(timeout);
+                        let now = sweeping.load();
+                        let timeout = Duration::from_secs(now.config.limits.idle_timeout_auth_busy_secs);
+                        let shed = now.admission.sweep(timeout);
                         if shed > 0 {
                             tracing::info!(shed, "busy: closed connections silent before sign-in");
                         }
@@ -232,22 +230,22 @@ impl Server {
             }
         });
         // Old failure counts and expired bans are dropped hourly.
-        let pruning = self.shared.clone();
+        let pruning = self.current.clone();
         let stop_pruning = shutdown.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 tokio::select! {
                     _ = stop_pruning.cancelled() => return,
-                    _ = every.tick() => pruning.auth.guard().prune().await,
+                    _ = every.tick() => pruning.load_full().auth.guard().prune().await,
                 }
             }
         });
         for (kind, listener) in self.listeners {
-            let shared = self.shared.clone();
+            let current = self.current.clone();
             let shutdown = shutdown.clone();
             let conns = tracker.clone();
-            tracker.spawn(accept_loop(kind, listener, shared, shutdown, conns));
+            tracker.spawn(accept_loop(kind, listener, current, shutdown, conns));
         }
         // Ready (for /readyz) from when the accept loops run until shutdown begins; set
         // before the HTTP server starts, so its first answer already says so.
@@ -257,21 +255,25 @@ impl Server {
         let http = self.metrics_listener.map(|listener| {
             tokio::spawn(crate::metrics::serve(
                 listener,
-                self.shared.metrics.clone(),
-                self.shared.auth.directory().clone(),
+                start.metrics.clone(),
+                start.auth.directory().clone(),
                 serving.clone(),
                 stop_http.clone(),
             ))
         });
         let web = self.web_listener.map(|listener| {
-            let (tls, shared, stop) =
-                (self.web_tls.clone(), self.shared.clone(), stop_http.clone());
-            tokio::spawn(async move { crate::web::serve(listener, tls, &shared, stop).await })
+            let (tls, current, stop) = (
+                self.web_tls.clone(),
+                self.current.clone(),
+                stop_http.clone(),
+            );
+            tokio::spawn(async move { crate::web::serve(listener, tls, current, stop).await })
         });
+        drop(start);
         shutdown.cancelled().await;
         serving.store(false, Ordering::Release);
         tracker.close();
-        let grace = Duration::from_secs(self.shared.config.limits.shutdown_grace_secs);
+        let grace = Duration::from_secs(self.current.load().config.limits.shutdown_grace_secs);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!("sessions still open after the shutdown grace period; closing them");
         }
@@ -287,7 +289,7 @@ impl Server {
 async fn accept_loop(
     kind: ListenerKind,
     listener: TcpListener,
-    shared: Arc<Shared>,
+    current: Current,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -306,6 +308,8 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The configuration in force now serves this connection to its end.
+        let shared = current.load_full();
         shared.metrics.connection(kind);
         if shared.config.proxy.trusts(peer.ip()) {
             // The real client address comes in the PROXY header: read it in the
@@ -317,7 +321,7 @@ async fn accept_loop(
                 tracker.spawn(refuse(stream, kind, Refused::Busy));
                 continue;
             };
-            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            let shutdown = shutdown.clone();
             tracker.spawn(async move {
                 let mut stream = stream;
                 let timeout = Duration::from_secs(shared.config.proxy.header_timeout_secs);
@@ -344,7 +348,6 @@ async fn accept_loop(
             });
             continue;
         }
-        let shared = shared.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move { admit(kind, stream, peer, &shared, shutdown, None).await });
     }

@@ -34,8 +34,8 @@ pub(crate) struct Notices {
     dir: Arc<Dir>,
     clock: Arc<dyn Clock>,
     /// When each user last got a notice (this process's memory: a restart may send
-    /// one more).
-    last_sent: Mutex<HashMap<String, i64>>,
+    /// one more; a configuration reload keeps it).
+    last_sent: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl Notices {
@@ -45,7 +45,18 @@ impl Notices {
             hostname: config.hostname.clone(),
             dir,
             clock,
-            last_sent: Mutex::new(HashMap::new()),
+            last_sent: Arc::default(),
+        }
+    }
+
+    /// These notices under a reloaded configuration, remembering who got one when.
+    pub(crate) fn with_config(&self, config: &Config) -> Self {
+        Notices {
+            config: config.notices.clone(),
+            hostname: config.hostname.clone(),
+            dir: self.dir.clone(),
+            clock: self.clock.clone(),
+            last_sent: self.last_sent.clone(),
         }
     }
 

@@ -383,6 +383,17 @@ impl<D: Directory> Authenticator<D> {
         self
     }
 
+    /// The same defence state under a new policy, telling `events` about bans and
+    /// locks from now on (a configuration reload; attempts in flight stay counted).
+    pub fn with_lockout_policy(
+        mut self,
+        policy: LockoutPolicy,
+        events: Option<Arc<dyn DefenceEvents>>,
+    ) -> Self {
+        self.guard = Arc::new(self.guard.with_policy(policy, events));
+        self
+    }
+
     /// The sign-in defence.
     pub fn guard(&self) -> &Guard<D> {
         &self.guard
@@ -421,6 +432,12 @@ impl<D: Directory> Authenticator<D> {
             server_secret: server_secret.into(),
             counts: Arc::default(),
         });
+        self
+    }
+
+    /// Turns SCRAM-SHA-256 off (a configuration reload that drops it).
+    pub fn without_scram(mut self) -> Self {
+        self.scram = None;
         self
     }
 

@@ -70,16 +70,20 @@ impl Default for MfaSettings {
 /// Keys and settings for two factors.
 pub(super) struct TwoFactor {
     settings: MfaSettings,
-    vault: ApopVault,
-    codes: CodeHasher,
+    /// The keys, shared by every version of the settings (a reload changes only those).
+    vault: std::sync::Arc<ApopVault>,
+    codes: std::sync::Arc<CodeHasher>,
 }
 
 impl TwoFactor {
     pub(super) fn new(server_key: &[u8], settings: MfaSettings) -> Self {
         TwoFactor {
             settings,
-            vault: ApopVault::for_purpose(server_key, b"poplar totp secret encryption v1"),
-            codes: CodeHasher::new(server_key),
+            vault: std::sync::Arc::new(ApopVault::for_purpose(
+                server_key,
+                b"poplar totp secret encryption v1",
+            )),
+            codes: std::sync::Arc::new(CodeHasher::new(server_key)),
         }
     }
 }
@@ -131,6 +135,16 @@ impl<D: Directory> Authenticator<D> {
     /// Sets the two-factor settings; `server_key` keys the TOTP vault and code hashes.
     pub fn with_mfa(mut self, server_key: &[u8], settings: MfaSettings) -> Self {
         self.two_factor = std::sync::Arc::new(TwoFactor::new(server_key, settings));
+        self
+    }
+
+    /// The same keys under new two-factor settings (a configuration reload).
+    pub fn with_mfa_settings(mut self, settings: MfaSettings) -> Self {
+        self.two_factor = std::sync::Arc::new(TwoFactor {
+            settings,
+            vault: self.two_factor.vault.clone(),
+            codes: self.two_factor.codes.clone(),
+        });
         self
     }
 

@@ -279,6 +279,23 @@ impl<D: Directory> Guard<D> {
         }
     }
 
+    /// This guard under another policy, telling `events` from now on: the attempts in
+    /// flight, the clock and the key stay shared (a configuration reload).
+    pub fn with_policy(
+        &self,
+        policy: LockoutPolicy,
+        events: Option<Arc<dyn DefenceEvents>>,
+    ) -> Self {
+        Guard {
+            dir: Arc::clone(&self.dir),
+            policy,
+            clock: Arc::clone(&self.clock),
+            events,
+            attempt_key: self.attempt_key,
+            in_flight: Arc::clone(&self.in_flight),
+        }
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> &LockoutPolicy {
         &self.policy

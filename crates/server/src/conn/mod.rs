@@ -65,7 +65,7 @@ pub(crate) struct Shared {
     /// What `/metrics` serves.
     pub metrics: Arc<Metrics>,
     /// Hands out session ids.
-    pub sessions: SessionIds,
+    pub sessions: Arc<SessionIds>,
     /// Checks bearer tokens (OAUTHBEARER, XOAUTH2) when issuers are configured.
     pub oauth: Option<Arc<oauth::OAuthVerifier>>,
     /// This process's random id, naming it as the owner of maildrop leases.

@@ -125,16 +125,33 @@ pub fn load(config: &Config) -> anyhow::Result<TlsSetup> {
     let current = store.current();
     let fingerprint = current.default_cert().fingerprint.clone();
     let cert_path = sources(config)[0].cert.clone();
-    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
-        .context("TLS protocol versions")?;
-    let mut web = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
+    let mut web = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&VERSIONS)
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_cert_resolver(store.resolver());
     web.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsSetup {
+        config: pop3_config(config, &store)?,
+        web_config: Arc::new(web),
+        store,
+        fingerprint,
+        cert_path,
+    })
+}
+
+/// TLS 1.3 and 1.2, nothing older.
+const VERSIONS: [&rustls::SupportedProtocolVersion; 2] =
+    [&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The POP3 listeners' rustls configuration: `store`'s certificates, ALPN `pop3`, and
+/// client certificates checked against `tls.client_ca` when set. Built again when a
+/// reload changes the client CA.
+pub(crate) fn pop3_config(config: &Config, store: &CertStore) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = store.provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&VERSIONS)
+        .context("TLS protocol versions")?;
     let builder = match &config.tls.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -150,13 +167,7 @@ pub fn load(config: &Config) -> anyhow::Result<TlsSetup> {
     };
     let mut server = builder.with_cert_resolver(store.resolver());
     server.alpn_protocols = vec![b"pop3".to_vec()];
-    Ok(TlsSetup {
-        config: Arc::new(server),
-        web_config: Arc::new(web),
-        store,
-        fingerprint,
-        cert_path,
-    })
+    Ok(Arc::new(server))
 }
 
 pub(crate) fn self_signed(

@@ -26,20 +26,46 @@ struct SelfSigned {
 
 /// The certificate files, the set loaded from them and the way to load it again.
 pub struct CertStore {
-    /// The default certificate first, then those chosen by SNI.
-    sources: Vec<CertSource>,
-    /// Set when the default is Poplar's own self-signed one, made again if deleted.
-    self_signed: Option<SelfSigned>,
     provider: Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
-    /// The files as they were when last read. Held for a whole reload, so a SIGHUP and
-    /// a file change never load at once.
-    last_read: Mutex<Stamps>,
+    /// Which files, and how they were when last read. Held for a whole reload, so a
+    /// SIGHUP, a configuration reload and a file change never load at once.
+    files: Mutex<Files>,
     /// After a failed reload: when the watcher tries again, and how many failed in a
     /// row. A read can fail for a passing reason (a file replaced mid-read, no file
     /// descriptor free) with the files unchanged afterwards; without a retry the old
     /// certificate would serve until it expired.
     retry: Mutex<Option<Retry>>,
+}
+
+/// The files a configuration names.
+struct Files {
+    /// The default certificate first, then those chosen by SNI.
+    sources: Vec<CertSource>,
+    /// Set when the default is Poplar's own self-signed one, made again if deleted.
+    self_signed: Option<SelfSigned>,
+    /// The files as they were when last read.
+    last_read: Stamps,
+}
+
+impl Files {
+    fn of(config: &Config) -> Self {
+        Files {
+            sources: sources(config),
+            self_signed: config.tls.cert.is_none().then(|| SelfSigned {
+                hostname: config.hostname.clone(),
+            }),
+            last_read: Vec::new(),
+        }
+    }
+
+    /// Reads every pair (making the self-signed default when missing), noting the
+    /// files' stamps first: a file that changes while it is read is read again later.
+    fn load(&mut self, provider: &CryptoProvider) -> anyhow::Result<CertSet> {
+        ensure_self_signed(&self.sources, self.self_signed.as_ref())?;
+        self.last_read = stamps(&self.sources);
+        load_set(&self.sources, provider)
+    }
 }
 
 /// A pending retry of a failed reload.
@@ -112,21 +138,36 @@ impl CertStore {
     /// Loads every configured pair (making the self-signed default on first start).
     /// Any failure here is fatal: the server does not start without its certificates.
     pub fn open(config: &Config, provider: Arc<CryptoProvider>) -> anyhow::Result<Self> {
-        let self_signed = config.tls.cert.is_none().then(|| SelfSigned {
-            hostname: config.hostname.clone(),
-        });
-        let sources = sources(config);
-        ensure_self_signed(&sources, self_signed.as_ref())?;
-        let stamps = stamps(&sources);
-        let set = load_set(&sources, &provider)?;
+        let mut files = Files::of(config);
+        let set = files.load(&provider)?;
         Ok(Self {
-            sources,
-            self_signed,
             provider,
             resolver: Arc::new(CertResolver::new(set)),
-            last_read: Mutex::new(stamps),
+            files: Mutex::new(files),
             retry: Mutex::new(None),
         })
+    }
+
+    /// Serves the certificates `config` names from now on (a configuration reload), or,
+    /// if any cannot be loaded, keeps the files and the set it had and says why.
+    /// Blocking: call it off the async executor.
+    pub fn retarget(&self, config: &Config) -> anyhow::Result<()> {
+        let mut files = self.lock_files();
+        let mut next = Files::of(config);
+        let set = next.load(&self.provider)?;
+        *files = next;
+        *self.retry.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.resolver.replace(set);
+        Ok(())
+    }
+
+    fn lock_files(&self) -> std::sync::MutexGuard<'_, Files> {
+        self.files.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The crypto provider the certificates were loaded with.
+    pub fn provider(&self) -> Arc<CryptoProvider> {
+        self.provider.clone()
     }
 
     /// The rustls resolver serving the current set.
@@ -142,15 +183,8 @@ impl CertStore {
     /// Reads every pair again and swaps the set in, or keeps the old one and says why.
     /// Blocking (small file reads): call it off the async executor.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let mut last_read = self
-            .last_read
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let loaded = ensure_self_signed(&self.sources, self.self_signed.as_ref()).and_then(|()| {
-            // Taken before reading: a file that changes while we read is read again later.
-            *last_read = stamps(&self.sources);
-            load_set(&self.sources, &self.provider)
-        });
+        let mut files = self.lock_files();
+        let loaded = files.load(&self.provider);
         let mut retry = self.retry.lock().unwrap_or_else(PoisonError::into_inner);
         match loaded {
             Ok(set) => {
@@ -189,12 +223,9 @@ impl CertStore {
 
     /// Whether a certificate or key file differs from when it was last read.
     fn files_changed(&self) -> Option<Stamps> {
-        let now = stamps(&self.sources);
-        let last_read = self
-            .last_read
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        (*last_read != now).then_some(now)
+        let files = self.lock_files();
+        let now = stamps(&files.sources);
+        (files.last_read != now).then_some(now)
     }
 
     /// Checks the files every `every` and reloads when they have changed and then stood

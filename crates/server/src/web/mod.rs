@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth::{
-    AdminError, Attempt, AuthFailure, Authenticator, EventFuture, Proof, SecondFactor, SignInEvent,
-    SignInEvents, Verdict,
+    AdminError, Attempt, AuthFailure, EventFuture, Proof, SecondFactor, SignInEvent, SignInEvents,
+    Verdict,
 };
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, State};
@@ -42,12 +42,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use crate::Dir;
-use crate::audit::{AuditLog, Record};
-use crate::config::Config;
+use crate::audit::Record;
 use crate::http_conn::{Busy, TlsLimits, serve_tls};
 use crate::metrics::{Listener, Refused};
-use crate::notices::{Notice, Notices};
+use crate::notices::Notice;
+use crate::reload::Current;
 use html::Frame;
 use session::{Session, Sessions, Stage};
 
@@ -74,27 +73,31 @@ const STYLE: &str = include_str!("style.css");
 
 /// What the handlers share.
 struct Web {
-    auth: Authenticator<Dir>,
-    audit: AuditLog,
-    notices: Arc<Notices>,
-    config: Config,
+    /// The configuration in force and what is built from it: loaded per request, so a
+    /// reload applies to the next one.
+    current: Current,
     sessions: Sessions,
+    /// The server's name (read only at start).
+    hostname: String,
 }
 
 /// Serves the security page on `listener` until `shutdown`.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    shared: &crate::conn::Shared,
+    current: Current,
     shutdown: CancellationToken,
 ) {
-    let (auth, audit, notices, metrics, config) = (
-        shared.auth.clone(),
-        shared.audit.clone(),
-        shared.notices.clone(),
-        shared.metrics.clone(),
-        shared.config.clone(),
-    );
+    // The page's own limits and sessions are set at start (`[web]` is read only then).
+    let (auth, audit, metrics, config) = {
+        let shared = current.load();
+        (
+            shared.auth.clone(),
+            shared.audit.clone(),
+            shared.metrics.clone(),
+            shared.config.clone(),
+        )
+    };
     let limits = TlsLimits {
         admission: crate::admission::Limits {
             cap: MAX_CONNECTIONS,
@@ -108,19 +111,21 @@ pub(crate) async fn serve(
         body_timeout: BODY_TIMEOUT,
     };
     // A banned address gets no page, as it gets no POP3 greeting.
-    let guard = auth.clone();
+    drop(auth);
+    let allowing = current.clone();
     let allow = move |ip| {
-        let guard = guard.clone();
-        async move { guard.guard().connection_allowed(ip).await }
+        let shared = allowing.load_full();
+        async move { shared.auth.guard().connection_allowed(ip).await }
     };
     // Connections turned away for want of room: the POP3 listeners' word, `busy`.
-    let busy_audit = audit.clone();
+    drop(audit);
+    let busy_audit = current.clone();
     let report = Arc::new(move |why: Busy, peer: SocketAddr| {
         match why {
             Busy::Refused => metrics.refused(Refused::Busy),
             Busy::Shed => metrics.shed(Listener::Web),
         }
-        busy_audit.write(
+        busy_audit.load().audit.write(
             Record {
                 event: if why == Busy::Shed {
                     "disconnect"
@@ -136,11 +141,9 @@ pub(crate) async fn serve(
         );
     });
     let state = Arc::new(Web {
-        auth,
-        audit,
-        notices,
+        current,
         sessions: Sessions::new(&config.web),
-        config,
+        hostname: config.hostname.clone(),
     });
     let app = router(state);
     serve_tls(
@@ -227,9 +230,14 @@ async fn style() -> impl IntoResponse {
 // ----------------------------------------------------------------------- helpers
 
 impl Web {
+    /// The configuration in force and what is built from it.
+    fn now(&self) -> Arc<crate::conn::Shared> {
+        self.current.load_full()
+    }
+
     fn frame<'a>(&'a self, session: Option<&'a Session>) -> Frame<'a> {
         Frame {
-            host: &self.config.hostname,
+            host: &self.hostname,
             user: session
                 .filter(|s| s.stage != Stage::Code)
                 .map(|s| (s.user.as_str(), s.csrf.as_str())),
@@ -300,7 +308,8 @@ impl Web {
     /// confirmed). A change through the page, the CLI or another node changes it.
     /// `Ok(None)`: no such account (any more).
     async fn epoch(&self, user: &str) -> Result<Option<String>, ()> {
-        let dir = self.auth.directory();
+        let now = self.now();
+        let dir = now.auth.directory();
         let Some(record) = dir.find_user(user).await.map_err(|_| ())? else {
             return Ok(None);
         };
@@ -343,13 +352,14 @@ impl Web {
                 started,
                 proof,
             };
-            web.auth
+            web.now()
+                .auth
                 .decide(attempt, &WebEvents { web: &web, peer })
                 .await
         });
         let verdict = decided.await.unwrap_or(Verdict::Unavailable);
         if matches!(verdict, Verdict::Refused(_)) {
-            self.auth.failure_deadline(started).await;
+            self.now().auth.failure_deadline(started).await;
         }
         verdict
     }
@@ -382,11 +392,11 @@ impl Web {
     /// The same answer time POP3 gives every failed sign-in: `failure_delay_ms` from
     /// the attempt's start, whatever the check in between took.
     async fn failure_delay(&self, started: Instant) {
-        self.auth.failure_deadline(started).await;
+        self.now().auth.failure_deadline(started).await;
     }
 
     fn audit(&self, peer: SocketAddr, record: Record<'_>) {
-        self.audit.write(
+        self.now().audit.write(
             Record {
                 listener: Some("web"),
                 ..record
@@ -413,7 +423,7 @@ impl Web {
 
     /// How mail apps reach this server, for the new app password's page.
     fn connection_hint(&self) -> String {
-        let l = &self.config.listen;
+        let l = &self.now().config.listen;
         match (l.pop3s.first(), l.pop3.first()) {
             (Some(s), _) => format!("POP3 over TLS (SSL/TLS), port {}", s.port()),
             (None, Some(p)) => format!("POP3 with STARTTLS, port {}", p.port()),
@@ -475,7 +485,7 @@ impl SignInEvents for WebEvents<'_> {
                 mechanism: how,
                 tls: None,
             };
-            self.web.notices.send(user, notice).await;
+            self.web.now().notices.send(user, notice).await;
         })
     }
 }
@@ -551,7 +561,7 @@ async fn acting(
 /// Whether the account has a confirmed authenticator (then a password-only session
 /// must not touch the second factor).
 async fn enrolled(w: &Web, user: &str) -> Result<bool, AdminError> {
-    Ok(w.auth.mfa_status(user).await?.enrolled)
+    Ok(w.now().auth.mfa_status(user).await?.enrolled)
 }
 
 // ---------------------------------------------------------------------- handlers
@@ -565,9 +575,10 @@ async fn overview(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
     if s.stage == Stage::Code {
         return redirect("/signin/code");
     }
-    let dir = w.auth.directory();
+    let now = w.now();
+    let dir = now.auth.directory();
     let (status, apps, history) = match (
-        w.auth.mfa_status(&s.user).await,
+        w.now().auth.mfa_status(&s.user).await,
         dir.list_app_passwords(&s.user).await,
         dir.sign_in_history(&s.user, HISTORY_SHOWN).await,
     ) {
@@ -582,7 +593,7 @@ async fn overview(State(w): State<Arc<Web>>, headers: HeaderMap) -> Response {
         app_passwords: &apps,
         history: &history,
         flash: flash.as_deref(),
-        now: w.auth.guard().now(),
+        now: w.now().auth.guard().now(),
     });
     w.page(StatusCode::OK, Some(&s), "Security", &body)
 }
@@ -765,7 +776,7 @@ async fn enrol_start(
         Ok(_) => {}
         Err(_) => return w.unavailable(Some(&s)),
     }
-    let Ok(enrolment) = w.auth.mfa_prepare(&s.user) else {
+    let Ok(enrolment) = w.now().auth.mfa_prepare(&s.user) else {
         return w.unavailable(Some(&s));
     };
     w.sessions
@@ -798,7 +809,7 @@ fn enrol_render(w: &Web, s: &Session, error: Option<&str>, status: StatusCode) -
         return redirect("/");
     };
     let uri = auth::mfa::base32_decode(secret)
-        .map(|raw| auth::mfa::otpauth_uri(w.auth.mfa_issuer(), &s.user, &raw));
+        .map(|raw| auth::mfa::otpauth_uri(w.now().auth.mfa_issuer(), &s.user, &raw));
     let (Some(uri), Some(svg)) = (uri.as_deref(), uri.as_deref().and_then(qr_svg)) else {
         return w.unavailable(Some(s));
     };
@@ -827,7 +838,12 @@ async fn enrol_confirm(
         Ok(_) => {}
         Err(_) => return w.unavailable(Some(&s)),
     }
-    match w.auth.mfa_confirm_secret(&s.user, &secret, &f.code).await {
+    match w
+        .now()
+        .auth
+        .mfa_confirm_secret(&s.user, &secret, &f.code)
+        .await
+    {
         Ok(codes) => {
             w.account_event(peer, &s.user, "mfa_enrolled", None);
             // The session now holds both factors: a fresh token for it, with the
@@ -875,7 +891,7 @@ async fn renew_recovery_codes(
     if s.stage != Stage::TwoFactor {
         return forbidden();
     }
-    match w.auth.new_recovery_codes(&s.user).await {
+    match w.now().auth.new_recovery_codes(&s.user).await {
         Ok(codes) => {
             w.account_event(peer, &s.user, "recovery_codes_renewed", None);
             let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
@@ -943,7 +959,7 @@ async fn create_app_password(
     if s.stage != Stage::TwoFactor {
         return forbidden();
     }
-    let (label, expires, networks) = match app_password_fields(&f, w.auth.guard().now()) {
+    let (label, expires, networks) = match app_password_fields(&f, w.now().auth.guard().now()) {
         Ok(x) => x,
         Err(why) => {
             w.sessions.update(&token, |s| s.flash = Some(why));
@@ -952,6 +968,7 @@ async fn create_app_password(
     };
     let read_only = f.read_only.is_some();
     match w
+        .now()
         .auth
         .create_app_password(&s.user, &label, expires, networks, read_only)
         .await
@@ -962,7 +979,7 @@ async fn create_app_password(
                 &label,
                 &password,
                 &s.user,
-                &w.config.hostname,
+                &w.now().config.hostname,
                 &w.connection_hint(),
             );
             w.reveal(&token, body)
@@ -989,7 +1006,13 @@ async fn revoke_app_password(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    match w.auth.directory().revoke_app_password(&s.user, f.id).await {
+    match w
+        .now()
+        .auth
+        .directory()
+        .revoke_app_password(&s.user, f.id)
+        .await
+    {
         Ok(found) => {
             if found {
                 w.account_event(peer, &s.user, "app_password_revoked", Some(f.id));
@@ -1037,6 +1060,7 @@ async fn change_password(
     };
     // The current password again, under the guard: a session left open is not enough.
     match w
+        .now()
         .auth
         .web_password(&s.user, f.current.as_bytes(), peer.ip())
         .await
@@ -1051,22 +1075,23 @@ async fn change_password(
     if *f.new != *f.confirm {
         return refuse("the two new passwords differ.".into());
     }
-    let mfa_required = match w.auth.mfa_status(&s.user).await {
+    let mfa_required = match w.now().auth.mfa_status(&s.user).await {
         Ok(st) => !st.password_alone_opens_pop3,
         Err(_) => return w.unavailable(Some(&s)),
     };
-    let problems = match crate::assess_password(&w.config, &s.user, &f.new, mfa_required, true) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "web: the breached-password filter cannot be read");
-            return w.unavailable(Some(&s));
-        }
-    };
+    let problems =
+        match crate::assess_password(&w.now().config, &s.user, &f.new, mfa_required, true) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "web: the breached-password filter cannot be read");
+                return w.unavailable(Some(&s));
+            }
+        };
     if !problems.is_empty() {
         w.account_event(peer, &s.user, "password_refused", None);
         return refuse(format!("it is {}.", policy::describe(&problems)));
     }
-    match w.auth.set_password(&s.user, f.new.as_bytes()).await {
+    match w.now().auth.set_password(&s.user, f.new.as_bytes()).await {
         Ok(true) => {
             w.account_event(peer, &s.user, "password_changed", None);
             // Everyone else signed in with the old password is out; this session
