@@ -120,3 +120,24 @@ def test_a_broken_file_on_sighup_keeps_the_server_and_its_configuration(server):
         c.quit()
     # The certificates were read again all the same (what SIGHUP always did).
     assert _stderr(srv).count("certificates reloaded") >= 2
+
+
+def test_sighup_serves_the_certificates_the_new_file_names(server, tmp_path):
+    from tls_helpers import file_fingerprint, make_cert, served_fingerprint
+    srv = server()
+    sni = make_cert(tmp_path / "live", "sni", ["mail.two.test"])
+    assert served_fingerprint(srv.pop3s_port, sni="mail.two.test") != file_fingerprint(sni[0])
+    _reload(srv, {"tls": {"certificates": [{"cert": str(sni[0]), "key": str(sni[1])}]}})
+    assert served_fingerprint(srv.pop3s_port, sni="mail.two.test") == file_fingerprint(sni[0])
+    # A client CA that cannot be read refuses the whole file: the SNI pair stays.
+    _reload(srv, {"tls": {"client_ca": str(tmp_path / "missing-ca.pem")}, "limits": {"max_commands": 5}},
+            expect="configuration not reloaded")
+    assert "tls.client_ca" in _stderr(srv)
+    assert served_fingerprint(srv.pop3s_port, sni="mail.two.test") == file_fingerprint(sni[0])
+    # A pair that cannot be loaded keeps the previous certificates serving.
+    broken = tmp_path / "broken.pem"
+    broken.write_text("not a certificate\n")
+    del srv.config["tls"]["client_ca"]
+    _reload(srv, {"tls": {"certificates": [{"cert": str(broken), "key": str(sni[1])}]}},
+            expect="certificate reload failed")
+    assert served_fingerprint(srv.pop3s_port, sni="mail.two.test") == file_fingerprint(sni[0])

@@ -2,6 +2,7 @@
 this test on loopback) gives its UIDLs to a client; after `poplar import uidls`,
 Poplar gives the same UIDLs for the same messages, so clients download nothing again."""
 import hashlib
+import json
 import os
 import poplib
 import shutil
@@ -187,3 +188,48 @@ def test_uidl_list_import_and_bad_input(server, tmp_path):
     assert srv.cli("import", "uidls", "alice", "--list", str(lst)).returncode != 0
     assert srv.cli("import", "uidls", "alice").returncode != 0
     assert srv.cli("import", "uidls", "nobody", "--list", str(lst)).returncode != 0
+
+
+def test_uidls_for_every_user_at_once(server, tmp_path):
+    """`import uidls --all --dovecot`: every user's Maildir in turn, those without a
+    dovecot-uidlist listed and skipped, a bad uidlist failing the command (exit 1) without
+    stopping the others, asked first unless --yes, a progress line on a terminal only."""
+    import os
+    import pty
+    from conftest import POPLAR_BIN
+    from test_import import drain
+    srv = server(users={"ann": "ann pw", "bob": "bob pw", "cat": "cat pw"})
+    names = {u: srv.deliver(f"Subject: to {u}\n\nhello\n".encode(), user=u) for u in ("ann", "bob", "cat")}
+
+    def maildir(user):
+        return Path(json.loads(srv.cli("user", "show", user, "--json", check=True).stdout)["maildir"])
+
+    # Dovecot's uidlist (version 3) for ann, uid 7 under uidvalidity 0x6b025ff5.
+    (maildir("ann") / "dovecot-uidlist").write_text(
+        f"3 V1795317749 N8 Gabc\n7 :{names['ann']}\n")
+    (maildir("cat") / "dovecot-uidlist").write_text("not a uidlist\n")
+    args = ["import", "uidls", "--all", "--dovecot", "--format", "%08Xu%08Xv"]
+    r = srv.cli(*args)
+    assert r.returncode == 2 and b"pass --yes" in r.stderr, r.stderr
+    r = srv.cli(*args, "--yes")
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert "bob: skipped: no " in err and "cat: not imported:" in err, err
+    assert "imported 1 UIDLs for 1 users; 1 without a uidlist; 1 failed" in err, err
+    assert "\x1b" not in err and "%" not in err.replace("%08Xu%08Xv", ""), err
+    with srv.session("ann") as c:
+        assert c.uidl() == {1: "000000076b025ff5"}
+        c.quit()
+    with srv.session("bob") as c:
+        assert c.uidl() == {1: names["bob"]}
+        c.quit()
+
+    # On a terminal: the progress line, then the same report.
+    master, slave = pty.openpty()
+    p = subprocess.run([str(POPLAR_BIN), "--config", str(srv.config_path), *args, "--yes"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=60)
+    os.close(slave)
+    out = drain(master)
+    assert p.returncode == 1
+    assert b"\r\x1b[2K" in out and b"importing UIDLs: " in out, out
+    assert b"bob: skipped" in out, out

@@ -14,9 +14,11 @@
 //! What can only be read at start (the listening sockets, the data folder, the
 //! directory, the user to run as, the security page and metrics listeners, OAuth
 //! issuers, the sign-in hashing settings) keeps its running value when the file changes
-//! it, and the reload says that a restart is needed. A file that does not parse, or
-//! names certificates that cannot be loaded, changes nothing: the previous
-//! configuration goes on and the reload says why.
+//! it, and the reload says that a restart is needed. A file that does not parse or
+//! fails its checks (a client CA that cannot be read among them) changes nothing: the
+//! previous configuration goes on and the reload says why. Certificates are read last,
+//! as on any SIGHUP: a pair that cannot be loaded leaves the previous ones serving, and
+//! the file watcher tries again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,15 +127,14 @@ impl Reloader {
         for w in config.warnings().into_iter().filter(|w| !known.contains(w)) {
             tracing::warn!("{w}");
         }
-        // TLS first: the only part that reads files, and one that can fail.
+        // The client CA is part of the configuration: one that cannot be read refuses
+        // the whole reload. The certificates follow once the rest is in force.
         let (certs, tls_config) = (self.certs.clone(), config.clone());
         let acceptor = tokio::task::spawn_blocking(move || {
-            let pop3 = crate::tls::pop3_config(&tls_config, &certs)?;
-            certs.retarget(&tls_config)?;
-            anyhow::Ok(TlsAcceptor::from(pop3))
+            crate::tls::pop3_config(&tls_config, &certs).map(TlsAcceptor::from)
         })
         .await
-        .context("loading the certificates")??;
+        .context("loading the client CA")??;
         let audit = if same(&old.config.audit, &config.audit)? {
             old.audit.clone()
         } else {
@@ -166,6 +167,7 @@ impl Reloader {
             per_network: capacity.per_network,
         });
         old.metrics.connection_limit(capacity.max_connections);
+        let retarget = config.clone();
         self.current.store(Arc::new(Shared {
             config,
             auth,
@@ -179,6 +181,10 @@ impl Reloader {
             oauth: old.oauth.clone(),
             node: old.node.clone(),
         }));
+        // Read as on any SIGHUP: a pair that cannot be loaded leaves the previous
+        // certificates serving, is logged, and is tried again by the file watcher.
+        let certs = self.certs.clone();
+        let _ = tokio::task::spawn_blocking(move || certs.retarget(&retarget)).await;
         Ok(Reloaded {
             applied: plan.applied,
             need_restart: plan.need_restart,

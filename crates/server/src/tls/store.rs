@@ -148,17 +148,13 @@ impl CertStore {
         })
     }
 
-    /// Serves the certificates `config` names from now on (a configuration reload), or,
-    /// if any cannot be loaded, keeps the files and the set it had and says why.
+    /// Serves the certificates `config` names from now on (a configuration reload): the
+    /// files it names are read as by [`CertStore::reload`]; if any cannot be loaded the
+    /// previous set goes on serving and the watcher tries the new files again.
     /// Blocking: call it off the async executor.
     pub fn retarget(&self, config: &Config) -> anyhow::Result<()> {
-        let mut files = self.lock_files();
-        let mut next = Files::of(config);
-        let set = next.load(&self.provider)?;
-        *files = next;
-        *self.retry.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        self.resolver.replace(set);
-        Ok(())
+        *self.lock_files() = Files::of(config);
+        self.reload()
     }
 
     fn lock_files(&self) -> std::sync::MutexGuard<'_, Files> {
@@ -189,12 +185,7 @@ impl CertStore {
         match loaded {
             Ok(set) => {
                 *retry = None;
-                tracing::info!(
-                    certificate_sha256 = %set.default_cert().fingerprint,
-                    sni_certificates = set.extra().len(),
-                    "certificates reloaded"
-                );
-                self.resolver.replace(set);
+                self.swap_in(set);
                 Ok(())
             }
             Err(e) => {
@@ -211,6 +202,16 @@ impl CertStore {
                 Err(e)
             }
         }
+    }
+
+    /// Serves `set` to new handshakes from now on, and says so.
+    fn swap_in(&self, set: CertSet) {
+        tracing::info!(
+            certificate_sha256 = %set.default_cert().fingerprint,
+            sni_certificates = set.extra().len(),
+            "certificates reloaded"
+        );
+        self.resolver.replace(set);
     }
 
     /// Whether a failed reload is due to be tried again.
