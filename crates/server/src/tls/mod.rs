@@ -4,7 +4,7 @@
 //! certificates reloaded without a restart (see [`store`]).
 //!
 //! With no certificate configured, a self-signed ECDSA P-256 certificate for
-//! `localhost`, `127.0.0.1` and the configured host name is made once into the data
+//! `localhost`, `127.0.0.1`, `::1` and the configured host name is made once into the data
 //! folder; its key file is created with mode 0600.
 
 mod certs;
@@ -177,7 +177,11 @@ pub(crate) fn self_signed(
     hostname: &str,
 ) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if !names.iter().any(|n| n == hostname) {
         names.push(hostname.to_string());
     }
