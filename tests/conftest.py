@@ -483,6 +483,12 @@ class Server:
         self.data_dir = root / "data"
         self.config_path = root / "poplar.toml"
         self.config = merge_config(default_config(self.data_dir), overrides)
+        url = self.config.get("directory", {}).get("url", "")
+        if url.startswith("postgres") and "keys" not in overrides:
+            # Nodes sharing a PostgreSQL directory share its key ring, as docs/cluster.md
+            # has every node of a cluster do.
+            digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+            self.config["keys"] = {"file": str(root.parent / f"keys-{digest}.key")}
         self.config_path.write_text(to_toml(self.config), encoding="utf-8")
         self.proc: subprocess.Popen | None = None
         self.stdout_lines: list[str] = []

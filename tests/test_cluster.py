@@ -96,11 +96,16 @@ def test_directory_copy_round_trip(server, pg_url, tmp_path):
     a.stop()
     sqlite_url = f"sqlite://{a.data_dir / 'poplar.db'}"
 
-    # Copied to PostgreSQL; a node with a data folder of its own (no key file) serves it.
+    # Copied to PostgreSQL; a node with a data folder of its own serves it once it has
+    # the key file (the directory holds only the ring's marker).
     out = a.cli("directory", "copy", "--from", sqlite_url, "--to", pg_url, check=True)
     text = out.stdout.decode()
     assert "users: 2" in text and "app_passwords: 1" in text and "server_secrets: 1" in text, text
+    ring = str(a.root / "server.key")  # beside the configuration file
     b = server(users={}, start=False, directory={"url": pg_url})
+    r = b.cli("key", "show")
+    assert r.returncode == 1 and b"no key ring here" in r.stderr, r.stderr
+    b = server(users={}, start=False, directory={"url": pg_url}, keys={"file": ring})
     b.start()
     sign_in_every_way(b, app_pw)
     assert "127.0.0.0/8" in b.cli("user", "networks", "alice", check=True).stdout.decode()
@@ -109,7 +114,7 @@ def test_directory_copy_round_trip(server, pg_url, tmp_path):
     # And back into a new SQLite file.
     back = tmp_path / "back.db"
     a.cli("directory", "copy", "--from", pg_url, "--to", f"sqlite://{back}", check=True)
-    c = server(users={}, start=False, directory={"url": f"sqlite://{back}"})
+    c = server(users={}, start=False, directory={"url": f"sqlite://{back}"}, keys={"file": ring})
     c.start()
     sign_in_every_way(c, app_pw)
     c.stop()

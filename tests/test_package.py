@@ -452,6 +452,12 @@ def test_package_installs_serves_and_purges_cleanly(deb, root):
     assert root.account("shadow", "poplar")[1] in ("*", "!", "!*"), "poplar has a password"
     data = root.file("var/lib/poplar").lstat()
     assert (data.st_uid, data.st_gid, stat.S_IMODE(data.st_mode)) == (uid, gid, 0o750)
+    # The key ring, apart from the data folder: root's, readable by the group poplar.
+    ring = root.file("etc/poplar/server.key").lstat()
+    assert (ring.st_uid, ring.st_gid, stat.S_IMODE(ring.st_mode)) == (0, gid, 0o640)
+    assert root.file("etc/poplar/server.key").read_text().count("\nkey 1 ") == 1
+    shown = root.run("poplar", "--config", "/etc/poplar/poplar.toml", "key", "show").stdout.decode()
+    assert "recognises this ring" in shown, shown
 
     # -- the unit, checked by the root's own systemd
     # Every program it runs comes from an Essential package or one the package depends

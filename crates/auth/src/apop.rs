@@ -6,7 +6,7 @@
 //! billions per second, and the server must keep the secret itself (recoverable), not a
 //! one-way hash. Poplar therefore keeps a separate APOP secret per user (never the
 //! account password), encrypts it at rest with AES-256-GCM under a key derived from the
-//! server key file, binds each ciphertext to its user name, and offers APOP only where
+//! server's key ring (kept apart from the directory), binds each ciphertext to its user name, and offers APOP only where
 //! the plaintext mechanisms are allowed too (under TLS or in a trusted network).
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};

@@ -21,6 +21,7 @@ mod authenticator;
 pub mod defence;
 mod hasher;
 mod import;
+pub mod keys;
 pub mod legacy;
 pub mod mfa;
 mod password;
@@ -34,6 +35,7 @@ pub use authenticator::{
 };
 pub use hasher::{Argon2Params, InvalidParams, PasswordHasher};
 pub use import::{CostlyHashes, HashLimits, ImportError, Imported};
+pub use keys::KeyRing;
 pub use password::{MAX_PASSWORD_BYTES, prepare_password};
 pub use username::{MAX_USERNAME_BYTES, UsernamePolicy};
 

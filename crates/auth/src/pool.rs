@@ -6,7 +6,8 @@
 //! the server's resident memory far past `memory cost × slots` (about 1 GB was measured
 //! after a few hundred failed sign-ins). A fixed set of threads bounds that by
 //! construction: at most `threads` hashes run at once and at most `threads` arenas ever
-//! hold hashing memory. Jobs queue in FIFO order; the async caller awaits a oneshot.
+//! hold hashing memory. Jobs wait in two queues (below), each in arrival order; the async
+//! caller awaits a oneshot.
 
 //!
 //! Two queues, so that a spray cannot keep the real user waiting: attempts on an account

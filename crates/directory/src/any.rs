@@ -339,6 +339,14 @@ impl Directory for AnyDirectory {
     ) -> Result<String, DirectoryError> {
         dispatch!(self, d => d.ensure_server_secret(name, candidate))
     }
+    async fn replace_server_secret(
+        &self,
+        name: &str,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, DirectoryError> {
+        dispatch!(self, d => d.replace_server_secret(name, expected, new))
+    }
     async fn acquire_lease(
         &self,
         maildrop: &str,

@@ -1,7 +1,6 @@
 //! The directory: the seam over "who is this account and what state is it in".
 //!
-//! DESIGN.md §2 keeps account state apart from credential verification: this crate
-//! stores users and answers questions about them, and never decides whether a sign-in
+//! Account state is kept apart from credential verification: this crate stores users and answers questions about them, and never decides whether a sign-in
 //! succeeds (that is the `auth` crate's job). Backends implement [`Directory`]; SQLite
 //! ([`SqliteDirectory`]) is the embedded default for one machine, PostgreSQL
 //! ([`PgDirectory`]) the directory several nodes share. Both pass the same conformance
@@ -435,6 +434,16 @@ pub trait Directory: Send + Sync + 'static {
         name: &str,
         candidate: &str,
     ) -> impl Future<Output = Result<String, DirectoryError>> + Send;
+
+    /// Replaces secret `name` by `new` if it still holds `expected` (compare and set);
+    /// `true` if it was replaced. Moving the server key out of the directory leaves a
+    /// marker in its place this way, so two nodes doing it at once cannot both win.
+    fn replace_server_secret(
+        &self,
+        name: &str,
+        expected: &str,
+        new: &str,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
 
     /// Takes the lease on `maildrop` for `owner` for `ttl_ms` on the database's clock,
     /// if nobody else holds an unexpired one (atomically: of two nodes asking at once,

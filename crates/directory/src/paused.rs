@@ -268,6 +268,14 @@ impl<D: Directory> Directory for PausedUpgrade<D> {
     ) -> Result<String, DirectoryError> {
         self.inner.ensure_server_secret(name, candidate).await
     }
+    async fn replace_server_secret(
+        &self,
+        name: &str,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, DirectoryError> {
+        self.inner.replace_server_secret(name, expected, new).await
+    }
     async fn acquire_lease(
         &self,
         maildrop: &str,

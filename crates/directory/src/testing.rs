@@ -1,7 +1,7 @@
 //! A conformance suite every [`Directory`] backend must pass.
 //!
 //! Backends call [`conformance`] from their own tests on a fresh, empty directory, so
-//! SQLite today and PostgreSQL later are held to the same behaviour. Enabled in this
+//! SQLite and PostgreSQL are held to the same behaviour. Enabled in this
 //! crate's tests and, for other crates, by the `test-suite` feature.
 
 use crate::{
@@ -121,8 +121,29 @@ async fn server_secrets<D: Directory>(dir: &D) {
             .unwrap(),
         a
     );
-    assert_eq!(dir.server_secret("server_key").await.unwrap(), Some(a));
+    assert_eq!(
+        dir.server_secret("server_key").await.unwrap(),
+        Some(a.clone())
+    );
     assert_eq!(dir.server_secret("cookie_key").await.unwrap(), None);
+    // Compare and set: of two replacements of one value, one wins.
+    let (x, y) = tokio::join!(
+        dir.replace_server_secret("server_key", &a, "marker x"),
+        dir.replace_server_secret("server_key", &a, "marker y")
+    );
+    assert!(x.unwrap() ^ y.unwrap(), "exactly one replacement");
+    let now = dir.server_secret("server_key").await.unwrap().unwrap();
+    assert!(now == "marker x" || now == "marker y");
+    assert!(
+        !dir.replace_server_secret("server_key", &a, "late")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !dir.replace_server_secret("cookie_key", "", "new")
+            .await
+            .unwrap()
+    );
 }
 
 async fn starts_empty<D: Directory>(dir: &D) {

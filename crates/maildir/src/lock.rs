@@ -1,8 +1,8 @@
 //! The exclusive maildrop lock (RFC 1939 section 8: "the POP3 server acquires an
 //! exclusive-access lock on the maildrop").
 //!
-//! The lock is a seam, [`MaildropLock`], so a lease shared between several Poplar nodes
-//! can replace the local one later. [`LocalLock`] is an `flock(2)`-style lock on
+//! The lock is a seam, [`MaildropLock`]; several Poplar nodes sharing a directory add a
+//! lease in the directory beside it (the server's `conn/lease.rs`). [`LocalLock`] is an `flock(2)`-style lock on
 //! `<root>/poplar.lock`: the kernel releases it when the process dies, so a crashed
 //! server never leaves a maildrop locked, and two opens of the file conflict even inside
 //! one process, which is what keeps two sessions of one user apart.

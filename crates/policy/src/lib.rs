@@ -1,5 +1,5 @@
 //! Password policy after NIST SP 800-63B-4 §3.1.1.2, for the passwords an administrator
-//! or a user sets (`poplar user add|passwd`, later the self-service page):
+//! or a user sets (`poplar user add|passwd`, and the security page's password change):
 //!
 //! - a minimum length: 15 characters for a password used alone, 8 where two-factor
 //!   sign-in is required; length is counted in Unicode code points of the SASLprep'd

@@ -1,7 +1,7 @@
 //! `poplar`: the one binary. A thin shell over the server, auth, directory and maildir
 //! crates: `serve`, `user ...`, `passwords ...`, `mfa ...`, `app-password ...`,
-//! `lockout list|clear`, `sessions`, `import ...`, `audit`,
-//! `config check`.
+//! `lockout list|clear`, `sessions`, `import ...`, `audit`, `config check`, `key
+//! init|show`, `directory copy`, `completions`, `manpage`.
 #![forbid(unsafe_code)]
 
 mod audit_report;
@@ -9,6 +9,7 @@ mod confirm;
 mod demo;
 mod exit;
 mod import;
+mod key;
 mod lockout;
 mod logging;
 mod mail_location;
@@ -83,6 +84,9 @@ enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The key ring that seals the directory's secrets, kept apart from it.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// The directory itself: move it between SQLite and PostgreSQL.
     #[command(subcommand)]
     Directory(DirectoryCommand),
@@ -208,6 +212,12 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { .. } => Some(server::Sockets::bind(&config)?),
         _ => None,
     };
+    // `key init` makes the key file now, as root, with its mode and group; the
+    // service's user fills it after the switch.
+    let prepared = match &cli.command {
+        Command::Key(cmd) => key::prepare(cmd, &config)?,
+        _ => key::Prepared::none(),
+    };
     // `config check` reads the file and the certificates as the caller (or as
     // `--as-user`), never the data folder.
     let touches_data = !matches!(cli.command, Command::Config(_));
@@ -218,7 +228,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(cli.command, config, path, sockets))
+    runtime.block_on(run(cli.command, config, path, sockets, prepared))
 }
 
 /// Logs to standard error: colours only on a terminal; under systemd (journald reads
@@ -286,6 +296,7 @@ async fn run(
     config: Config,
     path: Option<PathBuf>,
     sockets: Option<server::Sockets>,
+    prepared: key::Prepared,
 ) -> anyhow::Result<()> {
     match command {
         Command::Serve { demo } => {
@@ -301,6 +312,7 @@ async fn run(
         }
         Command::Passwords(cmd) => passwords::run(cmd, &config),
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
+        Command::Key(cmd) => key::run(cmd, &config, open_directory(&config).await?, prepared).await,
         Command::Audit(args) => {
             audit_report::run(args, &config, open_directory(&config).await?).await
         }
@@ -372,11 +384,10 @@ async fn copy_directory(from: &str, to: &str) -> anyhow::Result<()> {
         .await?
         .is_none()
     {
-        // The key may still be only in an older install's secrets/server.key: copying
-        // without it would leave every sealed APOP and TOTP secret, app password and
-        // recovery code unusable at the destination.
+        // Its key ring may not be recorded yet (an older install's secrets/server.key):
+        // the destination would then not know which ring opens what is copied.
         anyhow::bail!(
-            "{} holds no server key yet: start poplar on it once (or run any `poplar user` command against it with the config that owns it), so its key is stored in it, then copy",
+            "{} names no key ring yet: start poplar on it once (or run any `poplar user` command against it with the config that owns it), so its ring's marker is stored in it, then copy (the key file goes to the new nodes separately: docs/cluster.md)",
             directory::redact(from)
         );
     }

@@ -23,7 +23,7 @@ pub enum PasswordsCommand {
         #[arg(long, default_value_t = 1)]
         min_count: u64,
     },
-    /// Check a password against the policy without setting it; exit status 1 and the
+    /// Check a password against the policy without setting it; exit status 4 and the
     /// reasons if it would be refused.
     Check {
         /// The user the password is for (its name must not be in the password; the

@@ -1,4 +1,5 @@
-//! A progress line for long jobs (loading a breach corpus, importing many users): on a
+//! A progress line for long jobs (loading a breach corpus, importing many users or their
+//! UIDLs, copying a directory): on a
 //! terminal, one line on standard error redrawn at most five times a second; elsewhere
 //! (a pipe, a log, a script) nothing, so output stays the same as without it.
 

@@ -1,4 +1,5 @@
-//! `poplar user add|passwd|del|list`. Passwords come from a prompt or from standard
+//! `poplar user ...`: add, passwd, del, list, show, disable and enable, import, and the
+//! per-user settings. Passwords come from a prompt or from standard
 //! input (`--password-stdin`), never from the command line, where `ps` would show them,
 //! and must pass the password policy (`[passwords]`, see `crate::passwords`).
 

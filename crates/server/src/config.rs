@@ -1,7 +1,8 @@
 //! Poplar's configuration: one typed struct, read from one TOML file.
 //!
 //! Every field has a documented default (see `poplar.example.toml` at the repository
-//! root), so `poplar serve` with no file runs the embedded default: a data folder in the
+//! root), so `poplar serve` with no file (no `--config`, `POPLAR_CONFIG` or
+//! `/etc/poplar/poplar.toml`) runs the embedded default: a data folder in the
 //! working directory, loopback listeners on ports that need no root, a self-signed
 //! certificate made on first start. Unknown keys are an error, so a typo never silently
 //! turns a security setting off.
@@ -61,6 +62,21 @@ pub struct Config {
     pub proxy: Proxy,
     /// The server's own log (standard error).
     pub log: Log,
+    /// Where the server's key ring is.
+    pub keys: Keys,
+}
+
+/// Where the key ring that seals the directory's secrets is kept: never in the
+/// directory, nor by default in the data folder, so that a copy of either opens nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keys {
+    /// The key file (relative paths are in `data_dir`). Unset: `server.key` beside the
+    /// configuration file (`/etc/poplar/server.key` for `/etc/poplar/poplar.toml`), or
+    /// in the data folder for the embedded default. A systemd credential named
+    /// `poplar-keys` (`LoadCredential=`) or the `POPLAR_KEYS` environment variable, when
+    /// present, is used instead.
+    pub file: Option<PathBuf>,
 }
 
 /// The server's own log, on standard error (the journal under systemd).
@@ -679,6 +695,7 @@ impl Default for Config {
             directory: DirectorySettings::default(),
             proxy: Proxy::default(),
             log: Log::default(),
+            keys: Keys::default(),
         }
     }
 }
@@ -766,6 +783,18 @@ impl Config {
             message: e.to_string(),
         })?;
         config.validate()?;
+        let mut config = config;
+        if config.keys.file.is_none() {
+            // Beside the configuration, apart from the data folder it protects.
+            let folder = path.parent().unwrap_or(Path::new("."));
+            let folder = if folder.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                folder
+            };
+            let absolute = std::path::absolute(folder).unwrap_or_else(|_| folder.to_owned());
+            config.keys.file = Some(absolute.join("server.key"));
+        }
         Ok(config)
     }
 
@@ -924,7 +953,32 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("mail"))
     }
 
-    /// The file holding the server's own secret key (made on first start).
+    /// The key ring's file (`keys.file`, relative to `data_dir`; unset: in the data
+    /// folder, which only the embedded default leaves it as: [`Config::load`] puts it
+    /// beside the configuration file).
+    pub fn key_file(&self) -> PathBuf {
+        self.data_dir
+            .join(self.keys.file.as_deref().unwrap_or(Path::new("server.key")))
+    }
+
+    /// A key file inside the data folder (the embedded default's, or set so): a copy of
+    /// that folder holds both the directory and the key that opens its secrets. Not
+    /// said when the ring comes from the environment or a systemd credential.
+    fn key_ring_warning(&self) -> Option<String> {
+        let elsewhere = std::env::var_os(crate::secrets::KEYS_ENV).is_some()
+            || std::env::var_os("CREDENTIALS_DIRECTORY")
+                .is_some_and(|d| Path::new(&d).join(crate::secrets::KEYS_CREDENTIAL).exists());
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        let (file, data) = (absolute(&self.key_file()), absolute(&self.data_dir));
+        (!elsewhere && file.starts_with(&data)).then(|| {
+            format!(
+                "keys.file {} is in the data folder: a copy of that folder (a backup, a stolen disk) holds both the directory and the key that opens its sealed secrets; keep the key ring elsewhere (keys.file, or /etc/poplar/server.key beside /etc/poplar/poplar.toml)",
+                file.display()
+            )
+        })
+    }
+
+    /// Where installations before the directory kept the server key; adopted from there.
     pub fn server_key_path(&self) -> PathBuf {
         self.data_dir.join("secrets").join("server.key")
     }
@@ -982,6 +1036,9 @@ impl Config {
     /// Settings an administrator should look at twice.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        if let Some(warning) = self.key_ring_warning() {
+            w.push(warning);
+        }
         for net in &self.auth.plaintext_networks {
             match NetScope::of(net) {
                 NetScope::Loopback => {}

@@ -1,8 +1,8 @@
 //! Poplar's tokio server: listeners, TLS, limits and the connection driver that feeds a
 //! connection's bytes to the sans-IO [`pop3_proto::Session`] and carries out what it asks.
 //!
-//! Shape after `mini-redis`: a listener per socket, a connection semaphore, one task per
-//! connection, a cancellation token for shutdown and a task tracker to wait on.
+//! Shape after `mini-redis`: a listener per socket, admission control (the connection
+//! limit, per-address caps, shedding of silent connections), one task per connection, a cancellation token for shutdown and a task tracker to wait on.
 #![forbid(unsafe_code)]
 
 mod admission;
@@ -19,7 +19,7 @@ mod notices;
 pub mod process;
 pub mod proxy;
 mod reload;
-mod secrets;
+pub mod secrets;
 mod sockets;
 pub mod tls;
 mod web;
@@ -76,7 +76,8 @@ pub async fn authenticator_with(
         iterations: config.auth.argon2_iterations,
         parallelism: 1,
     };
-    let key = secrets::server_key(config, &dir).await?;
+    let ring = secrets::key_ring(config, &dir).await?;
+    let key = ring.active().secret();
     let auth = Authenticator::new(dir, username_policy(config), params, config.hash_slots())?;
     let auth = auth
         .with_failure_delay(std::time::Duration::from_millis(
@@ -86,13 +87,15 @@ pub async fn authenticator_with(
             import: config.import_bounds(),
             memory_budget_kib: Some(config.hash_memory_budget_kib()),
         })
-        .with_apop(&key)
-        .with_defence_events(config.defence.policy(), clock, &key, events)
-        .with_mfa(&key, mfa_settings(config));
+        .with_apop(key)
+        .with_defence_events(config.defence.policy(), clock, key, events)
+        .with_mfa(key, mfa_settings(config));
     if !config.sasl.scram_enabled() {
         return Ok(auth);
     }
-    Ok(auth.with_scram(config.sasl.scram_iterations, key))
+    // The base never rotates: unknown names keep their SCRAM parameters across a
+    // rotation, as real ones do.
+    Ok(auth.with_scram(config.sasl.scram_iterations, ring.base().to_vec()))
 }
 
 /// The two-factor settings the configuration describes (`[mfa]`).

@@ -7,8 +7,8 @@
 //! effective and saved group IDs, then the user IDs, in that order (once the user ID is
 //! gone, so is the right to change groups). The drop is then checked: every ID is the
 //! target's, and `setuid(0)`, `setgid(0)` and `setgroups` fail. Everything after it —
-//! the SQLite directory, the server key, the self-signed certificate, Maildirs, a TLS
-//! reload on SIGHUP — runs as the target user, so what Poplar creates belongs to it.
+//! the SQLite directory, the key ring, the self-signed certificate, Maildirs, reading
+//! the configuration and certificates again on SIGHUP — runs as the target user, so what Poplar creates belongs to it.
 //!
 //! Poplar does not switch users per session. It serves the usual virtual-mailbox setup,
 //! where one mail user owns every Maildir, as Postfix virtual delivery makes them.

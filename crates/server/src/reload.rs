@@ -11,10 +11,11 @@
 //! replaced in place), the attempts in flight, the live-session registry, the metrics
 //! and the session ids.
 //!
-//! What can only be read at start (the listening sockets, the data folder, the
-//! directory, the user to run as, the security page and metrics listeners, OAuth
-//! issuers, the sign-in hashing settings) keeps its running value when the file changes
-//! it, and the reload says that a restart is needed. A file that does not parse or
+//! What can only be read at start ([`AT_START_ONLY`]: the data folder, the host name,
+//! the listening sockets, the user to run as, the directory, all of `[auth]`, the
+//! Maildir root, the metrics listener, the security page, OAuth issuers, the key ring
+//! and the certificate watcher's interval) keeps its running value when the file
+//! changes it, and the reload says that a restart is needed. A file that does not parse or
 //! fails its checks (a client CA that cannot be read among them) changes nothing: the
 //! previous configuration goes on and the reload says why. Certificates are read last,
 //! as on any SIGHUP: a pair that cannot be loaded leaves the previous ones serving, and
@@ -51,6 +52,7 @@ const AT_START_ONLY: &[&str] = &[
     "web",
     "oauth",
     "tls.reload_check_secs",
+    "keys",
 ];
 
 /// What a reload did.
@@ -154,8 +156,8 @@ impl Reloader {
         {
             auth
         } else {
-            let key = crate::secrets::server_key(&config, old.auth.directory()).await?;
-            auth.with_scram(config.sasl.scram_iterations, key)
+            let ring = crate::secrets::key_ring(&config, old.auth.directory()).await?;
+            auth.with_scram(config.sasl.scram_iterations, ring.base().to_vec())
         };
         let capacity = crate::capacity::apply(&config.limits);
         if let Some(warning) = &capacity.warning {

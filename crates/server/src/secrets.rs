@@ -1,90 +1,278 @@
-//! The server's own secret key: 32 random bytes that seal APOP and TOTP secrets and key
-//! the hashes of app passwords, recovery codes and wrong secrets. Every node serving
-//! one directory must have the same key, so it lives in the directory itself (the
-//! `server_secrets` table, row `server_key`, hex): made by whichever node or CLI
-//! command starts first, read by all others, and carried by `poplar directory copy`.
+//! The server's key ring ([`auth::KeyRing`]): found outside the directory, and
+//! recognised by the directory through its fingerprint.
 //!
-//! Installations from before kept it in `<data_dir>/secrets/server.key`; when the
-//! directory has no key yet and that file exists, its key is adopted into the
-//! directory (so nothing sealed under it is lost) and the file is no longer read.
+//! The ring comes from, in this order: the `POPLAR_KEYS` environment variable (its text,
+//! for containers), the systemd credential `poplar-keys` (`LoadCredential=`, read from
+//! `$CREDENTIALS_DIRECTORY`), or the key file (`keys.file`, by default
+//! `/etc/poplar/server.key`; the embedded default keeps it in the data folder). The
+//! directory's `server_secrets` row `server_key` holds only a marker with the ring's
+//! fingerprint, so that a node with another ring (or none) refuses to start instead of
+//! sealing new secrets under a key the others do not have.
+//!
+//! Moving over: installations from before kept the key itself in that row (and, before
+//! that, in `<data_dir>/secrets/server.key`). The first start or CLI command that finds
+//! such a key and no ring writes a ring holding that key to the key file, then puts the
+//! marker in the key's place (compare and set: of two nodes doing it at once, one
+//! wins). The key is no longer in the directory from then on. A version from before
+//! the ring reads the marker as a key that is not hex and refuses to start.
+//! Where the key file cannot be written by the service's user (`/etc/poplar`), `poplar
+//! key init`, run as root, makes it.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use auth::KeyRing;
 use directory::Directory as _;
 
 use crate::{Config, Dir};
 
-/// The row of `server_secrets` holding the server key.
+/// The row of `server_secrets` holding the marker (formerly the key itself).
 pub const SERVER_KEY: &str = "server_key";
 
-/// The server key from the directory, made (or adopted from the legacy file) first if
-/// the directory has none.
-pub async fn server_key(config: &Config, dir: &Dir) -> anyhow::Result<Vec<u8>> {
-    if let Some(stored) = dir
+/// What the marker starts with; the rest is the ring's fingerprint.
+const MARKER: &str = "key-ring sha256:";
+
+/// The environment variable that may hold the ring's text.
+pub const KEYS_ENV: &str = "POPLAR_KEYS";
+/// The systemd credential's name.
+pub const KEYS_CREDENTIAL: &str = "poplar-keys";
+
+/// Where a ring was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RingSource {
+    /// `POPLAR_KEYS`.
+    Environment,
+    /// `$CREDENTIALS_DIRECTORY/poplar-keys`.
+    Credential(PathBuf),
+    /// The key file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for RingSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RingSource::Environment => write!(f, "the {KEYS_ENV} environment variable"),
+            RingSource::Credential(p) => write!(f, "the systemd credential {}", p.display()),
+            RingSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The marker the directory keeps for `ring`.
+pub fn marker(ring: &KeyRing) -> String {
+    format!("{MARKER}{}", ring.fingerprint())
+}
+
+/// The ring this process is given, if any: read, never made. An unreadable or
+/// malformed source is an error (never passed over for the next one).
+pub fn find_ring(config: &Config) -> anyhow::Result<Option<(KeyRing, RingSource)>> {
+    if let Ok(text) = std::env::var(KEYS_ENV) {
+        let ring = KeyRing::parse(&text).with_context(|| RingSource::Environment.to_string())?;
+        return Ok(Some((ring, RingSource::Environment)));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join(KEYS_CREDENTIAL);
+        if path.exists() {
+            let source = RingSource::Credential(path.clone());
+            let text = std::fs::read_to_string(&path).with_context(|| source.to_string())?;
+            let ring = KeyRing::parse(&text).with_context(|| source.to_string())?;
+            return Ok(Some((ring, source)));
+        }
+    }
+    let path = config.key_file();
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().is_empty() => Ok(None),
+        Ok(text) => {
+            let ring = KeyRing::parse(&text).with_context(|| path.display().to_string())?;
+            Ok(Some((ring, RingSource::File(path))))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading the key ring {}", path.display())),
+    }
+}
+
+/// Writes `ring` to `path` as a new file (mode 0640), and syncs it. Fails if a file is
+/// there already (but an empty one, left by an interrupted `key init`).
+pub fn write_ring(path: &Path, ring: &KeyRing) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let empty = std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(!empty)
+        .truncate(empty)
+        .mode(0o640)
+        .open(path)
+        .with_context(|| format!("creating the key ring {}", path.display()))?;
+    write_ring_to(&mut file, ring)
+        .with_context(|| format!("writing the key ring {}", path.display()))
+}
+
+/// Writes `ring` into a file opened for it, and syncs it.
+pub fn write_ring_to(file: &mut std::fs::File, ring: &KeyRing) -> std::io::Result<()> {
+    file.write_all(ring.to_text().as_bytes())?;
+    file.sync_all()
+}
+
+/// The server's key ring, checked against the directory's marker; on the first start
+/// of an installation, made (or moved out of the directory) into the key file.
+pub async fn key_ring(config: &Config, dir: &Dir) -> anyhow::Result<KeyRing> {
+    key_ring_with(config, dir, |ring| make_file(config, ring)).await
+}
+
+/// [`key_ring`], with `write` keeping a ring made or moved out of the directory (`poplar
+/// key init` fills the file it made as root).
+pub async fn key_ring_with(
+    config: &Config,
+    dir: &Dir,
+    write: impl FnOnce(&KeyRing) -> anyhow::Result<()>,
+) -> anyhow::Result<KeyRing> {
+    let found = find_ring(config)?;
+    let stored = dir
         .server_secret(SERVER_KEY)
         .await
-        .context("reading the server key from the directory")?
-    {
-        let key = parse_key(&stored).context("the directory's server_key")?;
-        // A key file left from a one-machine install that is not the directory's key
-        // means this node's sealed secrets were made under another key (say another
-        // node stored a fresh one first): refuse rather than lose them unseen.
-        let legacy = config.server_key_path();
-        if let Ok(text) = std::fs::read_to_string(&legacy)
-            && parse_key(&text).is_ok_and(|file_key| file_key != key)
-        {
-            bail!(
-                "{} differs from the server key stored in the directory: secrets sealed under one are unreadable under the other. Keep the key the directory's sealed secrets were made with (move the file away to use the directory's)",
-                legacy.display()
-            );
+        .context("reading the key ring's marker from the directory")?;
+    match (found, stored) {
+        (Some((ring, source)), Some(stored)) => {
+            if let Some(fingerprint) = stored.strip_prefix(MARKER) {
+                if stored != marker(&ring) {
+                    bail!(
+                        "the key ring in {source} (fingerprint {}) is not the one this directory's secrets were sealed under ({fingerprint}): every node needs the same key file (docs/cluster.md)",
+                        ring.fingerprint(),
+                    );
+                }
+                return Ok(ring);
+            }
+            // The key is still in the directory: it must be one of the ring's.
+            if !ring.holds_legacy(&stored) {
+                bail!(
+                    "the key ring in {source} does not hold the server key this directory still keeps: sealed secrets would be lost. Remove the ring to move the directory's key into a new one, or put the key into it"
+                );
+            }
+            take_out(dir, &stored, &ring).await?;
+            Ok(ring)
         }
-        return Ok(key);
+        (Some((ring, source)), None) => {
+            let kept = dir
+                .ensure_server_secret(SERVER_KEY, &marker(&ring))
+                .await
+                .context("storing the key ring's marker in the directory")?;
+            if kept != marker(&ring) {
+                bail!(
+                    "another node stored its own key ring's marker first ({kept}); the key ring in {source} is not that one: copy that node's key file here (docs/cluster.md)"
+                );
+            }
+            Ok(ring)
+        }
+        (None, Some(stored)) if stored.starts_with(MARKER) => bail!(
+            "this directory's secrets are sealed under a key ring (fingerprint {}) that is not here: put its key file at {} (from another node or your key backup; docs/cluster.md), or give it as the systemd credential {KEYS_CREDENTIAL} or in {KEYS_ENV}",
+            stored.trim_start_matches(MARKER),
+            config.key_file().display()
+        ),
+        (None, Some(stored)) => {
+            // Before the ring: the key in the directory moves into the key file.
+            let ring = KeyRing::adopt(&stored)
+                .context("the directory's server_key is not a key (hex of 16 bytes or more)")?;
+            write(&ring)?;
+            take_out(dir, &stored, &ring).await?;
+            tracing::info!(
+                file = %config.key_file().display(),
+                fingerprint = %ring.fingerprint(),
+                "the server key moved out of the directory into the key ring"
+            );
+            Ok(ring)
+        }
+        (None, None) => {
+            // A new installation, or one from before the directory kept the key.
+            let legacy = config.server_key_path();
+            let ring = match std::fs::read_to_string(&legacy) {
+                Ok(text) => KeyRing::adopt(&text)
+                    .with_context(|| format!("{}: not a key", legacy.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    KeyRing::generate().context("no randomness for a new key ring")?
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading {}", legacy.display()));
+                }
+            };
+            write(&ring)?;
+            let kept = dir
+                .ensure_server_secret(SERVER_KEY, &marker(&ring))
+                .await
+                .context("storing the key ring's marker in the directory")?;
+            if kept != marker(&ring) {
+                // Another node made its ring first: ours seals nothing yet, so it goes.
+                let _ = std::fs::remove_file(config.key_file());
+                bail!(
+                    "another node made the directory's key ring first: copy its key file to {} (docs/cluster.md)",
+                    config.key_file().display()
+                );
+            }
+            Ok(ring)
+        }
     }
-    let legacy = config.server_key_path();
-    let candidate = if legacy.exists() {
-        let text = std::fs::read_to_string(&legacy)
-            .with_context(|| format!("reading {}", legacy.display()))?;
-        parse_key(&text).with_context(|| legacy.display().to_string())?;
-        text.trim().to_owned()
-    } else {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        hex(&key)
-    };
-    let stored = dir
-        .ensure_server_secret(SERVER_KEY, &candidate)
+}
+
+/// Makes the key file for `ring`, or says who can.
+fn make_file(config: &Config, ring: &KeyRing) -> anyhow::Result<()> {
+    let path = config.key_file();
+    write_ring(&path, ring).with_context(|| {
+        format!(
+            "no key ring yet, and {} cannot be made by this user: run `poplar key init` as root (it makes the file readable by the service's group)",
+            path.display()
+        )
+    })
+}
+
+/// What the directory says of `ring`, for `poplar key show` (changes nothing).
+pub async fn recognition(ring: Option<&KeyRing>, dir: &Dir) -> anyhow::Result<Recognition> {
+    let stored = dir.server_secret(SERVER_KEY).await?;
+    Ok(match (stored, ring) {
+        (None, _) => Recognition::Unnamed,
+        (Some(s), Some(ring)) if s == marker(ring) => Recognition::This,
+        (Some(s), _) if s.starts_with(MARKER) => {
+            Recognition::Other(s.trim_start_matches(MARKER).to_owned())
+        }
+        (Some(_), _) => Recognition::KeyInside,
+    })
+}
+
+/// What the directory keeps about the key ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recognition {
+    /// Nothing yet (a new installation).
+    Unnamed,
+    /// This ring's fingerprint.
+    This,
+    /// Another ring's fingerprint.
+    Other(String),
+    /// The key itself, from before the ring (moved out at the next start).
+    KeyInside,
+}
+
+/// Puts the marker where the key was.
+async fn take_out(dir: &Dir, key: &str, ring: &KeyRing) -> anyhow::Result<()> {
+    let replaced = dir
+        .replace_server_secret(SERVER_KEY, key, &marker(ring))
         .await
-        .context("storing the server key in the directory")?;
-    if legacy.exists() && stored != candidate {
-        // Sealed secrets and keyed hashes made under the file's key would silently stop
-        // working: refuse to start until someone decides which key is right.
-        bail!(
-            "{} differs from the server key stored in the directory: secrets sealed under one are unreadable under the other. Keep the one the directory's sealed secrets were made with and remove the other (move the file away to use the directory's key)",
-            legacy.display()
-        );
+        .context("replacing the server key in the directory by the key ring's marker")?;
+    if !replaced {
+        // Another node did it at the same time: fine if it was this same ring.
+        let now = dir.server_secret(SERVER_KEY).await?;
+        if now.as_deref() != Some(marker(ring).as_str()) {
+            bail!("the directory's server key changed while it was being moved out; start again");
+        }
     }
-    parse_key(&stored).context("the directory's server_key")
-}
-
-fn parse_key(text: &str) -> anyhow::Result<Vec<u8>> {
-    let text = text.trim();
-    if text.len() < 32 || !text.len().is_multiple_of(2) {
-        bail!("not a hex key of at least 16 bytes");
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .context("not hex")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn config(dir: &Path) -> Config {
         Config {
@@ -94,44 +282,74 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn made_once_in_the_directory_and_stable() {
+    async fn made_once_outside_the_directory_which_keeps_only_a_marker() {
         let tmp = tempfile::tempdir().unwrap();
         let config = config(tmp.path());
         let dir = Dir::open(&config.directory_path()).await.unwrap();
-        let a = server_key(&config, &dir).await.unwrap();
-        let b = server_key(&config, &dir).await.unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 32);
-        assert!(!config.server_key_path().exists(), "no key file any more");
-        assert_eq!(dir.server_secret(SERVER_KEY).await.unwrap(), Some(hex(&a)));
+        let a = key_ring(&config, &dir).await.unwrap();
+        let b = key_ring(&config, &dir).await.unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.active().secret().len(), 32);
+        let stored = dir.server_secret(SERVER_KEY).await.unwrap().unwrap();
+        assert_eq!(stored, marker(&a));
+        assert!(KeyRing::adopt(&stored).is_none(), "the marker is no key");
+        let mode = std::fs::metadata(config.key_file()).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o640
+        );
+        // Another ring meeting that directory is refused, and so is none at all.
+        std::fs::remove_file(config.key_file()).unwrap();
+        let err = format!("{:#}", key_ring(&config, &dir).await.unwrap_err());
+        assert!(err.contains("not here"), "{err}");
+        write_ring(&config.key_file(), &KeyRing::generate().unwrap()).unwrap();
+        let err = format!("{:#}", key_ring(&config, &dir).await.unwrap_err());
+        assert!(err.contains("is not the one"), "{err}");
     }
 
     #[tokio::test]
-    async fn a_legacy_key_file_is_adopted() {
+    async fn the_key_in_the_directory_moves_into_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config(tmp.path());
+        let dir = Dir::open(&config.directory_path()).await.unwrap();
+        let legacy = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        dir.ensure_server_secret(SERVER_KEY, legacy).await.unwrap();
+        let ring = key_ring(&config, &dir).await.unwrap();
+        assert!(ring.holds_legacy(legacy));
+        assert_eq!(ring.base(), ring.active().secret(), "SCRAM fakes unchanged");
+        let stored = dir.server_secret(SERVER_KEY).await.unwrap().unwrap();
+        assert_eq!(stored, marker(&ring));
+        assert!(!stored.contains(legacy));
+        let text = std::fs::read_to_string(config.key_file()).unwrap();
+        assert!(text.contains(legacy));
+        assert_eq!(
+            key_ring(&config, &dir).await.unwrap().fingerprint(),
+            ring.fingerprint()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_legacy_key_file_is_adopted_and_a_ring_without_the_directorys_key_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let config = config(tmp.path());
         let path = config.server_key_path();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let legacy = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let legacy = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
         std::fs::write(&path, format!("{legacy}\n")).unwrap();
         let dir = Dir::open(&config.directory_path()).await.unwrap();
-        let key = server_key(&config, &dir).await.unwrap();
-        assert_eq!(hex(&key), legacy);
-        // Once adopted, the directory's key is the one; the same key in the file is
-        // fine, an unreadable file is ignored ...
-        assert_eq!(server_key(&config, &dir).await.unwrap(), key);
-        std::fs::write(&path, "zz").unwrap();
-        assert_eq!(server_key(&config, &dir).await.unwrap(), key);
-        // ... and another key there stops the start: its secrets would be lost unseen.
-        std::fs::write(&path, "ff".repeat(32)).unwrap();
-        let err = format!("{:#}", server_key(&config, &dir).await.unwrap_err());
-        assert!(err.contains("differs from the server key"), "{err}");
-    }
+        assert!(key_ring(&config, &dir).await.unwrap().holds_legacy(legacy));
 
-    #[test]
-    fn bad_keys_are_refused() {
-        assert!(parse_key("zz").is_err());
-        assert!(parse_key(&"g".repeat(64)).is_err());
-        assert_eq!(parse_key(&"ab".repeat(16)).unwrap(), vec![0xab; 16]);
+        let other = tempfile::tempdir().unwrap();
+        let config = super::tests::config(other.path());
+        let dir = Dir::open(&config.directory_path()).await.unwrap();
+        dir.ensure_server_secret(SERVER_KEY, legacy).await.unwrap();
+        write_ring(&config.key_file(), &KeyRing::generate().unwrap()).unwrap();
+        let err = format!("{:#}", key_ring(&config, &dir).await.unwrap_err());
+        assert!(err.contains("does not hold the server key"), "{err}");
+        assert_eq!(
+            dir.server_secret(SERVER_KEY).await.unwrap().as_deref(),
+            Some(legacy),
+            "nothing moved"
+        );
     }
 }

@@ -3,10 +3,11 @@
 //! The other mechanisms' decisions live in `mechanisms.rs`, the CLI's in `admin.rs`;
 //! all of them share the lookups and the hashing pool defined here.
 //!
-//! Timing is kept uniform (DESIGN.md §1, "no user enumeration by text or timing"): every
-//! attempt spends one argon2 verification, whether the name was malformed, unknown,
-//! disabled or real. Hashing runs on a fixed pool of `max_concurrent_hashes` threads
-//! (see `pool.rs`), so the memory in use is bounded by `memory_kib × threads`.
+//! Timing is kept uniform, so that no reply and no delay tells whether a name exists:
+//! every attempt the guard admits spends one password verification, whether the name
+//! was malformed, unknown, disabled or real (attempts refused at admission, or as
+//! `busy`, spend none, whoever they name). Hashing runs on a fixed pool of threads with
+//! a memory budget (`auth.hash_memory_budget_kib`; see `pool.rs` and docs/signin.md).
 
 use std::net::IpAddr;
 use std::path::PathBuf;

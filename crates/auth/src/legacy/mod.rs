@@ -1,5 +1,5 @@
-//! Verification of password hashes imported from other mail systems (DESIGN.md §1,
-//! "Credentials": import of legacy hashes with upgrade at next login).
+//! Verification of password hashes imported from other mail systems: imported legacy
+//! hashes are checked as they are and replaced by argon2id at the next sign-in.
 //!
 //! Administrators who move from Dovecot, Courier, qpopper or an `/etc/shadow`-style list
 //! bring hashes in the forms below. [`parse`] recognises them without hashing anything,

@@ -1,7 +1,7 @@
 //! The PostgreSQL backend: one directory shared by every node of a cluster.
 //!
-//! The schema mirrors the SQLite one (`migrations/postgres`, same versions, same
-//! columns), so `poplar directory copy` moves rows one to one. Every counter the nodes
+//! The schema mirrors the SQLite one (`migrations/postgres`, the same tables and
+//! columns; SQLite has one migration more, 0010, a change PostgreSQL did not need), so `poplar directory copy` moves rows one to one. Every counter the nodes
 //! share (failure counts, account locks, bans, the TOTP replay step, recovery codes,
 //! app-password use) changes in a single statement that reads and writes the row
 //! together (`INSERT ... ON CONFLICT DO UPDATE ... RETURNING`, `UPDATE ... WHERE`), so
@@ -998,6 +998,22 @@ impl Directory for PgDirectory {
         self.server_secret(name)
             .await?
             .ok_or_else(|| DirectoryError::Unavailable(format!("server secret {name} vanished")))
+    }
+
+    async fn replace_server_secret(
+        &self,
+        name: &str,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, DirectoryError> {
+        let done =
+            sqlx::query("UPDATE server_secrets SET value = $3 WHERE name = $1 AND value = $2")
+                .bind(name)
+                .bind(expected)
+                .bind(new)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn acquire_lease(

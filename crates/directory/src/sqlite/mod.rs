@@ -95,7 +95,11 @@ impl SqliteDirectory {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // What is deleted or replaced (a revoked app password, a deleted user's
+            // hash, the server key moved out) is overwritten with zeros, not left in
+            // free space for a copy of the file to show.
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
@@ -482,6 +486,27 @@ impl Directory for SqliteDirectory {
         self.server_secret(name)
             .await?
             .ok_or_else(|| DirectoryError::Unavailable(format!("server secret {name} vanished")))
+    }
+
+    async fn replace_server_secret(
+        &self,
+        name: &str,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, DirectoryError> {
+        let done =
+            sqlx::query("UPDATE server_secrets SET value = ?3 WHERE name = ?1 AND value = ?2")
+                .bind(name)
+                .bind(expected)
+                .bind(new)
+                .execute(&self.pool)
+                .await?;
+        // The old value's page is still in the write-ahead log: copy it back and empty
+        // the log, so no file of the directory holds it any more.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn acquire_lease(
