@@ -337,6 +337,7 @@ async fn run(
                 capacity.max_connections, capacity.basis, capacity.per_network
             );
             let mut warnings = config.warnings();
+            warnings.extend(config.key_ring_warning());
             warnings.extend(capacity.warning);
             warnings.extend(server::process::root_warning(&config.process));
             if let Err(e) = server::process::Identity::resolve(&config.process) {
@@ -418,7 +419,12 @@ async fn serve(
     sockets: server::Sockets,
 ) -> anyhow::Result<()> {
     let process_warning = server::process::root_warning(&config.process);
-    for w in config.warnings().into_iter().chain(process_warning) {
+    for w in config
+        .warnings()
+        .into_iter()
+        .chain(config.key_ring_warning())
+        .chain(process_warning)
+    {
         tracing::warn!("{w}");
     }
     let dir = open_directory(&config).await?;

@@ -964,7 +964,9 @@ impl Config {
     /// A key file inside the data folder (the embedded default's, or set so): a copy of
     /// that folder holds both the directory and the key that opens its secrets. Not
     /// said when the ring comes from the environment or a systemd credential.
-    fn key_ring_warning(&self) -> Option<String> {
+    /// (Apart from [`Config::warnings`], which judge the file's settings: this one
+    /// depends on where the configuration came from and on the environment.)
+    pub fn key_ring_warning(&self) -> Option<String> {
         let elsewhere = std::env::var_os(crate::secrets::KEYS_ENV).is_some()
             || std::env::var_os("CREDENTIALS_DIRECTORY")
                 .is_some_and(|d| Path::new(&d).join(crate::secrets::KEYS_CREDENTIAL).exists());
@@ -1036,9 +1038,6 @@ impl Config {
     /// Settings an administrator should look at twice.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if let Some(warning) = self.key_ring_warning() {
-            w.push(warning);
-        }
         for net in &self.auth.plaintext_networks {
             match NetScope::of(net) {
                 NetScope::Loopback => {}
