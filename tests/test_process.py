@@ -168,9 +168,13 @@ def test_serve_binds_a_privileged_port_then_runs_as_the_configured_user(servers,
         process={"user": TEST_USER, "group": TEST_USER},
     )
     prepare_data_dir(srv, test_user)
-    # Run as root, `poplar user add` switches to the user too: the directory, the server
-    # key and the Maildir it makes belong to poplar-test.
+    # Run as root, `poplar user add` switches to the user too: the directory and the
+    # Maildir it makes belong to poplar-test. The key ring, beside the configuration
+    # where that user cannot write, is made by root first: root's, the group may read.
     srv.add_user("alice", DEFAULT_PASSWORD)
+    ring = (srv.root / "server.key").stat()
+    assert (ring.st_uid, ring.st_gid, ring.st_mode & 0o777) == (0, gid, 0o640)
+    assert (srv.root / "server.key").read_text().startswith("# Poplar")
     srv.start()
     assert srv.pop3_port == port, srv.stdout_lines
 

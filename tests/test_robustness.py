@@ -163,6 +163,8 @@ def test_exclusive_lock_across_two_server_processes(server):
     a = server()
     b = server(users={}, start=False)
     b.config_path.write_text(a.config_path.read_text())
+    # The same key ring, as every node of one directory has (beside its configuration).
+    (b.root / "server.key").write_bytes((a.root / "server.key").read_bytes())
     b.passwords = dict(a.passwords)
     b.start()
     b.data_dir = a.data_dir

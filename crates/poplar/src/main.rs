@@ -222,6 +222,11 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     // `--as-user`), never the data folder.
     let touches_data = !matches!(cli.command, Command::Config(_));
     if touches_data && let Some(identity) = server::process::Identity::resolve(&config.process)? {
+        // A first start as root: the key ring's file is made now, as root (the
+        // service's user may not write /etc/poplar), and filled after the switch.
+        if !matches!(cli.command, Command::Key(_)) {
+            server::secrets::hand_over_ring_file(&config, identity.gid.as_raw());
+        }
         identity.switch_to()?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -217,9 +217,40 @@ pub async fn key_ring_with(
     }
 }
 
-/// Makes the key file for `ring`, or says who can.
+/// The key file made by root before the switch to the service's user, for the ring that
+/// user then makes or moves out of the directory (see [`hand_over_ring_file`]).
+static HANDED_OVER: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Called as root, before the switch to `[process] user`, when there is no key ring
+/// yet: makes the (empty) key file, 0640, root's with the service's group, for the
+/// ring made after the switch (where the service's user could not create it:
+/// `/etc/poplar`). Nothing when a ring is there or the file cannot be made (the error
+/// then comes, with its advice, when the ring is needed).
+pub fn hand_over_ring_file(config: &Config, gid: u32) {
+    if !matches!(find_ring(config), Ok(None)) {
+        return;
+    }
+    let path = config.key_file();
+    let empty = std::fs::metadata(&path).is_ok_and(|m| m.len() == 0);
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(!empty)
+        .truncate(empty)
+        .mode(0o640)
+        .open(&path)
+        .and_then(|file| std::os::unix::fs::fchown(&file, Some(0), Some(gid)).map(|()| file));
+    if let Ok(file) = made {
+        *HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+    }
+}
+
+/// Makes the key file for `ring` (filling the one root made, if any), or says who can.
 fn make_file(config: &Config, ring: &KeyRing) -> anyhow::Result<()> {
     let path = config.key_file();
+    if let Some(mut file) = HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return write_ring_to(&mut file, ring)
+            .with_context(|| format!("writing the key ring {}", path.display()));
+    }
     write_ring(&path, ring).with_context(|| {
         format!(
             "no key ring yet, and {} cannot be made by this user: run `poplar key init` as root (it makes the file readable by the service's group)",
