@@ -26,9 +26,13 @@ def adopted_ring(hex_key: str) -> str:
 def open_totp(sealed: str, user: str, server_key: bytes) -> bytes | None:
     """Opens a sealed TOTP secret the way Poplar does (docs: AES-256-GCM under a key
     derived from the server key, bound to the user name); None if it does not open."""
-    if not sealed.startswith("v1:"):
+    if sealed.startswith("v1:"):
+        body = sealed[3:]
+    elif sealed.startswith("v2:"):
+        body = sealed.split(":", 2)[2]
+    else:
         return None
-    raw = base64.b64decode(sealed[3:])
+    raw = base64.b64decode(body)
     key = hmac.new(server_key, b"poplar totp secret encryption v1", hashlib.sha256).digest()
     try:
         return AESGCM(key).decrypt(raw[:12], raw[12:], user.encode())
@@ -152,3 +156,94 @@ def test_a_node_without_the_ring_or_with_another_refuses_to_start(server):
     # A malformed ring is an error, never quoted.
     r = srv.cli("mfa", "status", "alice", env={"POPLAR_KEYS": "poplar-keys v1\nbase zz\n"})
     assert r.returncode == 1 and b"POPLAR_KEYS" in r.stderr and b"line 2" in r.stderr, r.stderr
+
+
+def test_rotation_under_load_then_retirement_once_nothing_needs_the_old_key(server):
+    """`poplar key rotate` while clients sign in with app passwords: none fails; every
+    sealed TOTP secret is re-sealed under the new key; `key retire` of the old key is
+    refused (and lists what needs it) until the app passwords made before have been
+    used and the recovery codes renewed, then allowed; sign-ins go on after it."""
+    import poplib
+    import subprocess
+    import threading
+
+    from conftest import IO_TIMEOUT, tls_context
+    srv = server(users={"alice": PW, "bob": "bob pw", "carol": "carol pw"},
+                 tls={"reload_check_secs": 1})
+    totp, _ = enroll(srv, "alice")
+    apps = {u: app_password(srv, u, "--label", "phone") for u in ("alice", "bob", "carol")}
+    key_file = srv.root / "server.key"
+    db_path = srv.data_dir / "poplar.db"
+
+    failures, signed_in = [], []
+    stop = threading.Event()
+
+    def load(user):
+        while not stop.is_set():
+            try:
+                p = poplib.POP3_SSL("127.0.0.1", srv.pop3s_port, timeout=IO_TIMEOUT,
+                                    context=tls_context(srv.cert))
+                p.user(user)
+                p.pass_(apps[user])
+                p.quit()
+                signed_in.append(user)
+            except Exception as e:  # noqa: BLE001 - every failure is the finding
+                failures.append(f"{user}: {e!r}")
+
+    threads = [threading.Thread(target=load, args=(u,)) for u in ("alice", "bob")]
+    for t in threads:
+        t.start()
+    try:
+        while len(signed_in) < 10:
+            assert not failures, failures
+            time.sleep(0.05)
+        out = srv.cli("key", "rotate", check=True).stdout.decode()
+        assert "key 2 added and active" in out and "re-sealed 1 secrets under key 2" in out, out
+        before = len(signed_in)
+        while len(signed_in) < before + 20:
+            assert not failures, failures
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures, failures
+
+    with sqlite3.connect(db_path) as db:
+        sealed = [v for (v,) in db.execute("SELECT totp_secret FROM mfa")]
+        hashes = dict(db.execute("SELECT user, hash FROM app_passwords"))
+    assert sealed and all(v.startswith("v2:2:") for v in sealed), sealed
+    # Used since the rotation: re-keyed; carol's, unused, is still under key 1.
+    assert hashes["alice"].startswith("k2:") and hashes["bob"].startswith("k2:"), hashes
+    assert not hashes["carol"].startswith("k"), hashes
+    assert srv.cli("mfa", "check", "alice", totp.at(time.time() + 30)).returncode == 0
+    text = key_file.read_text()
+    assert "\nkey 1 " in text and "\nkey 2 " in text and "\nactive 2" in text
+
+    # Key 1 still opens carol's app password and alice's recovery codes: refused, listed.
+    r = srv.cli("key", "retire", "1")
+    out = r.stdout.decode()
+    assert r.returncode == 4, (r.returncode, out, r.stderr)
+    assert "app password carol:" in out and "recovery codes of alice: 10" in out, out
+    assert "\nkey 1 " in key_file.read_text()
+    r = srv.cli("key", "retire", "2")
+    assert r.returncode == 4 and b"active key" in r.stderr, r.stderr
+    # Used, renewed: nothing needs key 1 any more.
+    p = poplib_login(srv, "carol", apps["carol"])
+    assert not isinstance(p, bytes), p
+    p.quit()
+    srv.cli("mfa", "recovery-codes", "alice", check=True)
+    out = srv.cli("key", "retire", "1", check=True).stdout.decode()
+    assert "key 1 retired" in out, out
+    text = key_file.read_text()
+    assert "\nkey 1 " not in text and "\nkey 2 " in text
+    # The running server read the file again; every credential still works.
+    time.sleep(2)
+    for user in ("alice", "bob", "carol"):
+        p = poplib_login(srv, user, apps[user])
+        assert not isinstance(p, bytes), (user, p)
+        p.quit()
+    key_2 = bytes.fromhex(re.search(r"^key 2 ([0-9a-f]+)$", text, re.M).group(1))
+    assert open_totp(sealed[0], "alice", key_2) == totp.secret.encode(), "opens under key 2"
+    shown = srv.cli("key", "show", "--json", check=True).stdout.decode()
+    assert '"keys":[2]' in shown.replace(" ", ""), shown

@@ -18,11 +18,21 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
+/// Sealed under key 1 of the ring (what every install had before rotation).
 const VERSION: &str = "v1:";
+/// Sealed under another key of the ring: `v2:<key id>:`.
+const VERSION_2: &str = "v2:";
 
-/// Encrypts and decrypts APOP secrets under a key derived from the server key.
+/// What APOP secrets are sealed for.
+pub const APOP_PURPOSE: &[u8] = b"poplar apop secret encryption v1";
+
+/// Encrypts and decrypts one kind of recoverable secret (APOP secrets, TOTP keys)
+/// under keys derived from the server's key ring: sealing uses the active key, opening
+/// the key the value names.
 pub struct ApopVault {
-    key: LessSafeKey,
+    /// Per key id, AES-256-GCM under HMAC(key, purpose).
+    keys: Vec<(u32, LessSafeKey)>,
+    active: u32,
 }
 
 impl std::fmt::Debug for ApopVault {
@@ -31,54 +41,97 @@ impl std::fmt::Debug for ApopVault {
     }
 }
 
+fn derive(server_key: &[u8], purpose: &[u8]) -> LessSafeKey {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(server_key).expect("HMAC takes keys of any length");
+    mac.update(purpose);
+    let derived = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+    let key = UnboundKey::new(&AES_256_GCM, derived.as_ref()).expect("AES-256 takes 32 bytes");
+    LessSafeKey::new(key)
+}
+
 impl ApopVault {
-    /// Derives the vault key from the server's secret key.
+    /// Derives the vault key from one server key (key 1).
     pub fn new(server_key: &[u8]) -> Self {
-        Self::for_purpose(server_key, b"poplar apop secret encryption v1")
+        Self::for_purpose(server_key, APOP_PURPOSE)
     }
 
     /// A vault with its own key for another kind of recoverable secret (TOTP keys):
     /// `purpose` separates the keys, so one kind of ciphertext never opens as another.
     pub fn for_purpose(server_key: &[u8], purpose: &[u8]) -> Self {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(server_key).expect("HMAC takes keys of any length");
-        mac.update(purpose);
-        let derived = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-        let key = UnboundKey::new(&AES_256_GCM, derived.as_ref()).expect("AES-256 takes 32 bytes");
-        Self {
-            key: LessSafeKey::new(key),
+        ApopVault {
+            keys: vec![(1, derive(server_key, purpose))],
+            active: 1,
         }
     }
 
-    /// Encrypts `secret` for `user`: `v1:` + base64(nonce || ciphertext || tag).
+    /// A vault over every key of `ring`, sealing under its active key.
+    pub fn from_ring(ring: &crate::KeyRing, purpose: &[u8]) -> Self {
+        ApopVault {
+            keys: ring
+                .keys()
+                .iter()
+                .map(|k| (k.id(), derive(k.secret(), purpose)))
+                .collect(),
+            active: ring.active().id(),
+        }
+    }
+
+    /// The key a sealed value names (`v1:` is key 1), if it has the form of one.
+    pub fn sealed_under(sealed: &str) -> Option<u32> {
+        if sealed.starts_with(VERSION) {
+            return Some(1);
+        }
+        let (id, _) = sealed.strip_prefix(VERSION_2)?.split_once(':')?;
+        id.parse().ok()
+    }
+
+    /// Whether this vault holds key `id`.
+    pub fn holds(&self, id: u32) -> bool {
+        self.keys.iter().any(|(k, _)| *k == id)
+    }
+
+    /// Encrypts `secret` for `user` under the active key: `v1:` (key 1) or `v2:<id>:`,
+    /// then base64(nonce || ciphertext || tag).
     pub fn seal(&self, user: &str, secret: &str) -> Option<String> {
+        let key = &self.keys.iter().find(|(id, _)| *id == self.active)?.1;
         let mut nonce = [0u8; NONCE_LEN];
         getrandom_fill(&mut nonce)?;
         let mut data = Zeroizing::new(secret.as_bytes().to_vec());
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(user.as_bytes()),
-                &mut *data,
-            )
-            .ok()?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(user.as_bytes()),
+            &mut *data,
+        )
+        .ok()?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&data);
-        Some(format!("{VERSION}{}", STANDARD.encode(out)))
+        let prefix = if self.active == 1 {
+            VERSION.to_owned()
+        } else {
+            format!("{VERSION_2}{}:", self.active)
+        };
+        Some(format!("{prefix}{}", STANDARD.encode(out)))
     }
 
     /// Decrypts what [`ApopVault::seal`] made for the same user; `None` if it was
-    /// tampered with, made for someone else or under another key.
+    /// tampered with, made for someone else or under a key this vault does not hold.
     pub fn open(&self, user: &str, sealed: &str) -> Option<Zeroizing<String>> {
-        let raw = STANDARD.decode(sealed.strip_prefix(VERSION)?).ok()?;
+        let id = Self::sealed_under(sealed)?;
+        let body = if id == 1 && sealed.starts_with(VERSION) {
+            &sealed[VERSION.len()..]
+        } else {
+            sealed.strip_prefix(VERSION_2)?.split_once(':')?.1
+        };
+        let key = &self.keys.iter().find(|(k, _)| *k == id)?.1;
+        let raw = STANDARD.decode(body).ok()?;
         if raw.len() < NONCE_LEN {
             return None;
         }
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut data = Zeroizing::new(ciphertext.to_vec());
-        let plain = self
-            .key
+        let plain = key
             .open_in_place(nonce, Aad::from(user.as_bytes()), &mut data)
             .ok()?;
         String::from_utf8(plain.to_vec()).ok().map(Zeroizing::new)

@@ -48,6 +48,12 @@ impl Default for Argon2Params {
 #[error("invalid argon2 parameters: {0}")]
 pub struct InvalidParams(String);
 
+impl InvalidParams {
+    pub(crate) fn new(why: &str) -> Self {
+        InvalidParams(why.to_owned())
+    }
+}
+
 /// Hashes and verifies prepared passwords (see [`crate::prepare_password`]).
 #[derive(Clone)]
 pub struct PasswordHasher {

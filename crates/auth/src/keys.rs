@@ -242,6 +242,159 @@ impl KeyRing {
     pub fn ids(&self) -> Vec<u32> {
         self.keys.iter().map(|k| k.id).collect()
     }
+
+    /// Adds a new random key, not active yet (numbered after every key the ring has
+    /// held: a retired number is never reused while a newer one exists). Its number.
+    pub fn add_key(&mut self) -> Option<u32> {
+        let id = self.keys.iter().map(|k| k.id).max().unwrap_or(0) + 1;
+        self.keys.push(RingKey {
+            id,
+            secret: random_secret()?,
+        });
+        Some(id)
+    }
+
+    /// Seals and keys with key `id` from now on.
+    pub fn activate(&mut self, id: u32) -> Result<(), RingError> {
+        if self.get(id).is_none() {
+            return Err(RingError::Incomplete("no such key in the ring"));
+        }
+        self.active = id;
+        Ok(())
+    }
+
+    /// Removes key `id` (never the active one).
+    pub fn remove(&mut self, id: u32) -> Result<(), RingError> {
+        if id == self.active {
+            return Err(RingError::Incomplete("the active key cannot be retired"));
+        }
+        let before = self.keys.len();
+        self.keys.retain(|k| k.id != id);
+        if self.keys.len() == before {
+            return Err(RingError::Incomplete("no such key in the ring"));
+        }
+        Ok(())
+    }
+}
+
+/// What TOTP keys are sealed for.
+pub const TOTP_PURPOSE: &[u8] = b"poplar totp secret encryption v1";
+
+/// What is sealed, opened and keyed with, derived from one version of the ring.
+pub struct KeySet {
+    ring: KeyRing,
+    /// APOP secrets.
+    pub apop: crate::apop::ApopVault,
+    /// TOTP keys.
+    pub totp: crate::apop::ApopVault,
+    /// App passwords and recovery codes.
+    pub codes: crate::mfa::CodeHasher,
+}
+
+impl KeySet {
+    fn of(ring: KeyRing) -> Self {
+        KeySet {
+            apop: crate::apop::ApopVault::from_ring(&ring, crate::apop::APOP_PURPOSE),
+            totp: crate::apop::ApopVault::from_ring(&ring, TOTP_PURPOSE),
+            codes: crate::mfa::CodeHasher::from_ring(&ring),
+            ring,
+        }
+    }
+
+    /// The ring these keys come from.
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+}
+
+/// Reads the ring again from where it came from (the key file).
+pub type Reread = Box<dyn Fn() -> Option<KeyRing> + Send + Sync>;
+
+/// The key ring in force, shared by everything that seals or keys: replaced whole when
+/// the ring changes (a rotation adds or activates a key; the file watcher, a SIGHUP or
+/// a value naming a key not known yet has it read again), never changed in place.
+pub struct Keys {
+    set: std::sync::RwLock<std::sync::Arc<KeySet>>,
+    reread: Option<Reread>,
+    /// When the ring was last read again on a miss (at most once a second).
+    last_reread: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keys")
+            .field("ring", self.current().ring())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a ring read again was not put in force.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplaceError {
+    /// Its base differs: another installation's ring, never this one's next version.
+    #[error(
+        "the key ring read again is another ring (fingerprint {0}), not a new version of this one"
+    )]
+    Other(String),
+}
+
+impl Keys {
+    /// `ring` in force, never read again.
+    pub fn new(ring: KeyRing) -> std::sync::Arc<Self> {
+        Self::with_reread(ring, None)
+    }
+
+    /// `ring` in force; `reread` reads it again when a sealed value or a code names a
+    /// key it does not hold (another node rotated).
+    pub fn with_reread(ring: KeyRing, reread: Option<Reread>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Keys {
+            set: std::sync::RwLock::new(std::sync::Arc::new(KeySet::of(ring))),
+            reread,
+            last_reread: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The keys in force.
+    pub fn current(&self) -> std::sync::Arc<KeySet> {
+        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts a new version of the ring in force (same base: the same ring with keys
+    /// added, activated or retired). `Ok(true)` if anything changed.
+    pub fn replace(&self, ring: KeyRing) -> Result<bool, ReplaceError> {
+        let mut set = self.set.write().unwrap_or_else(|e| e.into_inner());
+        if ring.fingerprint() != set.ring.fingerprint() {
+            return Err(ReplaceError::Other(ring.fingerprint()));
+        }
+        if ring.ids() == set.ring.ids() && ring.active().id() == set.ring.active().id() {
+            return Ok(false);
+        }
+        tracing::info!(
+            keys = ?ring.ids(),
+            active = ring.active().id(),
+            "key ring reloaded"
+        );
+        *set = std::sync::Arc::new(KeySet::of(ring));
+        Ok(true)
+    }
+
+    /// Reads the ring again after a miss (a value naming a key not held, a code not
+    /// found), at most once a second; the keys in force afterwards, and whether they
+    /// changed.
+    pub fn refresh(&self) -> (std::sync::Arc<KeySet>, bool) {
+        let Some(reread) = &self.reread else {
+            return (self.current(), false);
+        };
+        {
+            let mut last = self.last_reread.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+                return (self.current(), false);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let changed = reread().is_some_and(|ring| self.replace(ring).unwrap_or(false));
+        (self.current(), changed)
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +412,54 @@ mod tests {
         let debug = format!("{ring:?}");
         assert!(!debug.contains(&hex(ring.active().secret())), "{debug}");
         assert!(!debug.contains(&hex(ring.base())), "{debug}");
+    }
+
+    #[test]
+    fn keys_are_added_activated_and_retired_but_never_the_active_one() {
+        let mut ring = KeyRing::generate().unwrap();
+        let fingerprint = ring.fingerprint();
+        let two = ring.add_key().unwrap();
+        assert_eq!((two, ring.active().id()), (2, 1), "added, not active");
+        ring.activate(2).unwrap();
+        assert!(ring.activate(7).is_err());
+        assert!(ring.remove(2).is_err(), "the active key stays");
+        ring.remove(1).unwrap();
+        assert_eq!(ring.ids(), vec![2]);
+        assert_eq!(ring.add_key(), Some(3), "numbers are not reused");
+        assert_eq!(ring.fingerprint(), fingerprint, "the same ring throughout");
+        let back = KeyRing::parse(&ring.to_text()).unwrap();
+        assert_eq!((back.ids(), back.active().id()), (vec![2, 3], 2));
+    }
+
+    #[test]
+    fn a_new_version_of_the_ring_replaces_the_keys_in_force_another_ring_never() {
+        let mut ring = KeyRing::generate().unwrap();
+        let keys = Keys::new(ring.clone());
+        let sealed_under_1 = keys.current().totp.seal("alice", "SECRET").unwrap();
+        assert!(sealed_under_1.starts_with("v1:"));
+        ring.add_key().unwrap();
+        ring.activate(2).unwrap();
+        assert!(keys.replace(ring.clone()).unwrap());
+        assert!(!keys.replace(ring.clone()).unwrap(), "nothing new");
+        let set = keys.current();
+        let sealed_under_2 = set.totp.seal("alice", "SECRET").unwrap();
+        assert!(sealed_under_2.starts_with("v2:2:"), "{sealed_under_2}");
+        for sealed in [&sealed_under_1, &sealed_under_2] {
+            assert_eq!(set.totp.open("alice", sealed).unwrap().as_str(), "SECRET");
+            assert!(set.apop.open("alice", sealed).is_none(), "purposes apart");
+        }
+        let app = set.codes.hash("app", "abcd");
+        assert!(app.starts_with("k2:") && set.codes.is_current(&app));
+        let old = set.codes.candidates("app", "abcd");
+        assert_eq!(old.len(), 2);
+        assert_eq!(old[0], app, "the active key first");
+        assert!(!set.codes.is_current(&old[1]) && !old[1].contains(':'));
+        let other = KeyRing::generate().unwrap();
+        assert!(keys.replace(other).is_err());
+        // Retired: what was sealed under key 1 no longer opens.
+        ring.remove(1).unwrap();
+        keys.replace(ring).unwrap();
+        assert!(keys.current().totp.open("alice", &sealed_under_1).is_none());
     }
 
     #[test]

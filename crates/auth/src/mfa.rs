@@ -169,9 +169,13 @@ pub const APP_PASSWORD_LEN: usize = 16;
 /// Length of a normalized recovery code.
 pub const RECOVERY_CODE_LEN: usize = 12;
 
-/// Keyed hashes for app passwords and recovery codes.
+/// Keyed hashes for app passwords and recovery codes, under the keys of the server's
+/// key ring: made under the active key, looked up under every key (a rotation leaves
+/// the codes made before it working), each stored hash naming its key (`k<id>:` before
+/// the hex, none for key 1, as every hash made before rotation).
 pub struct CodeHasher {
-    key: Zeroizing<[u8; 32]>,
+    keys: Vec<(u32, Zeroizing<[u8; 32]>)>,
+    active: u32,
 }
 
 impl std::fmt::Debug for CodeHasher {
@@ -180,28 +184,80 @@ impl std::fmt::Debug for CodeHasher {
     }
 }
 
+fn code_key(server_key: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(server_key).expect("HMAC takes any key");
+    mac.update(b"poplar app passwords and recovery codes v1");
+    Zeroizing::new(mac.finalize().into_bytes().into())
+}
+
 impl CodeHasher {
-    /// Derives its key from the server key.
+    /// Derives its key from one server key (key 1).
     pub fn new(server_key: &[u8]) -> Self {
-        let mut mac = Hmac::<Sha256>::new_from_slice(server_key).expect("HMAC takes any key");
-        mac.update(b"poplar app passwords and recovery codes v1");
         CodeHasher {
-            key: Zeroizing::new(mac.finalize().into_bytes().into()),
+            keys: vec![(1, code_key(server_key))],
+            active: 1,
         }
     }
 
-    /// The stored form of a normalized code; `scope` binds it (`app`, or the user for
-    /// recovery codes).
-    pub fn hash(&self, scope: &str, normalized: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&*self.key).expect("HMAC takes any key");
+    /// Over every key of `ring`, hashing under its active key.
+    pub fn from_ring(ring: &crate::KeyRing) -> Self {
+        CodeHasher {
+            keys: ring
+                .keys()
+                .iter()
+                .map(|k| (k.id(), code_key(k.secret())))
+                .collect(),
+            active: ring.active().id(),
+        }
+    }
+
+    fn hash_with(id: u32, key: &[u8; 32], scope: &str, normalized: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
         mac.update(scope.as_bytes());
         mac.update(&[0]);
         mac.update(normalized.as_bytes());
-        mac.finalize()
+        let hex: String = mac
+            .finalize()
             .into_bytes()
             .iter()
             .map(|b| format!("{b:02x}"))
+            .collect();
+        if id == 1 { hex } else { format!("k{id}:{hex}") }
+    }
+
+    /// The stored form of a normalized code under the active key; `scope` binds it
+    /// (`app`, or the user for recovery codes).
+    pub fn hash(&self, scope: &str, normalized: &str) -> String {
+        let (id, key) = self
+            .keys
+            .iter()
+            .find(|(id, _)| *id == self.active)
+            .expect("the active key is in the ring");
+        Self::hash_with(*id, key, scope, normalized)
+    }
+
+    /// The stored forms under every key, the active one first: what a lookup tries.
+    pub fn candidates(&self, scope: &str, normalized: &str) -> Vec<String> {
+        let mut keys: Vec<&(u32, Zeroizing<[u8; 32]>)> = self.keys.iter().collect();
+        keys.sort_by_key(|(id, _)| *id != self.active);
+        keys.iter()
+            .map(|(id, key)| Self::hash_with(*id, key, scope, normalized))
             .collect()
+    }
+
+    /// Whether `stored` was made under the active key (else it is re-keyed at its next
+    /// use).
+    pub fn is_current(&self, stored: &str) -> bool {
+        Self::made_under(stored) == self.active
+    }
+
+    /// The key a stored hash was made under.
+    pub fn made_under(stored: &str) -> u32 {
+        stored
+            .strip_prefix('k')
+            .and_then(|rest| rest.split_once(':'))
+            .and_then(|(id, _)| id.parse().ok())
+            .unwrap_or(1)
     }
 }
 

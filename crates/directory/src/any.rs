@@ -339,6 +339,27 @@ impl Directory for AnyDirectory {
     ) -> Result<String, DirectoryError> {
         dispatch!(self, d => d.ensure_server_secret(name, candidate))
     }
+    async fn sealed_secrets(&self) -> Result<Vec<crate::SealedSecret>, DirectoryError> {
+        dispatch!(self, d => d.sealed_secrets())
+    }
+    async fn reseal(
+        &self,
+        secret: &crate::SealedSecret,
+        sealed: &str,
+    ) -> Result<bool, DirectoryError> {
+        dispatch!(self, d => d.reseal(secret, sealed))
+    }
+    async fn keyed_hashes(&self) -> Result<Vec<crate::KeyedHash>, DirectoryError> {
+        dispatch!(self, d => d.keyed_hashes())
+    }
+    async fn rekey_app_password(
+        &self,
+        id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, DirectoryError> {
+        dispatch!(self, d => d.rekey_app_password(id, old, new))
+    }
     async fn replace_server_secret(
         &self,
         name: &str,

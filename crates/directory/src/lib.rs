@@ -435,6 +435,33 @@ pub trait Directory: Send + Sync + 'static {
         candidate: &str,
     ) -> impl Future<Output = Result<String, DirectoryError>> + Send;
 
+    /// Every secret sealed under the server's key ring (APOP secrets, TOTP keys), for
+    /// re-sealing under a new key.
+    fn sealed_secrets(
+        &self,
+    ) -> impl Future<Output = Result<Vec<SealedSecret>, DirectoryError>> + Send;
+
+    /// Replaces `secret`'s value by `sealed` if it is still the one read (compare and
+    /// set); `true` if replaced.
+    fn reseal(
+        &self,
+        secret: &SealedSecret,
+        sealed: &str,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    /// Every keyed hash still in use: app passwords and unused recovery codes (which
+    /// key made each is in the hash's form; used recovery codes no longer matter).
+    fn keyed_hashes(&self) -> impl Future<Output = Result<Vec<KeyedHash>, DirectoryError>> + Send;
+
+    /// Replaces app password `id`'s hash if it is still `old` (re-keyed at its use
+    /// after a rotation); `true` if replaced.
+    fn rekey_app_password(
+        &self,
+        id: i64,
+        old: &str,
+        new: &str,
+    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
     /// Replaces secret `name` by `new` if it still holds `expected` (compare and set);
     /// `true` if it was replaced. Moving the server key out of the directory leaves a
     /// marker in its place this way, so two nodes doing it at once cannot both win.
@@ -478,6 +505,37 @@ pub trait Directory: Send + Sync + 'static {
         &self,
         maildrop: &str,
     ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+}
+
+/// Which kind of sealed secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedKind {
+    /// A user's APOP secret (`users.apop_secret`).
+    Apop,
+    /// A TOTP key (`mfa.totp_secret`).
+    Totp,
+}
+
+/// A secret sealed under the server's key ring, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// Whose.
+    pub user: String,
+    /// Which kind (and so which column).
+    pub kind: SealedKind,
+    /// The sealed form (never the secret).
+    pub value: String,
+}
+
+/// A keyed hash as stored: an app password's, or an unused recovery code's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedHash {
+    /// Whose.
+    pub user: String,
+    /// The app password's id and label; `None` for a recovery code.
+    pub app_password: Option<(i64, String)>,
+    /// The stored hash (names the key that made it).
+    pub hash: String,
 }
 
 #[cfg(test)]

@@ -268,6 +268,27 @@ impl<D: Directory> Directory for PausedUpgrade<D> {
     ) -> Result<String, DirectoryError> {
         self.inner.ensure_server_secret(name, candidate).await
     }
+    async fn sealed_secrets(&self) -> Result<Vec<crate::SealedSecret>, DirectoryError> {
+        self.inner.sealed_secrets().await
+    }
+    async fn reseal(
+        &self,
+        secret: &crate::SealedSecret,
+        sealed: &str,
+    ) -> Result<bool, DirectoryError> {
+        self.inner.reseal(secret, sealed).await
+    }
+    async fn keyed_hashes(&self) -> Result<Vec<crate::KeyedHash>, DirectoryError> {
+        self.inner.keyed_hashes().await
+    }
+    async fn rekey_app_password(
+        &self,
+        id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, DirectoryError> {
+        self.inner.rekey_app_password(id, old, new).await
+    }
     async fn replace_server_secret(
         &self,
         name: &str,

@@ -49,6 +49,122 @@ pub async fn conformance<D: Directory>(dir: &D) {
     last_sign_ins(dir).await;
     server_secrets(dir).await;
     maildrop_leases(dir).await;
+    sealed_and_keyed(dir).await;
+}
+
+/// What a key rotation re-seals and re-keys: every sealed secret and keyed hash is
+/// listed, and each is replaced only if it is still the value read.
+async fn sealed_and_keyed<D: Directory>(dir: &D) {
+    use crate::{KeyedHash, SealedKind, SealedSecret};
+    for name in ["kr-a", "kr-b"] {
+        dir.add_user(&sample_user(name)).await.unwrap();
+    }
+    assert!(
+        dir.set_apop_secret("kr-a", Some("v1:apop-a"))
+            .await
+            .unwrap()
+    );
+    let totp = MfaRecord {
+        totp_secret: "v1:totp-b".into(),
+        confirmed: true,
+        last_step: 0,
+        enrolled_at: 1,
+    };
+    dir.set_mfa("kr-b", Some(&totp)).await.unwrap();
+    let sealed: Vec<SealedSecret> = dir
+        .sealed_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.user.starts_with("kr-"))
+        .collect();
+    let apop = SealedSecret {
+        user: "kr-a".into(),
+        kind: SealedKind::Apop,
+        value: "v1:apop-a".into(),
+    };
+    let totp_secret = SealedSecret {
+        user: "kr-b".into(),
+        kind: SealedKind::Totp,
+        value: "v1:totp-b".into(),
+    };
+    assert_eq!(sealed, vec![apop.clone(), totp_secret.clone()]);
+    assert!(dir.reseal(&apop, "v2:2:apop-a").await.unwrap());
+    assert!(
+        !dir.reseal(&apop, "v2:3:stale").await.unwrap(),
+        "not the value read"
+    );
+    assert!(dir.reseal(&totp_secret, "v2:2:totp-b").await.unwrap());
+    assert_eq!(
+        dir.find_user("kr-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .apop_secret
+            .as_deref(),
+        Some("v2:2:apop-a")
+    );
+    assert_eq!(
+        dir.mfa("kr-b").await.unwrap().unwrap().totp_secret,
+        "v2:2:totp-b"
+    );
+
+    let app = AppPassword {
+        id: 0,
+        user: "kr-a".into(),
+        label: "phone".into(),
+        hash: "kr-hash-1".into(),
+        created_at: 1,
+        expires_at: None,
+        networks: None,
+        read_only: false,
+        last_used_at: None,
+        last_used_from: None,
+    };
+    let id = dir.add_app_password(&app).await.unwrap();
+    dir.set_recovery_codes("kr-b", &["kr-code-1".into(), "kr-code-2".into()])
+        .await
+        .unwrap();
+    assert!(dir.use_recovery_code("kr-b", "kr-code-1", 5).await.unwrap());
+    let keyed: Vec<KeyedHash> = dir
+        .keyed_hashes()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.user.starts_with("kr-"))
+        .collect();
+    assert_eq!(
+        keyed,
+        vec![
+            KeyedHash {
+                user: "kr-a".into(),
+                app_password: Some((id, "phone".into())),
+                hash: "kr-hash-1".into(),
+            },
+            KeyedHash {
+                user: "kr-b".into(),
+                app_password: None,
+                hash: "kr-code-2".into(),
+            },
+        ],
+        "used recovery codes need no key"
+    );
+    assert!(
+        dir.rekey_app_password(id, "kr-hash-1", "k2:kr-hash-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !dir.rekey_app_password(id, "kr-hash-1", "k3:late")
+            .await
+            .unwrap()
+    );
+    assert!(
+        dir.find_app_password("k2:kr-hash-1")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// One owner at a time; the owner renews and releases; an expired lease is free.

@@ -20,13 +20,50 @@ pub enum KeyCommand {
         #[arg(long)]
         if_missing: bool,
     },
-    /// Where the key ring is, its fingerprint and key numbers, and whether the
+    /// Where the key ring is, its fingerprint, its keys and what each still opens
+    /// (sealed secrets, app passwords, unused recovery codes), and whether the
     /// directory recognises it. Never prints a key.
     Show {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Add a new key to the ring, not active yet. On a cluster: copy the file to every
+    /// node, then `key activate` it (on one node).
+    Add,
+    /// Seal and key with key ID from now on, and re-seal every sealed secret (TOTP and
+    /// APOP) under it. App passwords and recovery codes made before keep working and
+    /// are re-keyed at their next use.
+    Activate {
+        /// The key's number (`key show`).
+        id: u32,
+    },
+    /// `key add`, then `key activate` the new key: for one node (on a cluster, copy the
+    /// file to the other nodes right away; they read it again by themselves).
+    Rotate,
+    /// Re-seal every sealed secret not under the active key (done by `activate`; run
+    /// it again when a node sealed under an old key meanwhile).
+    Reseal,
+    /// Remove key ID from the ring: refused while the active key, or while anything
+    /// still needs it (listed: users with app passwords or recovery codes made under
+    /// it, until they are used, revoked or renewed).
+    Retire {
+        /// The key's number.
+        id: u32,
+    },
+}
+
+/// Whether `cmd` rewrites the ring file (done as the caller, root for
+/// `/etc/poplar/server.key`, with the directory work in a `poplar` child that switches
+/// to the service's user as every command does).
+pub fn rewrites_ring(cmd: &KeyCommand) -> bool {
+    matches!(
+        cmd,
+        KeyCommand::Add
+            | KeyCommand::Activate { .. }
+            | KeyCommand::Rotate
+            | KeyCommand::Retire { .. }
+    )
 }
 
 /// What `key init` made before the privilege switch: the empty key file, created by
@@ -109,6 +146,31 @@ pub async fn run(
             println!("fingerprint {}", ring.fingerprint());
             Ok(())
         }
+        KeyCommand::Reseal => {
+            let ring = secrets::key_ring(config, &dir).await?;
+            let (done, raced, failed) = reseal(&ring, &dir).await?;
+            println!(
+                "re-sealed {done} secrets under key {}{}",
+                ring.active().id(),
+                if raced > 0 {
+                    format!("; {raced} changed meanwhile (run `poplar key reseal` again)")
+                } else {
+                    String::new()
+                }
+            );
+            if failed > 0 {
+                anyhow::bail!(
+                    "{failed} sealed secrets open under no key of the ring (listed above)"
+                );
+            }
+            Ok(())
+        }
+        KeyCommand::Add
+        | KeyCommand::Activate { .. }
+        | KeyCommand::Rotate
+        | KeyCommand::Retire { .. } => {
+            unreachable!("rewrites the ring: `change_ring`, before the switch")
+        }
         KeyCommand::Show { json } => {
             let found = secrets::find_ring(config)?;
             let recognition =
@@ -142,6 +204,11 @@ pub async fn run(
                 }
                 return Ok(());
             };
+            let uses = if recognition == Recognition::This {
+                uses(&ring, &dir).await?
+            } else {
+                Vec::new()
+            };
             if json {
                 println!(
                     "{}",
@@ -151,6 +218,7 @@ pub async fn run(
                         "keys": ring.ids(),
                         "active": ring.active().id(),
                         "directory": directory,
+                        "uses": uses,
                     })
                 );
             } else {
@@ -169,6 +237,20 @@ pub async fn run(
                     .collect();
                 println!("keys: {}", ids.join(", "));
                 println!("directory: {directory}");
+                for u in &uses {
+                    println!(
+                        "key {}{}: {} sealed secrets, {} app passwords, recovery codes of {} users",
+                        u.id,
+                        if ring.get(u.id).is_none() {
+                            " (not in the ring)"
+                        } else {
+                            ""
+                        },
+                        u.sealed,
+                        u.app_passwords.len(),
+                        u.recovery_codes.len()
+                    );
+                }
             }
             finish(&recognition)
         }
@@ -182,6 +264,218 @@ fn finish(recognition: &Recognition) -> anyhow::Result<()> {
         anyhow::bail!(
             "this node's key ring is not the one the directory's secrets are sealed under"
         );
+    }
+    Ok(())
+}
+
+/// What one key of the ring still opens.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KeyUses {
+    pub id: u32,
+    pub active: bool,
+    /// Sealed TOTP and APOP secrets.
+    pub sealed: usize,
+    /// App passwords, as `user: id (label)`.
+    pub app_passwords: Vec<String>,
+    /// Users with unused recovery codes made under it, and how many.
+    pub recovery_codes: Vec<String>,
+    /// Users whose sealed secrets are under it.
+    pub sealed_users: Vec<String>,
+}
+
+impl KeyUses {
+    fn needed(&self) -> bool {
+        self.sealed > 0 || !self.app_passwords.is_empty() || !self.recovery_codes.is_empty()
+    }
+}
+
+/// What each key of `ring` (and any key not in it) still opens in the directory.
+async fn uses(ring: &auth::KeyRing, dir: &Dir) -> anyhow::Result<Vec<KeyUses>> {
+    use directory::Directory as _;
+    use std::collections::BTreeMap;
+    let mut by_id: BTreeMap<u32, KeyUses> = ring
+        .ids()
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                KeyUses {
+                    id,
+                    active: id == ring.active().id(),
+                    ..KeyUses::default()
+                },
+            )
+        })
+        .collect();
+    for s in dir.sealed_secrets().await? {
+        let id = auth::apop::ApopVault::sealed_under(&s.value).unwrap_or(0);
+        let u = by_id.entry(id).or_insert_with(|| KeyUses {
+            id,
+            ..KeyUses::default()
+        });
+        u.sealed += 1;
+        if !u.sealed_users.contains(&s.user) {
+            u.sealed_users.push(s.user);
+        }
+    }
+    let mut codes: BTreeMap<(u32, String), usize> = BTreeMap::new();
+    for h in dir.keyed_hashes().await? {
+        let id = auth::mfa::CodeHasher::made_under(&h.hash);
+        match h.app_password {
+            Some((app, label)) => {
+                let u = by_id.entry(id).or_insert_with(|| KeyUses {
+                    id,
+                    ..KeyUses::default()
+                });
+                u.app_passwords.push(format!("{}: {app} ({label})", h.user));
+            }
+            None => *codes.entry((id, h.user)).or_default() += 1,
+        }
+    }
+    for ((id, user), n) in codes {
+        let u = by_id.entry(id).or_insert_with(|| KeyUses {
+            id,
+            ..KeyUses::default()
+        });
+        u.recovery_codes.push(format!("{user}: {n}"));
+    }
+    Ok(by_id.into_values().collect())
+}
+
+/// Re-seals every sealed secret not under the active key; (re-sealed, left as they
+/// were because they changed meanwhile, not openable).
+async fn reseal(ring: &auth::KeyRing, dir: &Dir) -> anyhow::Result<(usize, usize, usize)> {
+    use directory::{Directory as _, SealedKind};
+    let keys = auth::keys::Keys::new(ring.clone());
+    let set = keys.current();
+    let active = ring.active().id();
+    let (mut done, mut raced, mut failed) = (0, 0, 0);
+    for s in dir.sealed_secrets().await? {
+        if auth::apop::ApopVault::sealed_under(&s.value) == Some(active) {
+            continue;
+        }
+        let vault = match s.kind {
+            SealedKind::Apop => &set.apop,
+            SealedKind::Totp => &set.totp,
+        };
+        let Some(plain) = vault.open(&s.user, &s.value) else {
+            failed += 1;
+            eprintln!(
+                "{}: its {} secret opens under no key of the ring",
+                s.user,
+                if s.kind == SealedKind::Apop {
+                    "APOP"
+                } else {
+                    "TOTP"
+                }
+            );
+            continue;
+        };
+        let sealed = vault.seal(&s.user, &plain).context("sealing failed")?;
+        if dir.reseal(&s, &sealed).await? {
+            done += 1;
+        } else {
+            raced += 1;
+        }
+    }
+    Ok((done, raced, failed))
+}
+
+/// The ring as its file holds it: a change is written there, so it must come from it.
+fn ring_file(config: &Config) -> anyhow::Result<(auth::KeyRing, std::path::PathBuf)> {
+    match secrets::find_ring(config)? {
+        Some((ring, secrets::RingSource::File(path))) => Ok((ring, path)),
+        Some((_, source)) => anyhow::bail!(
+            "the key ring comes from {source}: change it there (the file it is made from) and restart"
+        ),
+        None => crate::exit::not_found!(
+            "no key ring at {} yet: `poplar key init` makes one",
+            config.key_file().display()
+        ),
+    }
+}
+
+/// Runs `poplar [--config PATH] key ARGS` (which switches to the service's user as
+/// every command does, and opens the directory), its output passed through.
+fn child(path: Option<&std::path::Path>, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let exe = std::env::current_exe().context("finding the poplar binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(path) = path {
+        cmd.arg("--config").arg(path);
+    }
+    cmd.arg("key").args(args);
+    cmd.stderr(std::process::Stdio::inherit());
+    let out = cmd.output().context("running poplar")?;
+    if !out.status.success() {
+        anyhow::bail!("`poplar key {}` failed ({})", args.join(" "), out.status);
+    }
+    Ok(out)
+}
+
+/// `key add|activate|rotate|retire`: the ring file rewritten here, the directory's
+/// part done by a `poplar key reseal|show` child.
+pub fn change_ring(
+    cmd: KeyCommand,
+    config: &Config,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (mut ring, file) = ring_file(config)?;
+    match cmd {
+        KeyCommand::Add => {
+            let id = ring.add_key().context("no randomness for a new key")?;
+            secrets::rewrite_ring(&file, &ring)?;
+            println!("added key {id} to {} (not active yet)", file.display());
+            println!("copy the file to every node, then: poplar key activate {id}");
+        }
+        KeyCommand::Activate { id } | KeyCommand::Retire { id } if ring.get(id).is_none() => {
+            crate::exit::not_found!("no key {id} in {}", file.display());
+        }
+        KeyCommand::Activate { id } => {
+            ring.activate(id).map_err(|e| anyhow::anyhow!(e))?;
+            secrets::rewrite_ring(&file, &ring)?;
+            println!("key {id} is active in {}", file.display());
+            let out = child(path, &["reseal"])?;
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+        KeyCommand::Rotate => {
+            let id = ring.add_key().context("no randomness for a new key")?;
+            ring.activate(id).map_err(|e| anyhow::anyhow!(e))?;
+            secrets::rewrite_ring(&file, &ring)?;
+            println!("key {id} added and active in {}", file.display());
+            let out = child(path, &["reseal"])?;
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+        KeyCommand::Retire { id } => {
+            if ring.active().id() == id {
+                crate::exit::refused!("key {id} is the active key: activate another first");
+            }
+            child(path, &["reseal"])?;
+            let out = child(path, &["show", "--json"])?;
+            let shown: serde_json::Value =
+                serde_json::from_slice(&out.stdout).context("reading `poplar key show --json`")?;
+            let uses: Vec<KeyUses> =
+                serde_json::from_value(shown["uses"].clone()).context("reading the keys' uses")?;
+            if let Some(u) = uses.iter().find(|u| u.id == id && u.needed()) {
+                for a in &u.app_passwords {
+                    println!("app password {a}");
+                }
+                for r in &u.recovery_codes {
+                    println!("recovery codes of {r}");
+                }
+                for s in &u.sealed_users {
+                    println!("sealed secret of {s}");
+                }
+                crate::exit::refused!(
+                    "key {id} still opens what is listed above: app passwords are re-keyed at their next use (or revoke them); recovery codes when renewed (`poplar mfa` or the security page); sealed secrets by `poplar key reseal`"
+                );
+            }
+            ring.remove(id).map_err(|e| anyhow::anyhow!(e))?;
+            secrets::rewrite_ring(&file, &ring)?;
+            println!("key {id} retired from {}", file.display());
+        }
+        KeyCommand::Init { .. } | KeyCommand::Show { .. } | KeyCommand::Reseal => {
+            unreachable!("not a change of the ring file")
+        }
     }
     Ok(())
 }

@@ -212,6 +212,16 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { .. } => Some(server::Sockets::bind(&config)?),
         _ => None,
     };
+    // `key add|activate|rotate|retire` rewrite the key file as the caller (root for
+    // /etc/poplar); their directory work is done by a `poplar key` child that switches.
+    if let Command::Key(cmd) = &cli.command
+        && key::rewrites_ring(cmd)
+    {
+        let Command::Key(cmd) = cli.command else {
+            unreachable!()
+        };
+        return key::change_ring(cmd, &config, path.as_deref());
+    }
     // `key init` makes the key file now, as root, with its mode and group; the
     // service's user fills it after the switch.
     let prepared = match &cli.command {

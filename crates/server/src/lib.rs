@@ -87,9 +87,19 @@ pub async fn authenticator_with(
             import: config.import_bounds(),
             memory_budget_kib: Some(config.hash_memory_budget_kib()),
         })
-        .with_apop(key)
+        .with_apop()
         .with_defence_events(config.defence.policy(), clock, key, events)
-        .with_mfa(key, mfa_settings(config));
+        .with_mfa(mfa_settings(config));
+    // Read again where it came from when a value names a key not in force yet (a
+    // rotation on another node, or by `poplar key` before the file watcher noticed).
+    let reread_config = config.clone();
+    let reread: auth::keys::Reread = Box::new(move || {
+        secrets::find_ring(&reread_config)
+            .ok()
+            .flatten()
+            .map(|(ring, _)| ring)
+    });
+    let auth = auth.with_keys(auth::keys::Keys::with_reread(ring.clone(), Some(reread)));
     if !config.sasl.scram_enabled() {
         return Ok(auth);
     }

@@ -84,6 +84,7 @@ impl Reloader {
     pub async fn reload(&self, config: Option<Config>) -> anyhow::Result<Reloaded> {
         let old = self.current.load_full();
         old.audit.reopen();
+        crate::secrets::reload_ring(&old.config, old.auth.keys());
         let outcome = match config {
             None => self
                 .reload_certificates()
@@ -148,7 +149,7 @@ impl Reloader {
             .auth
             .clone()
             .with_lockout_policy(config.defence.policy(), Some(events))
-            .with_mfa_settings(crate::mfa_settings(&config));
+            .with_mfa(crate::mfa_settings(&config));
         auth = if !config.sasl.scram_enabled() {
             auth.without_scram()
         } else if old.config.sasl.scram_enabled()

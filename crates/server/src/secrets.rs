@@ -112,6 +112,39 @@ pub fn write_ring(path: &Path, ring: &KeyRing) -> anyhow::Result<()> {
         .with_context(|| format!("writing the key ring {}", path.display()))
 }
 
+/// Replaces the ring file at `path` by `ring` at once (a new file beside it, with the
+/// old one's mode, owner and group, synced, then renamed over it): a crash leaves the
+/// old ring or the new, never half of one.
+pub fn rewrite_ring(path: &Path, ring: &KeyRing) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = folder.join(format!(".{name}.new"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.mode() & 0o777)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let owned = std::fs::metadata(&tmp)?;
+    if (owned.uid(), owned.gid()) != (meta.uid(), meta.gid()) {
+        std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid())).with_context(
+            || format!("giving {} its owner and group (run as root)", tmp.display()),
+        )?;
+    }
+    write_ring_to(&mut file, ring).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    std::fs::File::open(folder)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", folder.display()))?;
+    Ok(())
+}
+
 /// Writes `ring` into a file opened for it, and syncs it.
 pub fn write_ring_to(file: &mut std::fs::File, ring: &KeyRing) -> std::io::Result<()> {
     file.write_all(ring.to_text().as_bytes())?;
@@ -257,6 +290,56 @@ fn make_file(config: &Config, ring: &KeyRing) -> anyhow::Result<()> {
             path.display()
         )
     })
+}
+
+/// Reads the key ring again and puts it in force if it changed (a rotation). A ring
+/// that is gone, unreadable or another one changes nothing and is logged.
+pub fn reload_ring(config: &Config, keys: &auth::keys::Keys) {
+    match find_ring(config) {
+        Ok(Some((ring, _))) => {
+            if let Err(e) = keys.replace(ring) {
+                tracing::error!(error = %e, "key ring not reloaded; the one in force stays");
+            }
+        }
+        Ok(None) => tracing::error!(
+            file = %config.key_file().display(),
+            "the key ring is gone; the one in force stays until a restart"
+        ),
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "key ring not reloaded; the one in force stays"
+        ),
+    }
+}
+
+/// Reads the key ring again whenever its file changes (checked every `every`), until
+/// `shutdown`: a rotation by `poplar key` on this host, or a new file copied from
+/// another node, is in force within that time.
+pub async fn watch_ring(
+    config: Config,
+    keys: std::sync::Arc<auth::keys::Keys>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use sha2::Digest as _;
+    let path = config.key_file();
+    let stamp = move || {
+        std::fs::read(&path)
+            .ok()
+            .map(|b| <[u8; 32]>::from(sha2::Sha256::digest(&b)))
+    };
+    let mut seen = stamp();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = stamp();
+        if now != seen {
+            seen = now;
+            reload_ring(&config, &keys);
+        }
+    }
 }
 
 /// What the directory says of `ring`, for `poplar key show` (changes nothing).

@@ -107,10 +107,10 @@ impl<D: Directory> Authenticator<D> {
         let sealed = match raw_secret {
             None => None,
             Some(raw) => {
-                let vault = self
-                    .apop
-                    .as_ref()
-                    .ok_or_else(|| AdminError::Unavailable("APOP is not enabled".into()))?;
+                if !self.apop {
+                    return Err(AdminError::Unavailable("APOP is not enabled".into()));
+                }
+                let keys = self.keys.current();
                 // Kept exactly as typed (no SASLprep): APOP clients hash the raw bytes.
                 let secret = std::str::from_utf8(raw)
                     .ok()
@@ -119,7 +119,7 @@ impl<D: Directory> Authenticator<D> {
                         AdminError::BadInput("APOP secret: empty, too long or not UTF-8".into())
                     })?;
                 Some(
-                    vault
+                    keys.apop
                         .seal(&user, secret)
                         .ok_or_else(|| AdminError::Unavailable("encryption failed".into()))?,
                 )

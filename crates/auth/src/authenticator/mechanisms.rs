@@ -219,9 +219,9 @@ impl<D: Directory> Authenticator<D> {
         timestamp: &str,
         digest: &str,
     ) -> Result<Identity, AuthFailure> {
-        let Some(vault) = &self.apop else {
+        if !self.apop {
             return Err(AuthFailure::Rejected(Reason::UnknownUser));
-        };
+        }
         let Ok(user) = self.policy.canonical(raw_user) else {
             return Err(AuthFailure::Rejected(Reason::BadInput));
         };
@@ -232,7 +232,7 @@ impl<D: Directory> Authenticator<D> {
         let Some(secret) = record
             .apop_secret
             .as_deref()
-            .and_then(|sealed| vault.open(&record.name, sealed))
+            .and_then(|sealed| self.open_sealed(&record.name, sealed, |k| &k.apop))
         else {
             return Err(AuthFailure::Rejected(Reason::NoApopSecret));
         };

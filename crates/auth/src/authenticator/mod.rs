@@ -16,7 +16,6 @@ use std::sync::Arc;
 use directory::{Directory, DirectoryError, UserRecord};
 use sasl::ScramKeys;
 
-use crate::apop::ApopVault;
 use crate::defence::{Clock, DefenceEvents, Guard, LockoutPolicy, SystemClock, Ticket};
 use crate::pool::Lane;
 
@@ -291,7 +290,11 @@ pub struct Authenticator<D> {
     hasher: Arc<PasswordHasher>,
     pool: Arc<crate::pool::HashPool>,
     scram: Option<Scram>,
-    apop: Option<Arc<ApopVault>>,
+    /// Whether APOP secrets may be set and checked.
+    apop: bool,
+    /// The key ring's keys: APOP and TOTP secrets sealed, app passwords and recovery
+    /// codes keyed.
+    keys: Arc<crate::keys::Keys>,
     guard: Arc<Guard<D>>,
     two_factor: Arc<two_factor::TwoFactor>,
     /// Checks OAuth bearer tokens, when an issuer is configured.
@@ -309,7 +312,8 @@ impl<D> Clone for Authenticator<D> {
             hasher: Arc::clone(&self.hasher),
             pool: Arc::clone(&self.pool),
             scram: self.scram.clone(),
-            apop: self.apop.clone(),
+            apop: self.apop,
+            keys: Arc::clone(&self.keys),
             guard: Arc::clone(&self.guard),
             two_factor: Arc::clone(&self.two_factor),
             tokens: self.tokens.clone(),
@@ -340,7 +344,10 @@ impl<D: Directory> Authenticator<D> {
             &key,
             None,
         ));
-        let two_factor = Arc::new(two_factor::TwoFactor::new(&key, MfaSettings::default()));
+        let two_factor = Arc::new(two_factor::TwoFactor::new(MfaSettings::default()));
+        // Until the server's ring is given (`with_keys`): a random one of its own.
+        let ring = crate::KeyRing::generate()
+            .ok_or_else(|| InvalidParams::new("no randomness for a key ring"))?;
         Ok(Authenticator {
             guard,
             two_factor,
@@ -349,7 +356,8 @@ impl<D: Directory> Authenticator<D> {
             hasher: Arc::new(PasswordHasher::new(params)?),
             pool: crate::pool::HashPool::new(max_concurrent_hashes, params.memory_kib.into()),
             scram: None,
-            apop: None,
+            apop: false,
+            keys: crate::keys::Keys::new(ring),
             tokens: None,
             failure_delay: std::time::Duration::from_secs(1),
         })
@@ -418,10 +426,22 @@ impl<D: Directory> Authenticator<D> {
         self
     }
 
-    /// Enables APOP secrets, encrypted under a key derived from `server_key`.
-    pub fn with_apop(mut self, server_key: &[u8]) -> Self {
-        self.apop = Some(Arc::new(ApopVault::new(server_key)));
+    /// Enables APOP secrets (sealed under the key ring: [`Authenticator::with_keys`]).
+    pub fn with_apop(mut self) -> Self {
+        self.apop = true;
         self
+    }
+
+    /// Seals and keys with the server's key ring (APOP and TOTP secrets, app passwords,
+    /// recovery codes); shared with whoever puts a new version of it in force.
+    pub fn with_keys(mut self, keys: Arc<crate::keys::Keys>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The key ring's keys in force (to put a new version of the ring in force).
+    pub fn keys(&self) -> &Arc<crate::keys::Keys> {
+        &self.keys
     }
 
     /// Enables SCRAM-SHA-256: keys with `iterations` are derived whenever a password is

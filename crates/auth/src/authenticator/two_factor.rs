@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{AdminError, AuthFailure, Authenticator, Identity, Reason};
 use crate::apop::ApopVault;
-use crate::mfa::{self, CodeHasher};
+use crate::mfa;
 
 /// Whether an account needs a second factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,21 +70,11 @@ impl Default for MfaSettings {
 /// Keys and settings for two factors.
 pub(super) struct TwoFactor {
     settings: MfaSettings,
-    /// The keys, shared by every version of the settings (a reload changes only those).
-    vault: std::sync::Arc<ApopVault>,
-    codes: std::sync::Arc<CodeHasher>,
 }
 
 impl TwoFactor {
-    pub(super) fn new(server_key: &[u8], settings: MfaSettings) -> Self {
-        TwoFactor {
-            settings,
-            vault: std::sync::Arc::new(ApopVault::for_purpose(
-                server_key,
-                b"poplar totp secret encryption v1",
-            )),
-            codes: std::sync::Arc::new(CodeHasher::new(server_key)),
-        }
+    pub(super) fn new(settings: MfaSettings) -> Self {
+        TwoFactor { settings }
     }
 }
 
@@ -132,19 +122,9 @@ fn unavailable(e: directory::DirectoryError) -> AdminError {
 }
 
 impl<D: Directory> Authenticator<D> {
-    /// Sets the two-factor settings; `server_key` keys the TOTP vault and code hashes.
-    pub fn with_mfa(mut self, server_key: &[u8], settings: MfaSettings) -> Self {
-        self.two_factor = std::sync::Arc::new(TwoFactor::new(server_key, settings));
-        self
-    }
-
-    /// The same keys under new two-factor settings (a configuration reload).
-    pub fn with_mfa_settings(mut self, settings: MfaSettings) -> Self {
-        self.two_factor = std::sync::Arc::new(TwoFactor {
-            settings,
-            vault: self.two_factor.vault.clone(),
-            codes: self.two_factor.codes.clone(),
-        });
+    /// Sets the two-factor settings (the keys come from [`Authenticator::with_keys`]).
+    pub fn with_mfa(mut self, settings: MfaSettings) -> Self {
+        self.two_factor = std::sync::Arc::new(TwoFactor::new(settings));
         self
     }
 
@@ -212,8 +192,64 @@ impl<D: Directory> Authenticator<D> {
     }
 
     fn open_secret(&self, user: &str, record: &MfaRecord) -> Option<Zeroizing<Vec<u8>>> {
-        let b32 = self.two_factor.vault.open(user, &record.totp_secret)?;
+        let b32 = self.open_sealed(user, &record.totp_secret, |k| &k.totp)?;
         mfa::base32_decode(&b32).map(Zeroizing::new)
+    }
+
+    /// Opens a sealed value with the vault `vault` picks; a value naming a key not in
+    /// force (another node rotated) has the ring read again first.
+    pub(super) fn open_sealed(
+        &self,
+        user: &str,
+        sealed: &str,
+        vault: impl Fn(&crate::keys::KeySet) -> &ApopVault,
+    ) -> Option<Zeroizing<String>> {
+        let keys = self.keys.current();
+        if let Some(plain) = vault(&keys).open(user, sealed) {
+            return Some(plain);
+        }
+        let named = ApopVault::sealed_under(sealed)?;
+        if vault(&keys).holds(named) {
+            return None;
+        }
+        let (keys, _) = self.keys.refresh();
+        vault(&keys).open(user, sealed)
+    }
+
+    /// Finds an app password by its hash under every key of the ring (the ring read
+    /// again if none matches and it changed), re-keying one made under an older key.
+    async fn find_app_password_keyed(
+        &self,
+        normalized: &str,
+    ) -> Result<Option<AppPassword>, directory::DirectoryError> {
+        let mut keys = self.keys.current();
+        let mut tried = Vec::new();
+        loop {
+            for hash in keys.codes.candidates("app", normalized) {
+                if tried.contains(&hash) {
+                    continue;
+                }
+                if let Some(mut app) = self.dir.find_app_password(&hash).await? {
+                    if !keys.codes.is_current(&app.hash) {
+                        let new = keys.codes.hash("app", normalized);
+                        match self.dir.rekey_app_password(app.id, &app.hash, &new).await {
+                            Ok(true) => app.hash = new,
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not re-key an app password")
+                            }
+                        }
+                    }
+                    return Ok(Some(app));
+                }
+                tried.push(hash);
+            }
+            let (again, changed) = self.keys.refresh();
+            if !changed {
+                return Ok(None);
+            }
+            keys = again;
+        }
     }
 
     /// An app password of `record`'s account: `None` if `raw` is not one of its app
@@ -227,11 +263,13 @@ impl<D: Directory> Authenticator<D> {
         let Some(normalized) = mfa::normalize_code(raw, mfa::APP_PASSWORD_LEN) else {
             return Ok(None);
         };
-        let hash = self.two_factor.codes.hash("app", &normalized);
-        let found = self.dir.find_app_password(&hash).await.map_err(|e| {
-            tracing::warn!(error = %e, "app password lookup failed");
-            AuthFailure::Unavailable
-        })?;
+        let found = self
+            .find_app_password_keyed(&normalized)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "app password lookup failed");
+                AuthFailure::Unavailable
+            })?;
         let Some(app) = found.filter(|a| a.user == record.name) else {
             return Ok(None);
         };
@@ -316,8 +354,9 @@ impl<D: Directory> Authenticator<D> {
         last_step: i64,
     ) -> Result<(), AdminError> {
         let sealed = self
-            .two_factor
-            .vault
+            .keys
+            .current()
+            .totp
             .seal(user, b32)
             .ok_or_else(|| AdminError::Unavailable("cannot seal the secret".into()))?;
         self.dir
@@ -398,12 +437,13 @@ impl<D: Directory> Authenticator<D> {
     ) -> Result<Vec<Zeroizing<String>>, AdminError> {
         let mut codes = Vec::new();
         let mut hashes = Vec::new();
+        let keys = self.keys.current();
         for _ in 0..10 {
             let code = mfa::new_recovery_code()
                 .ok_or_else(|| AdminError::Unavailable("no randomness".into()))?;
             let normalized = mfa::normalize_code(code.as_bytes(), mfa::RECOVERY_CODE_LEN)
                 .ok_or_else(|| AdminError::Unavailable("bad code".into()))?;
-            hashes.push(self.two_factor.codes.hash(user, &normalized));
+            hashes.push(keys.codes.hash(user, &normalized));
             codes.push(code);
         }
         self.dir
@@ -439,16 +479,33 @@ impl<D: Directory> Authenticator<D> {
         let Some(normalized) = mfa::normalize_code(code.as_bytes(), mfa::RECOVERY_CODE_LEN) else {
             return Ok(None);
         };
-        let hash = self.two_factor.codes.hash(user, &normalized);
-        let used = self
-            .dir
-            .use_recovery_code(user, &hash, self.guard.now())
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "recovery code lookup failed");
-                AuthFailure::Unavailable
-            })?;
-        Ok(used.then_some(SecondFactor::RecoveryCode))
+        // Under every key of the ring: codes made before a rotation still work.
+        let mut keys = self.keys.current();
+        let mut tried = Vec::new();
+        loop {
+            for hash in keys.codes.candidates(user, &normalized) {
+                if tried.contains(&hash) {
+                    continue;
+                }
+                let used = self
+                    .dir
+                    .use_recovery_code(user, &hash, self.guard.now())
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "recovery code lookup failed");
+                        AuthFailure::Unavailable
+                    })?;
+                if used {
+                    return Ok(Some(SecondFactor::RecoveryCode));
+                }
+                tried.push(hash);
+            }
+            let (again, changed) = self.keys.refresh();
+            if !changed {
+                return Ok(None);
+            }
+            keys = again;
+        }
     }
 
     /// Removes the TOTP enrolment and recovery codes.
@@ -521,7 +578,7 @@ impl<D: Directory> Authenticator<D> {
                 id: 0,
                 user,
                 label: label.to_owned(),
-                hash: self.two_factor.codes.hash("app", &normalized),
+                hash: self.keys.current().codes.hash("app", &normalized),
                 created_at: self.guard.now(),
                 expires_at,
                 networks,
