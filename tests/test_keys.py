@@ -199,6 +199,11 @@ def test_rotation_under_load_then_retirement_once_nothing_needs_the_old_key(serv
             time.sleep(0.05)
         out = srv.cli("key", "rotate", check=True).stdout.decode()
         assert "key 2 added and active" in out and "re-sealed 1 secrets under key 2" in out, out
+        # The server reads the changed file by itself (tls.reload_check_secs).
+        deadline = time.monotonic() + 10
+        while "key ring reloaded" not in srv.stderr_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, srv.stderr_tail()
+            time.sleep(0.05)
         before = len(signed_in)
         while len(signed_in) < before + 20:
             assert not failures, failures
