@@ -119,6 +119,12 @@ def test_directory_copy_round_trip(server, pg_url, tmp_path):
     sign_in_every_way(c, app_pw)
     c.stop()
 
+    # Secrets are not carried with a password on the command line, nor to another host
+    # without verified TLS: refused before any connection (exit 4), the password unsaid.
+    r = a.cli("directory", "copy", "--from", sqlite_url, "--to", "postgres://u:hunter2@127.0.0.1/x")
+    assert r.returncode == 4 and b"PGPASSWORD" in r.stderr and b"hunter2" not in r.stderr, r.stderr
+    r = a.cli("directory", "copy", "--from", sqlite_url, "--to", "postgres://u@db.example.org/x")
+    assert r.returncode == 4 and b"sslmode=verify-full" in r.stderr, r.stderr
     # A copy into a directory that has rows is refused.
     r = a.cli("directory", "copy", "--from", sqlite_url, "--to", pg_url)
     assert r.returncode != 0 and "not empty" in r.stderr.decode(), r.stderr

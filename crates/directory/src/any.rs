@@ -45,6 +45,59 @@ impl Location {
 }
 
 /// `url` without a password, for messages.
+/// Why a PostgreSQL URL must not be used to carry the directory's secrets elsewhere
+/// (`directory copy`): a password written into it (it would be on the command line,
+/// where `ps` shows it: use `PGPASSWORD` or `~/.pgpass`), or a host other than this
+/// one reached without verified TLS (`sslmode=verify-full` or `verify-ca`). `None`
+/// when neither, and for SQLite.
+pub fn transport_problem(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))?;
+    let (authority, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, q),
+        None => (rest, ""),
+    };
+    let authority = authority.split('/').next().unwrap_or("");
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let params: Vec<(&str, &str)> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    };
+    if userinfo.is_some_and(|u| u.contains(':')) || param("password").is_some() {
+        return Some(
+            "the URL holds a password, which the command line shows to every user (`ps`): give it in PGPASSWORD or ~/.pgpass instead".into(),
+        );
+    }
+    let host = param("host").unwrap_or(host);
+    let host_name = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let local = host_name.is_empty()
+        || host_name.starts_with('/')
+        || host_name.eq_ignore_ascii_case("localhost")
+        || host_name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let verified = matches!(param("sslmode"), Some("verify-full" | "verify-ca"));
+    (!local && !verified).then(|| {
+        format!(
+            "{host_name} is another host, reached without verified TLS: the directory's password hashes and sealed secrets would cross the network unprotected; add sslmode=verify-full (and sslrootcert=...) to the URL"
+        )
+    })
+}
+
 pub fn redact(url: &str) -> String {
     // A `password=` query parameter too (libpq accepts one).
     let url = match url.split_once('?') {
@@ -395,6 +448,40 @@ impl Directory for AnyDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_carried_only_without_a_password_in_the_url_and_over_verified_tls() {
+        for ok in [
+            "sqlite:///var/lib/poplar/poplar.db",
+            "postgres://poplar@localhost/poplar",
+            "postgres://poplar@127.0.0.1:5432/poplar",
+            "postgres://poplar@[::1]:5432/poplar",
+            "postgres:///poplar?host=/run/postgresql",
+            "postgres://poplar@db.example.org/poplar?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        ] {
+            assert_eq!(transport_problem(ok), None, "{ok}");
+        }
+        for (bad, says) in [
+            ("postgres://poplar:secret@localhost/poplar", "PGPASSWORD"),
+            (
+                "postgres://poplar@localhost/poplar?password=secret",
+                "PGPASSWORD",
+            ),
+            ("postgres://poplar@db.example.org/poplar", "verify-full"),
+            (
+                "postgres://poplar@db.example.org/poplar?sslmode=require",
+                "verify-full",
+            ),
+            (
+                "postgres://poplar@10.0.0.5:5432/poplar?sslmode=prefer",
+                "10.0.0.5",
+            ),
+        ] {
+            let problem = transport_problem(bad).unwrap_or_default();
+            assert!(problem.contains(says), "{bad}: {problem}");
+            assert!(!problem.contains("secret"), "{problem}");
+        }
+    }
 
     #[test]
     fn urls_choose_the_backend() {

@@ -28,8 +28,8 @@ pub mod testing;
 use std::fmt;
 use std::future::Future;
 
-pub use any::{AnyDirectory, Location, redact};
-pub use copy::{CopyCounts, copy_directory, copy_directory_with_progress};
+pub use any::{AnyDirectory, Location, redact, transport_problem};
+pub use copy::{CopyCounts, check_schema, copy_directory, copy_directory_with_progress};
 pub use credentials::{CredentialDates, LastSignIn};
 pub use defence::{
     AccountFailures, Ban, ClearTarget, FailureCounts, FailureRecord, GuardQuery, GuardState,

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod audit_report;
+mod backup;
 mod confirm;
 mod demo;
 mod exit;
@@ -84,6 +85,16 @@ enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Back up the directory and the Maildir state Poplar owns (and, with
+    /// `--with-mail`, the mail) into a new folder, while the server runs; `backup
+    /// verify DEST` checks one against its manifest.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into the configured directory (an empty data folder, or an
+    /// empty PostgreSQL database) and put back each user's Maildir state.
+    Restore {
+        /// The backup folder.
+        src: PathBuf,
+    },
     /// The key ring that seals the directory's secrets, kept apart from it.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -328,6 +339,10 @@ async fn run(
         Command::Passwords(cmd) => passwords::run(cmd, &config),
         Command::Import(cmd) => import::run(cmd, &config, open_directory(&config).await?).await,
         Command::Key(cmd) => key::run(cmd, &config, open_directory(&config).await?, prepared).await,
+        Command::Backup(args) => backup::run(args, &config, open_directory(&config).await?).await,
+        Command::Restore { src } => {
+            backup::restore(&src, &config, open_directory(&config).await?).await
+        }
         Command::Audit(args) => {
             audit_report::run(args, &config, open_directory(&config).await?).await
         }
@@ -390,6 +405,11 @@ async fn copy_directory(from: &str, to: &str) -> anyhow::Result<()> {
                 .with_context(|| format!("opening {}", directory::redact(&url)))
         }
     };
+    for url in [from, to] {
+        if let Some(problem) = directory::transport_problem(url) {
+            crate::exit::refused!("{}: {problem}", directory::redact(url));
+        }
+    }
     if from == to {
         anyhow::bail!("--from and --to name the same directory");
     }
