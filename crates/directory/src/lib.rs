@@ -21,6 +21,7 @@ pub mod mfa;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod paused;
 mod postgres;
+mod rotation;
 mod sqlite;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod testing;
@@ -505,6 +506,14 @@ pub trait Directory: Send + Sync + 'static {
         &self,
         maildrop: &str,
     ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+}
+
+/// Whether a connection going back to the pool may serve again: not if it is still in
+/// a transaction. A COMMIT that fails (a full disk: SQLITE_FULL) can leave one open, and
+/// every later `BEGIN` on that connection would fail ("non-zero transaction depth")
+/// long after the disk has room again; such a connection is closed instead.
+pub(crate) fn reusable<C: sqlx::Connection>(conn: &mut C) -> bool {
+    !conn.is_in_transaction()
 }
 
 /// Which kind of sealed secret.

@@ -15,7 +15,7 @@ use crate::defence::{
     Reservation, ReserveQuery, SignInEntry,
 };
 use crate::mfa::{AppPassword, MfaRecord};
-use crate::{Directory, DirectoryError, KeyedHash, SealedKind, SealedSecret, UserRecord};
+use crate::{Directory, DirectoryError, UserRecord};
 
 mod credentials;
 mod defence;
@@ -102,6 +102,7 @@ impl SqliteDirectory {
             .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .after_release(|conn, _| Box::pin(async move { Ok(crate::reusable(conn)) }))
             .connect_with(options)
             .await?;
         let migrated = MIGRATOR.run(&pool).await;
@@ -488,77 +489,7 @@ impl Directory for SqliteDirectory {
             .ok_or_else(|| DirectoryError::Unavailable(format!("server secret {name} vanished")))
     }
 
-    async fn sealed_secrets(&self) -> Result<Vec<SealedSecret>, DirectoryError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT name, 'apop', apop_secret FROM users WHERE apop_secret IS NOT NULL \
-             UNION ALL SELECT user, 'totp', totp_secret FROM mfa ORDER BY 1, 2",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(user, kind, value)| SealedSecret {
-                user,
-                kind: if kind == "apop" {
-                    SealedKind::Apop
-                } else {
-                    SealedKind::Totp
-                },
-                value,
-            })
-            .collect())
-    }
-
-    async fn reseal(&self, secret: &SealedSecret, sealed: &str) -> Result<bool, DirectoryError> {
-        let sql = match secret.kind {
-            SealedKind::Apop => {
-                "UPDATE users SET apop_secret = ?3 WHERE name = ?1 AND apop_secret = ?2"
-            }
-            SealedKind::Totp => {
-                "UPDATE mfa SET totp_secret = ?3 WHERE user = ?1 AND totp_secret = ?2"
-            }
-        };
-        let done = sqlx::query(sql)
-            .bind(&secret.user)
-            .bind(&secret.value)
-            .bind(sealed)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn keyed_hashes(&self) -> Result<Vec<KeyedHash>, DirectoryError> {
-        let rows: Vec<(String, Option<i64>, Option<String>, String)> = sqlx::query_as(
-            "SELECT user, id, label, hash FROM app_passwords \
-             UNION ALL SELECT user, NULL, NULL, code_hash FROM recovery_codes \
-             WHERE used_at IS NULL ORDER BY 1, 2",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(user, id, label, hash)| KeyedHash {
-                user,
-                app_password: id.map(|id| (id, label.unwrap_or_default())),
-                hash,
-            })
-            .collect())
-    }
-
-    async fn rekey_app_password(
-        &self,
-        id: i64,
-        old: &str,
-        new: &str,
-    ) -> Result<bool, DirectoryError> {
-        let done = sqlx::query("UPDATE app_passwords SET hash = ?3 WHERE id = ?1 AND hash = ?2")
-            .bind(id)
-            .bind(old)
-            .bind(new)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
+    crate::rotation::queries!("?1", "?2", "?3", "user");
 
     async fn replace_server_secret(
         &self,
