@@ -73,6 +73,11 @@ def test_backup_while_serving_then_restore_into_an_empty_directory(server, tmp_p
     history = _history(srv)
     assert len(history) >= 2, history
 
+    # A symbolic link planted in the Maildir, pointing at the key ring: never followed.
+    ring_file = srv.root / "server.key" if backend == "sqlite" else ring
+    planted = srv.data_dir / "mail" / "alice" / "cur" / "1700000999.M1P1.planted:2,S"
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.symlink_to(ring_file)
     # The backup, while carol signs in and out.
     stop, failures, done = threading.Event(), [], []
 
@@ -104,7 +109,11 @@ def test_backup_while_serving_then_restore_into_an_empty_directory(server, tmp_p
     assert {f"maildirs/alice/new/{n}" for n in names} <= paths or \
         len([p for p in paths if p.startswith("maildirs/alice/cur/")]) == 3, paths
     assert not any("server.key" in p for p in paths), "never the key ring by default"
-    ring_file = srv.root / "server.key" if backend == "sqlite" else ring
+    assert not any("planted" in p for p in paths), paths
+    key_hex = ring_file.read_text().split("\nkey 1 ")[1][:64]
+    for f in dest.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            assert key_hex.encode() not in f.read_bytes(), f"the key ring leaked into {f}"
     assert ring_file.read_text().split("\nkey 1 ")[1][:64] not in (dest / "directory.db").read_bytes().hex()
     assert b"verified" in srv.cli("backup", "verify", str(dest), check=True).stdout
     # A changed file is caught.

@@ -366,7 +366,9 @@ impl Keys {
         if ring.fingerprint() != set.ring.fingerprint() {
             return Err(ReplaceError::Other(ring.fingerprint()));
         }
-        if ring.ids() == set.ring.ids() && ring.active().id() == set.ring.active().id() {
+        // The whole ring, secrets included: a key retired and another added under the
+        // same number is a change too.
+        if *ring.to_text() == *set.ring.to_text() {
             return Ok(false);
         }
         tracing::info!(

@@ -50,49 +50,45 @@ impl Location {
 /// one reached without verified TLS (`sslmode=verify-full` or `verify-ca`). `None`
 /// when neither, and for SQLite.
 pub fn transport_problem(url: &str) -> Option<String> {
-    let rest = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))?;
-    let (authority, query) = match rest.split_once('?') {
-        Some((a, q)) => (a, q),
-        None => (rest, ""),
-    };
+    let lower = url.to_ascii_lowercase();
+    if !lower.starts_with("postgres://") && !lower.starts_with("postgresql://") {
+        return None;
+    }
+    let rest = &url[url.find("://")? + 3..];
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
     let authority = authority.split('/').next().unwrap_or("");
-    let (userinfo, host) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    let params: Vec<(&str, &str)> = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    };
-    if userinfo.is_some_and(|u| u.contains(':')) || param("password").is_some() {
+    let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+    let password_param = query.split('&').any(|kv| {
+        kv.split_once('=')
+            .is_some_and(|(k, _)| k.eq_ignore_ascii_case("password") || k.contains('%'))
+    });
+    if userinfo.is_some_and(|u| u.contains(':')) || password_param {
         return Some(
-            "the URL holds a password, which the command line shows to every user (`ps`): give it in PGPASSWORD or ~/.pgpass instead".into(),
+            "the URL holds a password (or an encoded parameter), which the command line shows to every user (`ps`): give the password in PGPASSWORD or ~/.pgpass instead".into(),
         );
     }
-    let host = param("host").unwrap_or(host);
-    let host_name = if let Some(v6) = host.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    // Where and how the driver itself would connect (its own parsing, the PG*
+    // environment variables included): nothing this check reads differently.
+    let options = match url.parse::<sqlx::postgres::PgConnectOptions>() {
+        Ok(options) => options,
+        Err(e) => return Some(format!("not a PostgreSQL URL: {e}")),
     };
-    let local = host_name.is_empty()
-        || host_name.starts_with('/')
-        || host_name.eq_ignore_ascii_case("localhost")
-        || host_name
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    let verified = matches!(param("sslmode"), Some("verify-full" | "verify-ca"));
+    let verified = matches!(
+        options.get_ssl_mode(),
+        sqlx::postgres::PgSslMode::VerifyFull | sqlx::postgres::PgSslMode::VerifyCa
+    );
     (!local && !verified).then(|| {
         format!(
-            "{host_name} is another host, reached without verified TLS: the directory's password hashes and sealed secrets would cross the network unprotected; add sslmode=verify-full (and sslrootcert=...) to the URL"
+            "{host} is another host, reached without verified TLS: the directory's password hashes and sealed secrets would cross the network unprotected; add sslmode=verify-full (and sslrootcert=...) to the URL"
         )
     })
 }

@@ -110,12 +110,14 @@ async fn backup(
         crate::exit::exists!("{} is not empty: back up into a new folder", dest.display());
     }
     {
-        use std::os::unix::fs::DirBuilderExt as _;
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dest)
             .with_context(|| format!("creating {}", dest.display()))?;
+        // Whatever it was (an empty folder made by hand): the backup holds every hash.
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))?;
     }
     let ring = server::secrets::key_ring(config, dir).await?;
     // The directory, in one snapshot, into the portable file.
@@ -194,7 +196,9 @@ fn save_maildir(src: &Path, to: &Path, with_mail: bool) -> anyhow::Result<()> {
         copy_if_there(&src.join(name), &to.join(name))?;
     }
     if with_mail {
-        for sub in ["cur", "new"] {
+        // new/ first: a message a session moves from new/ to cur/ meanwhile is then
+        // found in one or the other.
+        for sub in ["new", "cur"] {
             let Ok(entries) = std::fs::read_dir(src.join(sub)) else {
                 continue;
             };
@@ -202,6 +206,11 @@ fn save_maildir(src: &Path, to: &Path, with_mail: bool) -> anyhow::Result<()> {
             for entry in entries {
                 let entry = entry?;
                 let (from, dest) = (entry.path(), to.join(sub).join(entry.file_name()));
+                // Regular files only: a symbolic link planted in a Maildir must not
+                // carry another file into the backup (or, restored, into the mailbox).
+                if !entry.file_type()?.is_file() {
+                    continue;
+                }
                 // A message renamed (flagged) or deleted meanwhile is simply not there.
                 if std::fs::hard_link(&from, &dest).is_err() {
                     copy_if_there(&from, &dest)?;
@@ -212,8 +221,15 @@ fn save_maildir(src: &Path, to: &Path, with_mail: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies `from` to `to` if `from` exists (a file that vanished meanwhile is skipped).
+/// Copies `from` to `to` if `from` is there as a regular file (a file that vanished
+/// meanwhile is skipped; a symbolic link is never followed).
 fn copy_if_there(from: &Path, to: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(from) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", from.display())),
+    }
     match std::fs::copy(from, to) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -229,8 +245,12 @@ fn list_files(root: &Path) -> anyhow::Result<Vec<FileEntry>> {
         for entry in std::fs::read_dir(&folder)? {
             let entry = entry?;
             let path = entry.path();
-            if entry.file_type()?.is_dir() {
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
                 stack.push(path);
+                continue;
+            }
+            if !kind.is_file() {
                 continue;
             }
             let rel = path.strip_prefix(root)?.to_string_lossy().into_owned();
@@ -297,8 +317,10 @@ fn verify(dest: &Path) -> anyhow::Result<Manifest> {
             Some(_) => {}
         }
     }
+    let listed: std::collections::HashSet<&str> =
+        manifest.files.iter().map(|f| f.path.as_str()).collect();
     for path in found.keys() {
-        if !manifest.files.iter().any(|f| &f.path == path) {
+        if !listed.contains(path.as_str()) {
             problems.push(format!("{path}: not in the manifest"));
         }
     }
@@ -334,7 +356,10 @@ pub async fn restore(src: &Path, config: &Config, dir: Arc<Dir>) -> anyhow::Resu
         None if manifest.with_key_ring => {
             let text = std::fs::read_to_string(src.join("server.key"))?;
             let ring = auth::KeyRing::parse(&text).context("the backup's server.key")?;
-            server::secrets::write_ring(&config.key_file(), &ring)?;
+            if ring.fingerprint() != manifest.key_ring_fingerprint {
+                bail!("the backup's server.key is not the ring its manifest names");
+            }
+            server::secrets::make_file(config, &ring)?;
             println!("key ring restored to {}", config.key_file().display());
         }
         None => eprintln!(
@@ -346,18 +371,8 @@ pub async fn restore(src: &Path, config: &Config, dir: Arc<Dir>) -> anyhow::Resu
     // A copy of the backup's file is what is opened (opening runs the migrations,
     // which must not change the backup itself).
     let scratch = tempfile_in(&config.data_dir)?;
-    std::fs::copy(src.join("directory.db"), &scratch)?;
-    let source = AnyDirectory::connect(&Location::Sqlite(scratch.clone())).await?;
-    let mut bar = crate::progress::Progress::new("directory", 0);
-    let copied = directory::copy_directory_with_progress(&source, &dir, |done, total| {
-        bar.set_total(total);
-        bar.set(done);
-    })
-    .await;
-    drop(bar);
-    source.close().await;
-    let _ = std::fs::remove_file(&scratch);
-    for suffix in ["-wal", "-shm"] {
+    let copied = restore_directory(src, &scratch, &dir).await;
+    for suffix in ["", "-wal", "-shm"] {
         let mut p = scratch.clone().into_os_string();
         p.push(suffix);
         let _ = std::fs::remove_file(p);
@@ -392,6 +407,22 @@ pub async fn restore(src: &Path, config: &Config, dir: Arc<Dir>) -> anyhow::Resu
     Ok(())
 }
 
+/// The backup's directory file, copied to `scratch` and opened there, into `dir`.
+async fn restore_directory(src: &Path, scratch: &Path, dir: &Dir) -> anyhow::Result<()> {
+    std::fs::copy(src.join("directory.db"), scratch)?;
+    let source = AnyDirectory::connect(&Location::Sqlite(scratch.to_owned())).await?;
+    let mut bar = crate::progress::Progress::new("directory", 0);
+    let copied = directory::copy_directory_with_progress(&source, dir, |done, total| {
+        bar.set_total(total);
+        bar.set(done);
+    })
+    .await;
+    drop(bar);
+    source.close().await;
+    copied?;
+    Ok(())
+}
+
 /// A backup's Maildir folder back into the Maildir at `to` (made if missing); files
 /// already there are kept.
 fn put_back(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -410,7 +441,7 @@ fn put_back(from: &Path, to: &Path) -> anyhow::Result<()> {
             let entry = entry?;
             let target = to.join(sub).join(entry.file_name());
             if !target.exists() {
-                std::fs::copy(entry.path(), &target)?;
+                copy_if_there(&entry.path(), &target)?;
             }
         }
     }

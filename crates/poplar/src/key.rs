@@ -95,17 +95,8 @@ pub fn prepare(cmd: &KeyCommand, config: &Config) -> anyhow::Result<Prepared> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let empty = std::fs::metadata(&path).is_ok_and(|m| m.len() == 0);
-    let file = {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(!empty)
-            .truncate(empty)
-            .mode(0o640)
-            .open(&path)
-            .with_context(|| format!("creating the key ring {}", path.display()))?
-    };
+    let file = secrets::open_ring_file(&path)
+        .with_context(|| format!("creating the key ring {}", path.display()))?;
     if let Some(identity) = server::process::Identity::resolve(&config.process)? {
         // Root keeps it; the service's group may read it. Only root may do this.
         std::os::unix::fs::fchown(&file, Some(0), Some(identity.gid.as_raw())).with_context(

@@ -198,14 +198,15 @@ impl Server {
         if check_secs > 0 {
             let every = Duration::from_secs(check_secs);
             tokio::spawn(self.reloader.watch_files(every, shutdown.clone()));
-            // The key ring's file too (its rotation), on the same schedule.
-            tokio::spawn(crate::secrets::watch_ring(
-                start.config.clone(),
-                start.auth.keys().clone(),
-                every,
-                shutdown.clone(),
-            ));
         }
+        // The key ring's file (its rotation) on the same schedule, and always: a server
+        // that never read a rotation would seal under a key about to be retired.
+        tokio::spawn(crate::secrets::watch_ring(
+            start.config.clone(),
+            start.auth.keys().clone(),
+            Duration::from_secs(if check_secs > 0 { check_secs } else { 5 }),
+            shutdown.clone(),
+        ));
         tokio::spawn(crate::control::serve(
             crate::control::socket_path(&start.config.data_dir),
             start.registry.clone(),

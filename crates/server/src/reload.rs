@@ -257,15 +257,37 @@ fn plan(running: &Config, file: Config) -> anyhow::Result<Plan> {
     }
     let mut applied = Vec::new();
     changed_leaves("", Some(&old), Some(&new), &mut applied);
-    let config: Config = new
+    let mut config: Config = new
         .try_into()
         .context("the new configuration with the start-only settings kept")?;
+    keep_start_only(&mut config, running);
     config.validate()?;
     Ok(Plan {
         config,
         applied,
         need_restart,
     })
+}
+
+/// The start-only settings ([`AT_START_ONLY`]) taken from the running configuration
+/// itself, not from its TOML form: what serialising hides (an OAuth client secret is
+/// written as "(redacted)") must keep its real running value.
+fn keep_start_only(config: &mut Config, running: &Config) {
+    config.data_dir.clone_from(&running.data_dir);
+    config.hostname.clone_from(&running.hostname);
+    config.listen = running.listen.clone();
+    config.process = running.process.clone();
+    config.directory = running.directory.clone();
+    config.auth = running.auth.clone();
+    config
+        .store
+        .maildir_root
+        .clone_from(&running.store.maildir_root);
+    config.metrics = running.metrics.clone();
+    config.web = running.web.clone();
+    config.oauth = running.oauth.clone();
+    config.keys = running.keys.clone();
+    config.tls.reload_check_secs = running.tls.reload_check_secs;
 }
 
 /// Whether two parts of a configuration are equal, as the file would say them.
@@ -363,6 +385,22 @@ mod tests {
         assert_eq!(
             plan.need_restart,
             ["data_dir", "listen.pop3", "auth.failure_delay_ms"]
+        );
+    }
+
+    #[test]
+    fn start_only_settings_keep_their_real_running_value() {
+        // Every AT_START_ONLY path, changed in the file, is back to the running value
+        // after the plan: keep_start_only and the list agree.
+        let running = parse(
+            "[oauth]\n[[oauth.issuers]]\nname = \"id\"\nissuer = \"https://id.example\"\naudience = [\"pop\"]\nintrospection_url = \"https://id.example/introspect\"\nclient_id = \"poplar\"\nclient_secret = \"s3cret\"\n",
+        );
+        let plan = plan(&running, running.clone()).unwrap();
+        let shown = format!("{:?}", plan.config.oauth);
+        assert!(!shown.contains("(redacted)"), "{shown}");
+        assert_eq!(
+            toml::to_string(&plan.config).unwrap(),
+            toml::to_string(&running).unwrap()
         );
     }
 

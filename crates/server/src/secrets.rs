@@ -93,20 +93,29 @@ pub fn find_ring(config: &Config) -> anyhow::Result<Option<(KeyRing, RingSource)
     }
 }
 
-/// Writes `ring` to `path` as a new file (mode 0640), and syncs it. Fails if a file is
-/// there already (but an empty one, left by an interrupted `key init`).
-pub fn write_ring(path: &Path, ring: &KeyRing) -> anyhow::Result<()> {
+/// Opens a key file to be filled: a new one, or an empty regular file left by an
+/// interrupted start (never through a symbolic link), mode 0640 whatever the umask.
+pub fn open_ring_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::PermissionsExt as _;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)?;
     }
-    let empty = std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
-    let mut file = std::fs::OpenOptions::new()
+    let empty = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(!empty)
         .truncate(empty)
         .mode(0o640)
-        .open(path)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+    Ok(file)
+}
+
+/// Writes `ring` to `path` as a new file (mode 0640), and syncs it. Fails if a file is
+/// there already (but an empty one, left by an interrupted `key init`).
+pub fn write_ring(path: &Path, ring: &KeyRing) -> anyhow::Result<()> {
+    let mut file = open_ring_file(path)
         .with_context(|| format!("creating the key ring {}", path.display()))?;
     write_ring_to(&mut file, ring)
         .with_context(|| format!("writing the key ring {}", path.display()))
@@ -129,8 +138,13 @@ pub fn rewrite_ring(path: &Path, ring: &KeyRing) -> anyhow::Result<()> {
         .write(true)
         .create_new(true)
         .mode(meta.mode() & 0o777)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o777))?;
+    }
     let owned = std::fs::metadata(&tmp)?;
     if (owned.uid(), owned.gid()) != (meta.uid(), meta.gid()) {
         std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid())).with_context(
@@ -237,6 +251,17 @@ pub async fn key_ring_with(
                 .ensure_server_secret(SERVER_KEY, &marker(&ring))
                 .await
                 .context("storing the key ring's marker in the directory")?;
+            if kept == marker(&ring) && legacy.exists() {
+                // Moved into the ring: the old file must not stay beside the directory.
+                match std::fs::remove_file(&legacy) {
+                    Ok(()) => {
+                        tracing::info!(file = %legacy.display(), "the old key file, now in the key ring, is removed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %legacy.display(), error = %e, "remove the old key file: the key ring holds its key")
+                    }
+                }
+            }
             if kept != marker(&ring) {
                 // Another node made its ring first: ours seals nothing yet, so it goes.
                 let _ = std::fs::remove_file(config.key_file());
@@ -264,13 +289,7 @@ pub fn hand_over_ring_file(config: &Config, gid: u32) {
         return;
     }
     let path = config.key_file();
-    let empty = std::fs::metadata(&path).is_ok_and(|m| m.len() == 0);
-    let made = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(!empty)
-        .truncate(empty)
-        .mode(0o640)
-        .open(&path)
+    let made = open_ring_file(&path)
         .and_then(|file| std::os::unix::fs::fchown(&file, Some(0), Some(gid)).map(|()| file));
     if let Ok(file) = made {
         *HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
@@ -278,7 +297,7 @@ pub fn hand_over_ring_file(config: &Config, gid: u32) {
 }
 
 /// Makes the key file for `ring` (filling the one root made, if any), or says who can.
-fn make_file(config: &Config, ring: &KeyRing) -> anyhow::Result<()> {
+pub fn make_file(config: &Config, ring: &KeyRing) -> anyhow::Result<()> {
     let path = config.key_file();
     if let Some(mut file) = HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return write_ring_to(&mut file, ring)
