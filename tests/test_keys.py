@@ -252,3 +252,15 @@ def test_rotation_under_load_then_retirement_once_nothing_needs_the_old_key(serv
     assert open_totp(sealed[0], "alice", key_2) == totp.secret.encode(), "opens under key 2"
     shown = srv.cli("key", "show", "--json", check=True).stdout.decode()
     assert '"keys":[2]' in shown.replace(" ", ""), shown
+
+
+def test_a_key_file_every_user_can_read_is_warned_of(server):
+    srv = server(users={"alice": PW}, start=False)
+    key_file = srv.root / "server.key"
+    assert not [l for l in srv.cli("config", "check").stderr.decode().splitlines() if "keys.file" in l]
+    key_file.chmod(0o644)
+    for args in (("config", "check"), ("audit",)):
+        out = srv.cli(*args)
+        text = (out.stdout + out.stderr).decode()
+        assert "can be read by every user" in text and "0640" in text, (args, text)
+    key_file.chmod(0o640)

@@ -367,7 +367,7 @@ async fn run(
                 capacity.max_connections, capacity.basis, capacity.per_network
             );
             let mut warnings = config.warnings();
-            warnings.extend(config.key_ring_warning());
+            warnings.extend(config.key_ring_warnings());
             warnings.extend(capacity.warning);
             warnings.extend(server::process::root_warning(&config.process));
             if let Err(e) = server::process::Identity::resolve(&config.process) {
@@ -457,7 +457,7 @@ async fn serve(
     for w in config
         .warnings()
         .into_iter()
-        .chain(config.key_ring_warning())
+        .chain(config.key_ring_warnings())
         .chain(process_warning)
     {
         tracing::warn!("{w}");

@@ -961,23 +961,39 @@ impl Config {
             .join(self.keys.file.as_deref().unwrap_or(Path::new("server.key")))
     }
 
-    /// A key file inside the data folder (the embedded default's, or set so): a copy of
-    /// that folder holds both the directory and the key that opens its secrets. Not
-    /// said when the ring comes from the environment or a systemd credential.
+    /// What is wrong with where the key file is: inside the data folder (the embedded
+    /// default's, or set so: a copy of that folder holds both the directory and the key
+    /// that opens its secrets), or readable by every user. Not said when the ring comes
+    /// from the environment or a systemd credential.
     /// (Apart from [`Config::warnings`], which judge the file's settings: this one
     /// depends on where the configuration came from and on the environment.)
-    pub fn key_ring_warning(&self) -> Option<String> {
+    pub fn key_ring_warnings(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt as _;
         let elsewhere = std::env::var_os(crate::secrets::KEYS_ENV).is_some()
             || std::env::var_os("CREDENTIALS_DIRECTORY")
                 .is_some_and(|d| Path::new(&d).join(crate::secrets::KEYS_CREDENTIAL).exists());
+        if elsewhere {
+            return Vec::new();
+        }
+        let mut warnings = Vec::new();
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
         let (file, data) = (absolute(&self.key_file()), absolute(&self.data_dir));
-        (!elsewhere && file.starts_with(&data)).then(|| {
-            format!(
+        if file.starts_with(&data) {
+            warnings.push(format!(
                 "keys.file {} is in the data folder: a copy of that folder (a backup, a stolen disk) holds both the directory and the key that opens its sealed secrets; keep the key ring elsewhere (keys.file, or /etc/poplar/server.key beside /etc/poplar/poplar.toml)",
                 file.display()
-            )
-        })
+            ));
+        }
+        if let Ok(meta) = std::fs::metadata(&file)
+            && meta.permissions().mode() & 0o007 != 0
+        {
+            warnings.push(format!(
+                "keys.file {} can be read by every user of this host (mode {:o}): `chmod 0640` it (root, with the service's group)",
+                file.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        warnings
     }
 
     /// Where installations before the directory kept the server key; adopted from there.

@@ -427,7 +427,7 @@ pub(super) fn locks_and_bans(
 /// Plaintext mechanisms outside TLS, APOP, the TLS setup and other settings.
 pub(super) fn configuration(config: &Config, a: &Accounts) -> Vec<Finding> {
     let mut warnings = config.warnings();
-    warnings.extend(config.key_ring_warning());
+    warnings.extend(config.key_ring_warnings());
     warnings.extend(server::process::root_warning(&config.process));
     vec![
         super::config_checks::plaintext(config, &mut warnings),
