@@ -51,16 +51,11 @@ fn derive(server_key: &[u8], purpose: &[u8]) -> LessSafeKey {
 }
 
 impl ApopVault {
-    /// Derives the vault key from one server key (key 1).
-    pub fn new(server_key: &[u8]) -> Self {
-        Self::for_purpose(server_key, APOP_PURPOSE)
-    }
-
-    /// A vault with its own key for another kind of recoverable secret (TOTP keys):
-    /// `purpose` separates the keys, so one kind of ciphertext never opens as another.
-    pub fn for_purpose(server_key: &[u8], purpose: &[u8]) -> Self {
+    /// An APOP vault over one server key (key 1), for tests.
+    #[cfg(test)]
+    fn new(server_key: &[u8]) -> Self {
         ApopVault {
-            keys: vec![(1, derive(server_key, purpose))],
+            keys: vec![(1, derive(server_key, APOP_PURPOSE))],
             active: 1,
         }
     }

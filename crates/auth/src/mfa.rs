@@ -191,8 +191,9 @@ fn code_key(server_key: &[u8]) -> Zeroizing<[u8; 32]> {
 }
 
 impl CodeHasher {
-    /// Derives its key from one server key (key 1).
-    pub fn new(server_key: &[u8]) -> Self {
+    /// Over one server key (key 1), for tests.
+    #[cfg(test)]
+    fn new(server_key: &[u8]) -> Self {
         CodeHasher {
             keys: vec![(1, code_key(server_key))],
             active: 1,

@@ -298,12 +298,16 @@ async fn uses(ring: &auth::KeyRing, dir: &Dir) -> anyhow::Result<Vec<KeyUses>> {
             )
         })
         .collect();
-    for s in dir.sealed_secrets().await? {
-        let id = auth::apop::ApopVault::sealed_under(&s.value).unwrap_or(0);
-        let u = by_id.entry(id).or_insert_with(|| KeyUses {
+    // A key not in the ring (retired too early, or another ring's) is listed as well.
+    fn entry(by_id: &mut BTreeMap<u32, KeyUses>, id: u32) -> &mut KeyUses {
+        by_id.entry(id).or_insert_with(|| KeyUses {
             id,
             ..KeyUses::default()
-        });
+        })
+    }
+    for s in dir.sealed_secrets().await? {
+        let id = auth::apop::ApopVault::sealed_under(&s.value).unwrap_or(0);
+        let u = entry(&mut by_id, id);
         u.sealed += 1;
         if !u.sealed_users.contains(&s.user) {
             u.sealed_users.push(s.user);
@@ -314,20 +318,14 @@ async fn uses(ring: &auth::KeyRing, dir: &Dir) -> anyhow::Result<Vec<KeyUses>> {
         let id = auth::mfa::CodeHasher::made_under(&h.hash);
         match h.app_password {
             Some((app, label)) => {
-                let u = by_id.entry(id).or_insert_with(|| KeyUses {
-                    id,
-                    ..KeyUses::default()
-                });
+                let u = entry(&mut by_id, id);
                 u.app_passwords.push(format!("{}: {app} ({label})", h.user));
             }
             None => *codes.entry((id, h.user)).or_default() += 1,
         }
     }
     for ((id, user), n) in codes {
-        let u = by_id.entry(id).or_insert_with(|| KeyUses {
-            id,
-            ..KeyUses::default()
-        });
+        let u = entry(&mut by_id, id);
         u.recovery_codes.push(format!("{user}: {n}"));
     }
     Ok(by_id.into_values().collect())

@@ -241,25 +241,21 @@ struct Plan {
     need_restart: Vec<String>,
 }
 
-/// Compares the running configuration with the file's, as TOML values: the start-only
-/// settings the file changes are put back to their running values and listed; every
-/// other difference is applied.
+/// Compares the running configuration with the file's, as TOML values: every setting
+/// that differs is listed, as applied or (under [`AT_START_ONLY`]) as needing a restart;
+/// the configuration put in force is the file's with the start-only settings kept.
 fn plan(running: &Config, file: Config) -> anyhow::Result<Plan> {
     let old = toml::Value::try_from(running).context("reading the running configuration")?;
-    let mut new = toml::Value::try_from(&file).context("reading the new configuration")?;
-    let mut need_restart = Vec::new();
-    for path in AT_START_ONLY {
-        let (was, now) = (lookup(&old, path), lookup(&new, path));
-        if was != now {
-            changed_leaves(path, was, now, &mut need_restart);
-            put(&mut new, path, was.cloned());
-        }
-    }
-    let mut applied = Vec::new();
-    changed_leaves("", Some(&old), Some(&new), &mut applied);
-    let mut config: Config = new
-        .try_into()
-        .context("the new configuration with the start-only settings kept")?;
+    let new = toml::Value::try_from(&file).context("reading the new configuration")?;
+    let mut changed = Vec::new();
+    changed_leaves("", Some(&old), Some(&new), &mut changed);
+    let start_only = |path: &String| {
+        AT_START_ONLY
+            .iter()
+            .any(|s| path == s || path.strip_prefix(s).is_some_and(|r| r.starts_with('.')))
+    };
+    let (need_restart, applied) = changed.into_iter().partition(start_only);
+    let mut config = file;
     keep_start_only(&mut config, running);
     config.validate()?;
     Ok(Plan {
@@ -293,33 +289,6 @@ fn keep_start_only(config: &mut Config, running: &Config) {
 /// Whether two parts of a configuration are equal, as the file would say them.
 fn same<T: serde::Serialize>(a: &T, b: &T) -> anyhow::Result<bool> {
     Ok(toml::Value::try_from(a)? == toml::Value::try_from(b)?)
-}
-
-/// The value at a dotted path, if set.
-fn lookup<'a>(root: &'a toml::Value, path: &str) -> Option<&'a toml::Value> {
-    path.split('.').try_fold(root, |v, key| v.get(key))
-}
-
-/// Sets (or with `None` removes) the value at a dotted path whose parent tables exist.
-fn put(root: &mut toml::Value, path: &str, value: Option<toml::Value>) {
-    let (parent, key) = match path.rsplit_once('.') {
-        Some((parent, key)) => (parent, key),
-        None => ("", path),
-    };
-    let table = parent
-        .split('.')
-        .filter(|k| !k.is_empty())
-        .try_fold(root, |v, k| v.get_mut(k));
-    if let Some(toml::Value::Table(table)) = table {
-        match value {
-            Some(v) => {
-                table.insert(key.to_owned(), v);
-            }
-            None => {
-                table.remove(key);
-            }
-        }
-    }
 }
 
 /// Appends the dotted paths of every setting that differs between `a` and `b` (tables
@@ -384,7 +353,7 @@ mod tests {
         assert_eq!(plan.applied, ["access.deny", "defence.throttle_after"]);
         assert_eq!(
             plan.need_restart,
-            ["data_dir", "listen.pop3", "auth.failure_delay_ms"]
+            ["auth.failure_delay_ms", "data_dir", "listen.pop3"]
         );
     }
 
